@@ -1,0 +1,37 @@
+"""One table maps ``config.model_type`` to its adapter; one small file per architecture."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import Adapter, Encoded
+from .llava import LlavaAdapter
+from .llava_next import LlavaNextAdapter
+from .llava_onevision import LlavaOnevisionAdapter
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    "llava": LlavaAdapter,
+    "llava_next": LlavaNextAdapter,
+    "llava_onevision": LlavaOnevisionAdapter,
+}
+
+
+def get_adapter(model: nn.Module) -> Adapter:
+    """The adapter for ``model.config.model_type``; ``TypeError`` naming the supported types otherwise."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    cls = ADAPTERS.get(model_type)
+    if cls is None:
+        raise TypeError(
+            f"visprune does not support model type {model_type!r} ({type(model).__name__}); "
+            f"supported: {', '.join(sorted(ADAPTERS))}"
+        )
+    if not hasattr(model, "generate") or not hasattr(model, "lm_head"):
+        raise TypeError(
+            f"pass the ...ForConditionalGeneration model, not {type(model).__name__} (model_type {model_type!r})"
+        )
+    adapter = cls()
+    adapter.check(model)
+    return adapter
+
+
+__all__ = ["ADAPTERS", "Adapter", "Encoded", "get_adapter"]

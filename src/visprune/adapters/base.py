@@ -1,0 +1,156 @@
+"""What an adapter does: run the vision side once, capture what scorers need, align it per token."""
+
+from __future__ import annotations
+
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .. import ops
+from ..context import IMAGE_KEY, PATCH_HIDDEN, SALIENCY
+from ..text import ASSISTANT_MARKERS, USER_MARKERS
+
+
+@dataclass
+class Encoded:
+    """The vision side of one call, one entry per image, aligned with the tokens the LM receives.
+
+    ``features[i]`` is ``[N_i, D]``; ``protected[i]`` is ``[N_i]`` bool; ``saliency[i]`` is ``[N_i]``;
+    ``patch_hidden[i]`` is ``[N_i, Dv]``; ``image_keys[i]`` is an int.
+    """
+
+    features: list[torch.Tensor]
+    protected: list[torch.Tensor]
+    saliency: list[torch.Tensor] | None = None
+    patch_hidden: list[torch.Tensor] | None = None
+    image_keys: list[int] | None = None
+    extras: dict = field(default_factory=dict)
+
+
+class Adapter:
+    """Architecture knowledge for one family of ``transformers`` VLMs.
+
+    An adapter names the keyword arguments that carry images, runs the model's own image-feature
+    code once with hooks that capture the scoring signals, and hands back features and signals
+    aligned token by token. It never changes the model; ``visprune.transform`` does the patching.
+    """
+
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: keyword arguments of forward/generate that are consumed by image encoding
+    image_input_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
+    user_markers: ClassVar[tuple[str, ...]] = USER_MARKERS
+    assistant_markers: ClassVar[tuple[str, ...]] = ASSISTANT_MARKERS
+
+    def has_images(self, kwargs: dict) -> bool:
+        pv = kwargs.get("pixel_values")
+        return pv is not None and pv.numel() > 0
+
+    def image_token_id(self, model: nn.Module) -> int:
+        return int(model.config.image_token_id)
+
+    def check(self, model: nn.Module) -> None:
+        """Raise a clear error if this model instance cannot be served (called by ``prune_``)."""
+
+    def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
+        raise NotImplementedError
+
+
+def encoder_layers(tower: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of a vision tower (CLIP / SigLIP, with or without a wrapper)."""
+    for path in ("encoder.layers", "vision_model.encoder.layers"):
+        obj = tower
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise TypeError(f"cannot find the encoder layers of vision tower {type(tower).__name__}")
+
+
+def hidden_index_to_layer(index: int, num_layers: int) -> int:
+    """Map a ``hidden_states`` index (transformers' convention) to the layer that produced it."""
+    layer = num_layers + index if index < 0 else index - 1
+    if not 0 <= layer < num_layers:
+        raise ValueError(f"layer {index} is out of range for a vision tower with {num_layers} layers")
+    return layer
+
+
+def tower_has_cls(tower: nn.Module) -> bool:
+    emb = getattr(tower, "embeddings", None) or getattr(getattr(tower, "vision_model", None), "embeddings", None)
+    return emb is not None and hasattr(emb, "class_embedding")
+
+
+def pixel_key(pixels: torch.Tensor) -> int:
+    """A stable hash of an image's pixel tensor (batch-independent, for seeded randomness)."""
+    return zlib.crc32(pixels.detach().float().cpu().contiguous().numpy().tobytes())
+
+
+class Capture:
+    """Forward hooks on one vision tower that record the scoring signals of a single call."""
+
+    def __init__(self, tower: nn.Module, needs: frozenset[str], saliency_layer: int, text_layer: int):
+        self.tower, self.needs = tower, needs
+        self.layers = encoder_layers(tower)
+        self.saliency_layer, self.text_layer = saliency_layer, text_layer
+        self.values: dict[str, torch.Tensor] = {}
+
+    def _store(self, name: str):
+        def hook(_module, _inputs, output):
+            self.values[name] = output[0] if isinstance(output, tuple) else output
+
+        return hook
+
+    @contextmanager
+    def active(self):
+        handles = []
+        try:
+            attn = self.layers[self.saliency_layer].self_attn
+            # k is always taken: its shape gives crops x tokens for the marker channel.
+            handles.append(attn.k_proj.register_forward_hook(self._store("k")))
+            if SALIENCY in self.needs:
+                handles.append(attn.q_proj.register_forward_hook(self._store("q")))
+            if PATCH_HIDDEN in self.needs:
+                handles.append(self.layers[self.text_layer].register_forward_hook(self._store("hidden")))
+            if IMAGE_KEY in self.needs:
+                handles.append(
+                    self.tower.register_forward_pre_hook(
+                        lambda _m, args, kwargs: self.values.__setitem__("pixels", (args or (kwargs["pixel_values"],))[0]),
+                        with_kwargs=True,
+                    )
+                )
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def per_crop_signals(self, has_cls: bool) -> torch.Tensor:
+        """``[crops, T, C]``: channel 0 marks [CLS] (1.0), then saliency, then hidden states."""
+        if "k" not in self.values:
+            raise RuntimeError("the vision tower did not run its scoring layer; is the layer index right?")
+        channels = []
+        ref = self.values["k"]
+        crops, t = ref.shape[:2]
+        marker = torch.zeros(crops, t, 1, device=ref.device)
+        if has_cls:
+            marker[:, 0] = 1.0
+        channels.append(marker)
+        if SALIENCY in self.needs:
+            attn = self.layers[self.saliency_layer].self_attn
+            heads, scale = int(attn.num_heads), float(getattr(attn, "scale", 0) or 0) or None
+            q, k = self.values["q"], self.values["k"]
+            sal = ops.cls_attention(q, k, heads, scale) if has_cls else ops.received_attention(q, k, heads, scale)
+            channels.append(sal.unsqueeze(-1))
+        if PATCH_HIDDEN in self.needs:
+            channels.append(self.values["hidden"].float())
+        return torch.cat([c.float() for c in channels], dim=-1)
+
+    def image_keys(self, crops_per_image: list[int]) -> list[int] | None:
+        if IMAGE_KEY not in self.needs:
+            return None
+        pixels = self.values["pixels"]
+        return [pixel_key(chunk) for chunk in torch.split(pixels, crops_per_image)]

@@ -1,0 +1,7 @@
+"""LLaVA-1.5 (``llava``): one crop per image, fixed token count."""
+
+from .llava_family import LlavaFamilyAdapter
+
+
+class LlavaAdapter(LlavaFamilyAdapter):
+    model_types = ("llava",)

@@ -1,0 +1,97 @@
+"""Shared logic of the LLaVA family: LLaVA, LLaVA-NeXT, LLaVA-OneVision (transformers 5.x)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..context import PATCH_HIDDEN, SALIENCY
+from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, tower_has_cls
+
+
+class LlavaFamilyAdapter(Adapter):
+    """Runs ``model.model.get_image_features`` (the model's own code) with capture hooks.
+
+    Scoring signals are captured per crop as ``[crops, T, C]`` and put through the *same*
+    selection (dropping [CLS] under the ``default`` strategy) and, for the any-resolution models,
+    the model's own ``pack_image_features`` (unpadding, interpolation, row-end newline tokens), so
+    signal ``j`` of an image describes exactly feature ``j``. Newline tokens come out as NaN
+    signals and are marked protected: they are structure, not content, and always kept.
+    """
+
+    image_input_keys = (
+        "pixel_values",
+        "image_sizes",
+        "vision_feature_layer",
+        "vision_feature_select_strategy",
+        "vision_aspect_ratio",
+        "batch_num_images",
+    )
+    packs = False
+
+    def check(self, model: nn.Module) -> None:
+        base = getattr(model, "model", None)
+        if base is None or not hasattr(base, "get_image_features") or not hasattr(base, "vision_tower"):
+            raise TypeError(f"{type(model).__name__} lacks model.get_image_features / model.vision_tower")
+        encoder_layers(base.vision_tower)
+
+    def _layers(self, model: nn.Module, image_inputs: dict, config: Any) -> tuple[int, int]:
+        n = len(encoder_layers(model.model.vision_tower))
+        feat = image_inputs.get("vision_feature_layer", model.config.vision_feature_layer)
+        if config.layer is not None:
+            sal = hidden_index_to_layer(config.layer, n)
+        elif isinstance(feat, int):
+            sal = hidden_index_to_layer(feat, n) if feat != 0 else 0
+        else:  # several feature layers: the deepest of them
+            sal = max(hidden_index_to_layer(f, n) for f in feat)
+        return sal, hidden_index_to_layer(config.text_layer, n)
+
+    def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
+        base = model.model
+        tower = base.vision_tower
+        sal_layer, text_layer = self._layers(model, image_inputs, config)
+        capture = Capture(tower, needs, sal_layer, text_layer)
+        packed_calls: list[dict] = []
+        if self.packs:
+            original_pack = base.pack_image_features
+
+            def recording_pack(image_features, *args, **kwargs):
+                packed_calls.append({"sizes": [f.shape[0] for f in image_features], "args": args, "kwargs": kwargs})
+                return original_pack(image_features, *args, **kwargs)
+
+            base.pack_image_features = recording_pack  # instance attribute, removed below
+        try:
+            with capture.active():
+                out = base.get_image_features(**image_inputs, return_dict=True)
+        finally:
+            if self.packs:
+                del base.pack_image_features
+        features = list(out.pooler_output)
+        signals = capture.per_crop_signals(tower_has_cls(tower))
+        strategy = image_inputs.get("vision_feature_select_strategy", model.config.vision_feature_select_strategy)
+        if strategy == "default":
+            signals = signals[:, 1:]
+        if self.packs:
+            call = packed_calls[-1]
+            crops = call["sizes"]
+            nan_line = torch.full((signals.shape[-1],), math.nan, device=signals.device)
+            kwargs = dict(call["kwargs"], image_newline=nan_line)
+            per_image, _ = original_pack(list(torch.split(signals, crops)), *call["args"], **kwargs)
+        else:
+            crops = [1] * signals.shape[0]
+            per_image = list(signals)
+        for f, s in zip(features, per_image):
+            if f.shape[0] != s.shape[0]:
+                raise RuntimeError(f"internal: {s.shape[0]} signals for {f.shape[0]} features; please report")
+        protected = [torch.isnan(s[:, 0]) | (s[:, 0] > 0.5) for s in per_image]
+        enc = Encoded(features=features, protected=protected, image_keys=capture.image_keys(crops))
+        col = 1
+        if SALIENCY in needs:
+            enc.saliency = [s[:, col] for s in per_image]
+            col += 1
+        if PATCH_HIDDEN in needs:
+            enc.patch_hidden = [s[:, col:] for s in per_image]
+        return enc

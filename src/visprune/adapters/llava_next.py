@@ -1,0 +1,8 @@
+"""LLaVA-NeXT / LLaVA-1.6 (``llava_next``): any-resolution crops, packed with newline tokens."""
+
+from .llava_family import LlavaFamilyAdapter
+
+
+class LlavaNextAdapter(LlavaFamilyAdapter):
+    model_types = ("llava_next",)
+    packs = True

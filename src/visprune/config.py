@@ -1,0 +1,154 @@
+"""``PruneConfig``: every setting of a pruning run, validated on creation, serialisable."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .budgets import BUDGETS, Budget
+from .scorers import SCORERS, Scorer
+
+CONFIG_VERSION = 1
+NORMS = ("minmax", "softmax", "rank", "none")
+DEFAULT_KEEP = 0.5
+DEFAULT_ENERGY = 0.95
+
+
+@dataclass
+class PruneConfig:
+    """What to keep and how to score it.
+
+    Args:
+        scorer: a registered scorer name (``visprune.list_scorers()``) or a ``Scorer`` instance.
+        budget: a registered budget name (``visprune.list_budgets()``) or a ``Budget`` instance.
+            ``None`` picks ``"fixed"`` when ``k`` is set, ``"energy"`` when ``energy`` is set,
+            else ``"ratio"``.
+        keep: share of each image's visual tokens to keep, in ``(0, 1]`` (``ratio`` budget;
+            default 0.5).
+        k: number of visual tokens to keep per image, >= 1 (``fixed`` budget).
+        energy: share of spectral energy to keep, in ``(0, 1]`` (``energy`` budget, E-AdaPrune;
+            default 0.95).
+        min_keep, max_keep: clamp of the ``energy`` budget (``max_keep=None``: no upper clamp).
+        alpha: ATP fusion weight in ``[0, 1]``: ``alpha * norm(saliency) + (1 - alpha) * norm(text)``.
+        norm: per-image normalisation of the ATP terms: ``minmax``, ``softmax``, ``rank`` or ``none``.
+        layer: vision layer whose attention gives the saliency, as an index into the tower's
+            ``hidden_states`` (transformers' ``vision_feature_layer`` convention: ``-2`` is the
+            penultimate layer's output, i.e. the attention inside that layer). ``None``: the layer
+            whose output the model feeds to its language model.
+        text_layer: vision layer (same convention) whose hidden states are projected into CLIP
+            space for the ``text`` scorer; ``-1`` (default) is the final layer, which CLIP's
+            ``post_layernorm`` and ``visual_projection`` were trained on.
+        text_encoder: a ``CLIPModel``, a hub id or a local folder, for the ``text`` scorer and for
+            ATP's text term. Without one, ATP uses the weight-free ``lmtext`` relevance.
+        text_tokenizer: tokenizer of the text encoder; default: loaded from the same place.
+        text_sign: +1 or -1, multiplies the CLIP patch-text similarity (some CLIPs are reported to
+            rank question-relevant patches lower; see the docs).
+        seed: seed of the ``random`` scorer.
+    """
+
+    scorer: Any = "atp"
+    budget: Any = None
+    keep: float | None = None
+    k: int | None = None
+    energy: float | None = None
+    min_keep: int = 1
+    max_keep: int | None = None
+    alpha: float = 0.5
+    norm: str = "minmax"
+    layer: int | None = None
+    text_layer: int = -1
+    text_encoder: Any = None
+    text_tokenizer: Any = None
+    text_sign: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.scorer = _resolve(self.scorer, SCORERS, Scorer, "scorer")
+        if self.budget is None:
+            self.budget = "fixed" if self.k is not None else "energy" if self.energy is not None else "ratio"
+        self.budget = _resolve(self.budget, BUDGETS, Budget, "budget")
+        if self.keep is not None:
+            _check_unit("keep", self.keep)
+        if self.energy is not None:
+            _check_unit("energy", self.energy)
+        if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1):
+            raise ValueError(f"k must be an integer >= 1 (tokens kept per image), got {self.k!r}")
+        if self.budget_name == "fixed" and self.k is None:
+            raise ValueError("budget='fixed' needs k, the number of tokens to keep: PruneConfig(budget='fixed', k=64)")
+        if self.budget_name == "ratio" and self.keep is None:
+            self.keep = DEFAULT_KEEP
+        if self.budget_name == "energy" and self.energy is None:
+            self.energy = DEFAULT_ENERGY
+        if not isinstance(self.min_keep, int) or self.min_keep < 1:
+            raise ValueError(f"min_keep must be an integer >= 1, got {self.min_keep!r}")
+        if self.max_keep is not None:
+            if not isinstance(self.max_keep, int) or self.max_keep < 1:
+                raise ValueError(f"max_keep must be an integer >= 1 or None, got {self.max_keep!r}")
+            if self.min_keep > self.max_keep:
+                raise ValueError(f"min_keep ({self.min_keep}) must not exceed max_keep ({self.max_keep})")
+        if not (isinstance(self.alpha, (int, float)) and 0.0 <= self.alpha <= 1.0):
+            raise ValueError(f"alpha must be in [0, 1] (weight of the saliency term), got {self.alpha!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
+        for name in ("layer", "text_layer"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v == 0):
+                raise ValueError(f"{name} must be a non-zero integer index into hidden_states (e.g. -2), got {v!r}")
+        if self.text_sign not in (1, -1, 1.0, -1.0):
+            raise ValueError(f"text_sign must be +1 or -1, got {self.text_sign!r}")
+        if not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+    @property
+    def scorer_name(self) -> str:
+        return self.scorer if isinstance(self.scorer, str) else self.scorer.name
+
+    @property
+    def budget_name(self) -> str:
+        return self.budget if isinstance(self.budget, str) else self.budget.name
+
+    def replace(self, **changes: Any) -> "PruneConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-serialisable dict; instances are stored by name."""
+        out: dict[str, Any] = {"version": CONFIG_VERSION}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "scorer":
+                v = self.scorer_name
+            elif f.name == "budget":
+                v = self.budget_name
+            elif f.name in ("text_encoder", "text_tokenizer") and v is not None and not isinstance(v, str):
+                v = str(getattr(v, "name_or_path", None) or type(v).__name__)
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PruneConfig":
+        data = dict(data)
+        version = data.pop("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ValueError(f"PruneConfig dict has version {version}; this visprune reads version {CONFIG_VERSION}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown PruneConfig fields {unknown}; valid: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+def _check_unit(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+
+
+def _resolve(value: Any, registry, base: type, kind: str):
+    if isinstance(value, str):
+        registry.get(value)  # raises ValueError listing the valid names
+        return value
+    if isinstance(value, base):
+        return value
+    raise TypeError(f"{kind} must be a registered name ({', '.join(registry.names())}) or a {base.__name__}, got {value!r}")

@@ -1,0 +1,62 @@
+"""What a scorer or budget sees: one row per image, padded to the longest image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+# Signals an adapter can capture while the vision tower runs; a scorer lists the ones it needs.
+SALIENCY = "saliency"  # [CLS]-to-token attention (or received attention for CLS-free towers)
+PATCH_HIDDEN = "patch_hidden"  # vision hidden states at `text_layer`, for CLIP-space relevance
+QUESTION_TEXT = "question_text"  # the question as a string, per image
+QUESTION_EMBEDS = "question_embeds"  # language-model input embeddings of the question tokens
+IMAGE_KEY = "image_key"  # a hash of the image's pixels, for seeded per-image randomness
+SIGNALS = (SALIENCY, PATCH_HIDDEN, QUESTION_TEXT, QUESTION_EMBEDS, IMAGE_KEY)
+
+
+@dataclass
+class ScoreContext:
+    """Inputs of scorers and budgets for ``I`` images with up to ``N`` visual tokens each.
+
+    Attributes:
+        features: ``[I, N, D]`` the visual tokens the language model would receive (projected).
+        valid: ``[I, N]`` real tokens (rows are right-padded to the longest image).
+        protected: ``[I, N]`` tokens that are always kept and never counted in a budget
+            (a [CLS] token the model feeds on, LLaVA-NeXT's row-end "newline" tokens).
+        saliency: ``[I, N]`` or None.
+        patch_hidden: ``[I, N, Dv]`` or None.
+        questions: one string per image, or None.
+        question_embeds: one ``[Q_i, D]`` tensor per image, or None.
+        image_keys: one int per image, or None.
+        config: the :class:`~visprune.PruneConfig` in force.
+        extras: anything a custom scorer's adapter support put there.
+    """
+
+    features: torch.Tensor
+    valid: torch.Tensor
+    protected: torch.Tensor
+    config: Any
+    saliency: torch.Tensor | None = None
+    patch_hidden: torch.Tensor | None = None
+    questions: list[str] | None = None
+    question_embeds: list[torch.Tensor] | None = None
+    image_keys: list[int] | None = None
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def candidates(self) -> torch.Tensor:
+        """``[I, N]`` tokens a budget chooses among: valid and not protected."""
+        return self.valid & ~self.protected
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """``[I]`` number of candidate tokens per image."""
+        return self.candidates.sum(-1)
+
+    def require(self, name: str, who: str):
+        value = getattr(self, {QUESTION_TEXT: "questions", IMAGE_KEY: "image_keys"}.get(name, name))
+        if value is None:
+            raise RuntimeError(f"{who} needs the {name!r} signal, which the adapter did not provide")
+        return value

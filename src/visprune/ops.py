@@ -1,0 +1,177 @@
+"""Pure tensor operations: scores -> budgets -> kept indices.
+
+Nothing here knows about models. Every other layer (adapters, FLOPs accounting, pictures) works
+from the indices these functions return, so a selection is computed once and used everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "energy_budget",
+    "keep_indices",
+    "normalize",
+    "cls_attention",
+    "received_attention",
+    "pad_ragged",
+    "ratio_budget",
+]
+
+# Energy shares are compared with this slack so that a rank-r matrix asked for energy 1.0 keeps r
+# tokens, not N: the trailing squared singular values of a float32 matrix are ~1e-14 of the total.
+_ENERGY_TOL = 1e-9
+
+
+def energy_budget(features: torch.Tensor, energy: float, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample token budget from the singular-value spectrum (E-AdaPrune).
+
+    For each sample's feature matrix ``X`` (``N x D``, not centred) with singular values
+    ``s_1 >= s_2 >= ...`` this returns the smallest ``k`` with
+    ``sum_{j<=k} s_j^2 / sum_j s_j^2 >= energy``.
+
+    The squared singular values are the eigenvalues of the Gram matrix (``X^T X`` or ``X X^T``,
+    whichever is smaller), computed in float64: exact up to rounding and much cheaper than an SVD
+    when ``N`` and ``D`` differ.
+
+    Args:
+        features: ``[B, N, D]``.
+        energy: ``tau`` in ``(0, 1]``.
+        valid: optional ``[B, N]`` bool mask of real rows (ragged batches padded with anything);
+            invalid rows are zeroed, which leaves the non-zero spectrum unchanged.
+
+    Returns:
+        ``LongTensor[B]`` with values in ``[1, N]`` (an all-zero matrix gets 1).
+    """
+    if features.dim() != 3:
+        raise ValueError(f"features must be [B, N, D], got shape {tuple(features.shape)}")
+    if not 0.0 < float(energy) <= 1.0:
+        raise ValueError(f"energy must be in (0, 1], got {energy}")
+    x = features.detach().to(torch.float64)
+    if valid is not None:
+        x = x * valid.to(x.device, torch.bool).unsqueeze(-1)
+    n, d = x.shape[1], x.shape[2]
+    gram = x.transpose(1, 2) @ x if d <= n else x @ x.transpose(1, 2)
+    eig = torch.linalg.eigvalsh(gram).clamp_min(0).flip(-1)  # descending
+    total = eig.sum(-1, keepdim=True)
+    share = eig.cumsum(-1) / total.clamp_min(torch.finfo(torch.float64).tiny)
+    reached = share >= (float(energy) - _ENERGY_TOL)
+    k = reached.to(torch.int64).argmax(-1) + 1  # first index reaching the share
+    k = torch.where(total.squeeze(-1) > 0, k, torch.ones_like(k))
+    return k.clamp(max=n)
+
+
+def ratio_budget(counts: torch.Tensor, keep: float) -> torch.Tensor:
+    """``round(keep * n)`` per sample, at least 1 and at most ``n``."""
+    k = torch.floor(counts.to(torch.float64) * float(keep) + 0.5).to(torch.int64)
+    return torch.minimum(k.clamp_min(1), counts.to(torch.int64))
+
+
+def keep_indices(scores: torch.Tensor, k: torch.Tensor | int | list[int]) -> list[torch.Tensor]:
+    """Top-``k`` token indices of each row, in ascending (original) order.
+
+    Ties are broken by the lower index; NaN scores rank last; ``-inf`` marks padding and is only
+    chosen when ``k`` exceeds the number of finite scores. ``k`` larger than ``N`` keeps everything.
+
+    Args:
+        scores: ``[B, N]``.
+        k: ``[B]`` (or an int for every row).
+
+    Returns:
+        a list of ``B`` ascending ``LongTensor``s, row ``b`` of length ``min(k[b], N)``.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [B, N], got shape {tuple(scores.shape)}")
+    b, n = scores.shape
+    if isinstance(k, int):
+        k = torch.full((b,), k, dtype=torch.int64)
+    k = torch.as_tensor(k, dtype=torch.int64).reshape(-1)
+    if k.numel() != b:
+        raise ValueError(f"k has {k.numel()} entries for {b} rows of scores")
+    s = torch.nan_to_num(scores.detach().float(), nan=-math.inf)
+    # A stable descending sort keeps equal scores in index order, so ties go to the lower index.
+    order = torch.sort(s, dim=-1, descending=True, stable=True).indices
+    kk = k.clamp(0, n).tolist()
+    return [torch.sort(order[i, : kk[i]]).values for i in range(b)]
+
+
+def normalize(scores: torch.Tensor, method: str = "minmax", valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample normalisation that puts different score terms on one scale.
+
+    ``minmax`` maps each row to ``[0, 1]``; ``softmax`` turns it into a distribution; ``rank``
+    replaces scores by their rank in ``[0, 1]``; ``none`` returns the scores unchanged. Entries
+    outside ``valid`` are ignored and come back as ``-inf``.
+    """
+    s = scores.float()
+    if valid is None:
+        valid = torch.ones_like(s, dtype=torch.bool)
+    if method == "none":
+        out = s.clone()
+    elif method == "minmax":
+        lo = torch.where(valid, s, torch.full_like(s, math.inf)).amin(-1, keepdim=True)
+        hi = torch.where(valid, s, torch.full_like(s, -math.inf)).amax(-1, keepdim=True)
+        out = (s - lo) / (hi - lo).clamp_min(1e-12)
+    elif method == "softmax":
+        out = torch.softmax(torch.where(valid, s, torch.full_like(s, -math.inf)), dim=-1)
+    elif method == "rank":
+        filled = torch.where(valid, s, torch.full_like(s, -math.inf))
+        ranks = filled.argsort(dim=-1, stable=True).argsort(dim=-1, stable=True).float()
+        n_valid = valid.sum(-1, keepdim=True).clamp_min(2).float()
+        out = (ranks - (s.shape[-1] - n_valid)) / (n_valid - 1)
+    else:
+        raise ValueError(f"unknown normalisation {method!r}; valid: minmax, softmax, rank, none")
+    return torch.where(valid, out, torch.full_like(out, -math.inf))
+
+
+def _attention_probs(q: torch.Tensor, k: torch.Tensor, num_heads: int, scale: float, rows: slice) -> torch.Tensor:
+    bsz, t, dim = k.shape
+    hd = dim // num_heads
+    qh = q[:, rows].reshape(bsz, -1, num_heads, hd).transpose(1, 2).float()  # [B, H, R, hd]
+    kh = k.reshape(bsz, t, num_heads, hd).transpose(1, 2).float()  # [B, H, T, hd]
+    return torch.softmax((qh @ kh.transpose(-1, -2)) * scale, dim=-1)  # [B, H, R, T]
+
+
+def cls_attention(q: torch.Tensor, k: torch.Tensor, num_heads: int, scale: float | None = None) -> torch.Tensor:
+    """Attention of the [CLS] query (token 0) to every token, heads averaged.
+
+    Recomputes one row of the attention matrix from the layer's query/key projections, O(T*D),
+    so the tower itself can keep running on SDPA / FlashAttention.
+
+    Args:
+        q, k: ``[B, T, H*hd]`` outputs of the layer's ``q_proj`` / ``k_proj``.
+        num_heads: ``H``.
+        scale: softmax scale, ``hd ** -0.5`` by default.
+
+    Returns:
+        ``[B, T]``: the row ``softmax(q_0 k^T * scale)`` averaged over heads (column 0 is [CLS]
+        to itself).
+    """
+    hd = q.shape[-1] // num_heads
+    scale = hd**-0.5 if scale is None else scale
+    return _attention_probs(q, k, num_heads, scale, slice(0, 1))[:, :, 0].mean(1)
+
+
+def received_attention(q: torch.Tensor, k: torch.Tensor, num_heads: int, scale: float | None = None) -> torch.Tensor:
+    """Mean attention each token receives from all queries, heads averaged: ``[B, T]``.
+
+    The saliency for towers without a [CLS] token (SigLIP, Qwen2-VL): the token every query looks
+    at is the one a [CLS] query would look at too. Costs O(T^2 * D) for the one layer only.
+    """
+    hd = q.shape[-1] // num_heads
+    scale = hd**-0.5 if scale is None else scale
+    return _attention_probs(q, k, num_heads, scale, slice(None)).mean(dim=(1, 2))
+
+
+def pad_ragged(rows: list[torch.Tensor], value: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack tensors ``[n_i, ...]`` into ``[B, max n, ...]`` (right padding) and a ``[B, max n]`` mask."""
+    if not rows:
+        raise ValueError("pad_ragged needs at least one row")
+    n = max(r.shape[0] for r in rows)
+    out = rows[0].new_full((len(rows), n, *rows[0].shape[1:]), value)
+    mask = torch.zeros(len(rows), n, dtype=torch.bool, device=rows[0].device)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+        mask[i, : r.shape[0]] = True
+    return out, mask

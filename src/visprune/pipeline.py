@@ -1,0 +1,140 @@
+"""One pruning decision: encode images, score, budget, select. Used by every adapter."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from . import ops
+from .adapters import Adapter, Encoded
+from .context import QUESTION_EMBEDS, QUESTION_TEXT, ScoreContext
+from .text import extract_question
+
+
+@dataclass
+class Selection:
+    """The outcome of one call: per-image features and kept indices, and what it cost."""
+
+    encoded: Encoded
+    kept: list[torch.Tensor]
+    image_rows: list[int]
+    score_seconds: float
+    scores: torch.Tensor | None = None  # [I, N] as the scorer returned them (padded rows)
+    questions: list[str] | None = None  # per image, when a text-aware scorer read them
+
+    @property
+    def kept_features(self) -> list[torch.Tensor]:
+        return [f[idx] for f, idx in zip(self.encoded.features, self.kept)]
+
+    def image_token_keep(self) -> torch.Tensor:
+        """One bool per image placeholder, in the model's scatter order."""
+        masks = []
+        for f, idx in zip(self.encoded.features, self.kept):
+            m = torch.zeros(f.shape[0], dtype=torch.bool, device=f.device)
+            m[idx] = True
+            masks.append(m)
+        return torch.cat(masks)
+
+
+def image_rows(input_ids: torch.Tensor, image_token_id: int, lengths: list[int]) -> list[int]:
+    """The batch row of each image: features fill placeholders in row-major order."""
+    rows = (input_ids == image_token_id).nonzero(as_tuple=True)[0]
+    total = sum(lengths)
+    if rows.numel() != total:
+        raise ValueError(
+            f"the prompt has {rows.numel()} image placeholder tokens but the images give {total} features; "
+            "build inputs with the model's processor (one placeholder run per image)"
+        )
+    starts = torch.tensor([0] + lengths[:-1]).cumsum(0).tolist()
+    return [int(rows[s]) for s in starts]
+
+
+def questions_for(
+    model: Any, adapter: Adapter, processor: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, override
+) -> list[str]:
+    """The question of each batch row: the override, or the prompt decoded and cleaned."""
+    b = input_ids.shape[0]
+    if override is not None:
+        qs = [override] * b if isinstance(override, str) else list(override)
+        if len(qs) != b:
+            raise ValueError(f"visprune_question has {len(qs)} entries for a batch of {b}")
+        return qs
+    tok = getattr(processor, "tokenizer", processor)
+    if tok is None or not hasattr(tok, "decode"):
+        raise ValueError(
+            "a text-aware scorer needs the question: pass processor= to prune_ so visprune can read it from the "
+            "prompt, or pass visprune_question='...' (or a list, one per sample) to generate/forward"
+        )
+    image_id = adapter.image_token_id(model)
+    out = []
+    for row, mask in zip(input_ids, attention_mask):
+        ids = row[(row != image_id) & mask.bool()].tolist()
+        text = tok.decode(ids, skip_special_tokens=True)
+        out.append(extract_question(text, adapter.user_markers, adapter.assistant_markers))
+    return out
+
+
+def question_embeddings(model: Any, processor: Any, questions: list[str] | None, input_ids, attention_mask, image_id):
+    """Language-model input embeddings of each row's question tokens."""
+    emb = model.get_input_embeddings()
+    tok = getattr(processor, "tokenizer", processor)
+    rows = []
+    for i in range(input_ids.shape[0]):
+        if questions is not None and tok is not None and hasattr(tok, "__call__"):
+            ids = tok(questions[i], add_special_tokens=False)["input_ids"]
+            ids = torch.tensor(ids, dtype=torch.long, device=input_ids.device)
+        else:  # no tokenizer: every text token of the prompt
+            row = input_ids[i]
+            ids = row[(row != image_id) & attention_mask[i].bool()]
+        rows.append(emb(ids).detach())
+    return rows
+
+
+def select(state: Any, model: Any, input_ids, attention_mask, image_inputs: dict, question_override) -> Selection:
+    """Encode the images of one call and choose the tokens each keeps."""
+    cfg, adapter, scorer, budget = state.config, state.adapter, state.scorer, state.budget
+    enc = adapter.encode(model, image_inputs, scorer.needs, cfg)
+    lengths = [f.shape[0] for f in enc.features]
+    rows = image_rows(input_ids, adapter.image_token_id(model), lengths)
+    start = time.perf_counter()
+    with torch.no_grad():
+        feats, valid = ops.pad_ragged([f.detach() for f in enc.features])
+        protected, _ = ops.pad_ragged(enc.protected, value=False)
+        ctx = ScoreContext(features=feats, valid=valid, protected=protected & valid, config=cfg)
+        if enc.saliency is not None:
+            ctx.saliency = ops.pad_ragged(enc.saliency)[0]
+        if enc.patch_hidden is not None:
+            ctx.patch_hidden = ops.pad_ragged(enc.patch_hidden)[0]
+        ctx.image_keys = enc.image_keys
+        needs = scorer.needs
+        if QUESTION_TEXT in needs or QUESTION_EMBEDS in needs:
+            qs = None
+            if QUESTION_TEXT in needs or state.processor is not None or question_override is not None:
+                qs = questions_for(model, adapter, state.processor, input_ids, attention_mask, question_override)
+                ctx.questions = [qs[r] for r in rows]
+            if QUESTION_EMBEDS in needs:
+                per_row = question_embeddings(
+                    model, state.processor, qs, input_ids, attention_mask, adapter.image_token_id(model)
+                )
+                ctx.question_embeds = [per_row[r] for r in rows]
+        scores = scorer(ctx)
+        if scores.shape != valid.shape:
+            raise RuntimeError(f"scorer {cfg.scorer_name!r} returned shape {tuple(scores.shape)}, expected {tuple(valid.shape)}")
+        k = budget(ctx, scores).to(torch.int64).cpu()
+        masked = torch.where(ctx.candidates, scores.float(), torch.full_like(scores, float("-inf"), dtype=torch.float))
+        top = ops.keep_indices(masked, torch.minimum(k, ctx.counts.cpu()))
+        kept = []
+        for i, idx in enumerate(top):
+            always = ctx.protected[i].nonzero(as_tuple=True)[0]
+            kept.append(torch.sort(torch.cat([idx.to(always.device), always])).values)
+    return Selection(
+        encoded=enc,
+        kept=kept,
+        image_rows=rows,
+        score_seconds=time.perf_counter() - start,
+        scores=scores.detach(),
+        questions=ctx.questions,
+    )

@@ -1,0 +1,19 @@
+"""Registered scorers: ``(ScoreContext) -> scores [I, N]``."""
+
+from .base import SCORERS, Scorer, register_scorer
+from .attention import ClsAttentionScorer
+from .clip_text import ClipTextScorer
+from .lm_text import LmTextScorer
+from .random import RandomScorer
+from .atp import AtpScorer
+
+__all__ = [
+    "SCORERS",
+    "Scorer",
+    "register_scorer",
+    "ClsAttentionScorer",
+    "ClipTextScorer",
+    "LmTextScorer",
+    "RandomScorer",
+    "AtpScorer",
+]

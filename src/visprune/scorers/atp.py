@@ -1,0 +1,44 @@
+"""``atp``: the ATP hybrid of [CLS] saliency and question relevance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import ops
+from ..context import ScoreContext
+from .attention import ClsAttentionScorer
+from .base import Scorer, register_scorer
+from .clip_text import ClipTextScorer
+from .lm_text import LmTextScorer
+
+
+@register_scorer("atp")
+class AtpScorer(Scorer):
+    """ATP (Li, Song, Hu; arXiv 2512.12701): ``alpha * norm(a) + (1 - alpha) * norm(r)``.
+
+    ``a`` is the [CLS] attention saliency (scorer ``cls``), ``r`` the question relevance: CLIP
+    similarity (scorer ``text``) when ``PruneConfig.text_encoder`` is set, otherwise the weight-free
+    language-model embedding similarity (scorer ``lmtext``). ``norm`` is ``PruneConfig.norm``,
+    taken per image over the candidate tokens. The paper does not publish ``alpha``; the default
+    0.5 weighs both terms equally until the shapes proving ground measures a better value.
+    """
+
+    def __init__(self) -> None:
+        self.saliency = ClsAttentionScorer()
+        self.relevance: Scorer = LmTextScorer()
+
+    @property
+    def needs(self) -> frozenset[str]:  # type: ignore[override]
+        return self.saliency.needs | self.relevance.needs
+
+    def setup(self, model: Any, config: Any, processor: Any = None) -> None:
+        self.relevance = ClipTextScorer() if config.text_encoder is not None else LmTextScorer()
+        self.relevance.setup(model, config, processor)
+
+    def __call__(self, ctx: ScoreContext) -> torch.Tensor:
+        cfg, cand = ctx.config, ctx.candidates
+        a = ops.normalize(self.saliency(ctx), cfg.norm, valid=cand)
+        r = ops.normalize(self.relevance(ctx), cfg.norm, valid=cand)
+        return cfg.alpha * a + (1.0 - cfg.alpha) * r

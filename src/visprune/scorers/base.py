@@ -1,0 +1,35 @@
+"""The scorer interface and its registry."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from ..context import ScoreContext
+from ..registry import Registry
+
+
+class Scorer:
+    """Maps a :class:`ScoreContext` to importance scores ``[I, N]`` (higher = keep).
+
+    Subclasses set ``needs`` (signal names from :mod:`visprune.context`) so the adapter captures
+    only what is used, and may override :meth:`setup` to load weights or check the model once,
+    when ``prune_`` is called, so that errors surface before the model is touched.
+    """
+
+    name: ClassVar[str] = ""
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def setup(self, model: Any, config: Any, processor: Any = None) -> None:
+        """Called once by ``prune_``; raise ``ValueError`` / ``TypeError`` for an unusable set-up."""
+
+    def __call__(self, ctx: ScoreContext) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+SCORERS: Registry[Scorer] = Registry("scorer")
+register_scorer = SCORERS.register

@@ -1,0 +1,82 @@
+"""``text``: question relevance in CLIP space (TRIM-style)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..context import PATCH_HIDDEN, QUESTION_TEXT, ScoreContext
+from .base import Scorer, register_scorer
+
+
+@register_scorer("text")
+class ClipTextScorer(Scorer):
+    """Cosine similarity of each visual token to the question, in CLIP's joint space.
+
+    Token ``i``'s vision hidden state at ``PruneConfig.text_layer`` goes through CLIP's
+    ``post_layernorm`` and ``visual_projection`` (the path CLIP applies to its [CLS] token, so it
+    reproduces ``get_image_features`` on [CLS]); the question goes through CLIP's text tower and
+    ``text_projection``. The score is the cosine times ``PruneConfig.text_sign``.
+
+    The text encoder (``PruneConfig.text_encoder``) must share the VLM's vision tower space: for
+    LLaVA-1.5 that is ``openai/clip-vit-large-patch14-336``. Only its text tower and the two
+    projection heads are kept in memory. Cf. TRIM (Song et al., arXiv 2409.10994).
+    """
+
+    needs = frozenset({PATCH_HIDDEN, QUESTION_TEXT})
+
+    def setup(self, model: Any, config: Any, processor: Any = None) -> None:
+        from transformers import AutoTokenizer, CLIPModel
+
+        enc = config.text_encoder
+        if enc is None:
+            raise ValueError(
+                "scorer 'text' needs a CLIP text encoder: PruneConfig(text_encoder=<hub id, local folder or "
+                "CLIPModel>); or use scorer='lmtext', which needs no extra weights"
+            )
+        if isinstance(enc, str):
+            clip = CLIPModel.from_pretrained(enc)
+        elif isinstance(enc, CLIPModel):
+            clip = enc
+        else:
+            raise TypeError(f"text_encoder must be a hub id, a local folder or a CLIPModel, got {type(enc).__name__}")
+        tok = config.text_tokenizer
+        if tok is None:
+            source = enc if isinstance(enc, str) else getattr(clip, "name_or_path", None)
+            if not source:
+                raise ValueError("pass PruneConfig(text_tokenizer=...) with a CLIPModel instance that has no name_or_path")
+            tok = AutoTokenizer.from_pretrained(source)
+        vis_cfg = getattr(model.config, "vision_config", None)
+        want = getattr(vis_cfg, "hidden_size", None)
+        have = clip.config.vision_config.hidden_size
+        if want is not None and want != have:
+            raise ValueError(
+                f"text_encoder's vision width ({have}) differs from the model's vision tower ({want}): "
+                "use the CLIP the VLM's tower was taken from"
+            )
+        param = next(model.parameters())
+        self.tokenizer = tok
+        self.max_length = clip.config.text_config.max_position_embeddings
+        self.text_model = clip.text_model.to(param.device).eval()
+        self.text_projection = clip.text_projection.to(param.device).eval()
+        self.post_layernorm = clip.vision_model.post_layernorm.to(param.device).eval()
+        self.visual_projection = clip.visual_projection.to(param.device).eval()
+
+    def text_embeddings(self, questions: list[str]) -> torch.Tensor:
+        device = self.text_projection.weight.device
+        tok = self.tokenizer(questions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        tok = {k: v.to(device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
+        pooled = self.text_model(**tok).pooler_output
+        return torch.nn.functional.normalize(self.text_projection(pooled).float(), dim=-1)
+
+    def __call__(self, ctx: ScoreContext) -> torch.Tensor:
+        if not hasattr(self, "text_model"):
+            raise RuntimeError("scorer 'text' was not set up: use it through visprune.prune_")
+        hidden = ctx.require(PATCH_HIDDEN, "scorer 'text'")
+        questions = ctx.require(QUESTION_TEXT, "scorer 'text'")
+        hidden = torch.nan_to_num(hidden, nan=0.0).to(self.visual_projection.weight)
+        patches = self.visual_projection(self.post_layernorm(hidden)).float()
+        patches = torch.nn.functional.normalize(patches, dim=-1)
+        text = self.text_embeddings(questions).to(patches.device)
+        return torch.einsum("ind,id->in", patches, text) * float(ctx.config.text_sign)

@@ -1,0 +1,223 @@
+"""``prune_`` / ``unprune_``: patch one model instance, restore it exactly."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from .adapters import Adapter, get_adapter
+from .batching import gather_rows, keep_positions, padding_side
+from .budgets import BUDGETS, Budget
+from .config import PruneConfig
+from .pipeline import Selection, select
+from .scorers import SCORERS, Scorer
+
+STATE_ATTR = "_visprune_state"
+QUESTION_KWARG = "visprune_question"
+# Per-token tensors that must lose the same positions as input_ids, and their padding values.
+_PER_TOKEN = {"attention_mask": 0, "labels": -100, "token_type_ids": 0, "mm_token_type_ids": 0}
+
+
+@dataclass
+class PruneState:
+    """Everything ``prune_`` changed or built, kept on the model so ``unprune_`` can undo it."""
+
+    config: PruneConfig
+    adapter: Adapter
+    scorer: Scorer
+    budget: Budget
+    processor: Any
+    original_class: type
+    last: Selection | None = None
+
+
+def is_pruned(model: nn.Module) -> bool:
+    return STATE_ATTR in model.__dict__
+
+
+def _state(model: nn.Module) -> PruneState:
+    if not is_pruned(model):
+        raise ValueError("this model is not pruned: call visprune.prune_(model, PruneConfig(...)) first")
+    return model.__dict__[STATE_ATTR]
+
+
+def prune_(model: nn.Module, config: PruneConfig | dict | None = None, processor: Any = None) -> nn.Module:
+    """Make ``model`` drop visual tokens on every ``forward`` / ``generate`` call, in place.
+
+    Args:
+        model: a supported ``...ForConditionalGeneration`` (see ``visprune.adapters.ADAPTERS``).
+        config: a :class:`PruneConfig` (or its dict); default ``PruneConfig()``.
+        processor: the model's processor (or tokenizer); text-aware scorers use it to read the
+            question back out of the prompt.
+
+    Returns:
+        the same model. Everything is checked before the model is touched, so on any error the
+        model is left as it was.
+    """
+    if is_pruned(model):
+        raise ValueError("this model is already pruned: call visprune.unprune_(model) before pruning it again")
+    if config is None:
+        config = PruneConfig()
+    elif isinstance(config, dict):
+        config = PruneConfig.from_dict(config)
+    elif not isinstance(config, PruneConfig):
+        raise TypeError(f"config must be a PruneConfig or a dict, got {type(config).__name__}")
+    adapter = get_adapter(model)
+    scorer = config.scorer if isinstance(config.scorer, Scorer) else SCORERS.get(config.scorer)()
+    budget = config.budget if isinstance(config.budget, Budget) else BUDGETS.get(config.budget)()
+    scorer.setup(model, config, processor)
+    budget.setup(model, config, processor)
+    state = PruneState(config, adapter, scorer, budget, processor, type(model))
+    model.__dict__[STATE_ATTR] = state
+    model.__class__ = _pruned_class(type(model))
+    return model
+
+
+def unprune_(model: nn.Module) -> nn.Module:
+    """Undo :func:`prune_` exactly: the original class, no hooks, no extra attributes."""
+    state = _state(model)
+    model.__class__ = state.original_class
+    del model.__dict__[STATE_ATTR]
+    return model
+
+
+def last_kept(model: nn.Module) -> list[torch.Tensor]:
+    """Kept visual-token indices of the last pruned call: one ascending ``LongTensor`` per image.
+
+    Indices refer to the image's visual tokens as the unpruned model would feed them to its
+    language model (for LLaVA-NeXT: the packed sequence, newline tokens included).
+    """
+    state = _state(model)
+    if state.last is None:
+        raise ValueError("the pruned model has not seen an image yet: call generate or forward with pixel_values")
+    return [k.cpu() for k in state.last.kept]
+
+
+def last_selection(model: nn.Module) -> Selection:
+    """The full record of the last pruned call (features, signals, kept indices, timing)."""
+    state = _state(model)
+    if state.last is None:
+        raise ValueError("the pruned model has not seen an image yet")
+    return state.last
+
+
+# --- the patched class ------------------------------------------------------------------------
+
+_CLASS_CACHE: dict[type, type] = {}
+
+
+def _pruned_class(cls: type) -> type:
+    """A subclass of ``cls`` whose ``forward`` and ``generate`` prune first. Made once per class."""
+    if cls not in _CLASS_CACHE:
+        _CLASS_CACHE[cls] = type(
+            cls.__name__,
+            (cls,),
+            {
+                "__doc__": _PATCH_DOC.format(name=cls.__name__),
+                "__module__": cls.__module__,
+                "forward": functools.wraps(cls.forward)(_forward),
+                "generate": functools.wraps(cls.generate)(_generate),
+                "_visprune_patched": True,
+            },
+        )
+    return _CLASS_CACHE[cls]
+
+
+_PATCH_DOC = """{name}, pruned by visprune.
+
+Modifications:
+- ``forward`` and ``generate``, when given ``pixel_values``, encode the images once, score and
+  select visual tokens, shorten ``input_ids`` / ``attention_mask`` (and ``labels``) to the kept
+  placeholders, and call the original method with the kept features as ``mm_encoder_outputs``.
+- ``generate`` returns the original prompt followed by the new tokens, as the unpruned model does.
+- An extra keyword ``visprune_question`` overrides the question read from the prompt.
+Undo with ``visprune.unprune_(model)``.
+"""
+
+
+def _bind(fn, args: tuple, kwargs: dict) -> dict:
+    if not args:
+        return dict(kwargs)
+    bound = inspect.signature(fn).bind_partial(None, *args, **kwargs).arguments
+    bound.pop(next(iter(inspect.signature(fn).parameters)))  # self
+    extra = bound.pop("kwargs", {})
+    return {**bound, **extra}
+
+
+def _prepare(model: nn.Module, kwargs: dict, side: str | None) -> tuple[dict, torch.Tensor | None]:
+    """Prune the images in ``kwargs``; returns new kwargs and the original ``input_ids``."""
+    state: PruneState = model.__dict__[STATE_ATTR]
+    question = kwargs.pop(QUESTION_KWARG, None)
+    if not state.adapter.has_images(kwargs):
+        return kwargs, None
+    input_ids = kwargs.get("input_ids")
+    if input_ids is None:
+        raise ValueError("visprune needs input_ids with the image placeholder tokens (inputs_embeds is not supported)")
+    if kwargs.get("mm_encoder_outputs") is not None:
+        raise ValueError("pass either pixel_values or mm_encoder_outputs, not both")
+    mask = kwargs.get("attention_mask")
+    if mask is None:
+        mask = torch.ones_like(input_ids)
+    image_inputs = {k: kwargs.pop(k) for k in state.adapter.image_input_keys if k in kwargs}
+    sel = select(state, model, input_ids, mask, image_inputs, question)
+    state.last = sel
+    keep = keep_positions(input_ids, mask, state.adapter.image_token_id(model), sel.image_token_keep())
+    side = side or padding_side(mask)
+    pad_id = _pad_id(model, input_ids, mask)
+    kwargs["input_ids"] = gather_rows(input_ids, keep, pad_id, side)
+    kwargs["attention_mask"] = gather_rows(mask, keep, 0, side)
+    for name, pad in _PER_TOKEN.items():
+        value = kwargs.get(name)
+        if name != "attention_mask" and isinstance(value, torch.Tensor) and value.shape[:2] == input_ids.shape:
+            kwargs[name] = gather_rows(value, keep, pad, side)
+    if isinstance(kwargs.get("position_ids"), torch.Tensor):
+        raise ValueError("explicit position_ids are not supported with pruning for this model; leave them out")
+    kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=sel.kept_features)}
+    return kwargs, input_ids
+
+
+def _pad_id(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> int:
+    padded = input_ids[mask == 0]
+    if padded.numel():
+        return int(padded[0])
+    for cfg in (getattr(model, "generation_config", None), getattr(model.config, "text_config", None), model.config):
+        pid = getattr(cfg, "pad_token_id", None)
+        if isinstance(pid, int):
+            return pid
+    return 0
+
+
+def _forward(self, *args, **kwargs):
+    state: PruneState = self.__dict__[STATE_ATTR]
+    kwargs, _ = _prepare(self, _bind(state.original_class.forward, args, kwargs), side=None)
+    return state.original_class.forward(self, **kwargs)
+
+
+def _generate(self, *args, **kwargs):
+    state: PruneState = self.__dict__[STATE_ATTR]
+    kwargs = _bind(state.original_class.generate, args, kwargs)
+    if "inputs" in kwargs and kwargs.get("inputs") is not None and "input_ids" not in kwargs:
+        kwargs["input_ids"] = kwargs.pop("inputs")
+    kwargs, original_ids = _prepare(self, kwargs, side="left")
+    out = state.original_class.generate(self, **kwargs)
+    if original_ids is None:
+        return out
+    return _restore_prompt(out, original_ids, kwargs["input_ids"].shape[1])
+
+
+def _restore_prompt(out, original_ids: torch.Tensor, pruned_len: int):
+    """Put the caller's own prompt back in front of the generated tokens."""
+    seqs = out if isinstance(out, torch.Tensor) else out.sequences
+    expand = seqs.shape[0] // original_ids.shape[0]
+    prompt = original_ids.repeat_interleave(expand, dim=0).to(seqs.device)
+    full = torch.cat([prompt, seqs[:, pruned_len:]], dim=1)
+    if isinstance(out, torch.Tensor):
+        return full
+    out.sequences = full
+    return out

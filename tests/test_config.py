@@ -1,0 +1,79 @@
+"""PruneConfig validation and serialisation."""
+
+import json
+
+import pytest
+
+import visprune
+from visprune import PruneConfig
+from visprune.scorers import RandomScorer
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"keep": 0.0}, "keep"),
+        ({"keep": 1.5}, "keep"),
+        ({"keep": float("nan")}, "keep"),
+        ({"k": 0}, "k must be"),
+        ({"k": 2.5}, "k must be"),
+        ({"energy": 0.0}, "energy"),
+        ({"energy": 1.01}, "energy"),
+        ({"energy": 0.9, "min_keep": 10, "max_keep": 5}, "min_keep"),
+        ({"scorer": "nope"}, "valid scorers: atp, cls, lmtext, random, text"),
+        ({"budget": "nope"}, "valid budgets: energy, fixed, ratio"),
+        ({"budget": "fixed"}, "needs k"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"norm": "zscore"}, "norm"),
+        ({"layer": 0}, "layer"),
+        ({"text_sign": 0.5}, "text_sign"),
+    ],
+)
+def test_bad_settings_fail_with_a_message(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PruneConfig(**kwargs)
+
+
+def test_wrong_types_fail():
+    with pytest.raises(TypeError, match="scorer must be"):
+        PruneConfig(scorer=3)
+
+
+def test_budget_is_inferred_and_defaults_filled():
+    assert PruneConfig().budget == "ratio" and PruneConfig().keep == 0.5
+    assert PruneConfig(k=64).budget == "fixed"
+    assert PruneConfig(energy=0.9).budget == "energy"
+    assert PruneConfig(budget="energy").energy == 0.95
+
+
+def test_round_trip_through_json():
+    cfg = PruneConfig(scorer="atp", budget="energy", energy=0.9, min_keep=8, max_keep=300, alpha=0.3, layer=-2)
+    data = json.loads(json.dumps(cfg.to_dict()))
+    assert data["version"] == 1
+    assert PruneConfig.from_dict(data) == cfg
+
+
+def test_from_dict_rejects_unknown_fields_and_versions():
+    with pytest.raises(ValueError, match="unknown PruneConfig fields"):
+        PruneConfig.from_dict({"keep": 0.5, "kep": 0.3})
+    with pytest.raises(ValueError, match="version"):
+        PruneConfig.from_dict({"version": 99})
+
+
+def test_instances_are_accepted_and_serialised_by_name():
+    cfg = PruneConfig(scorer=RandomScorer(), keep=0.3)
+    assert cfg.to_dict()["scorer"] == "random"
+
+
+def test_registries_are_listed():
+    assert visprune.list_scorers() == ["atp", "cls", "lmtext", "random", "text"]
+    assert visprune.list_budgets() == ["energy", "fixed", "ratio"]
+
+
+def test_registry_refuses_duplicates_and_uppercase():
+    from visprune.scorers import register_scorer
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_scorer("cls")(type("X", (), {}))
+    with pytest.raises(ValueError, match="lowercase"):
+        register_scorer("Cls")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlavaForConditionalGeneration
 
-import tiny_models as T
+from visprune import random_models as T
 import visprune
 from visprune import PruneConfig, prune_, unprune_
 

@@ -1,7 +1,9 @@
-"""Tiny random-weight VLMs built from real transformers configs, with real processors.
+"""Random-weight VLMs built from real ``transformers`` configs, with real processors.
 
-Nothing is downloaded: the tokenizer is a word-level ``tokenizers`` model wrapped in
-``PreTrainedTokenizerFast``; image processors are the PIL ones.
+For tests, the benchmark geometries and demos on machines that cannot download weights. Nothing
+is downloaded: the tokenizer is a word-level ``tokenizers`` model wrapped in
+``PreTrainedTokenizerFast``; image processors are the PIL ones (no torchvision). Accuracy measured
+on these models means nothing; use them for mechanics, FLOPs and latency only.
 """
 
 from __future__ import annotations
@@ -52,11 +54,11 @@ def tokenizer() -> PreTrainedTokenizerFast:
     return fast
 
 
-def _text_config(tok) -> LlamaConfig:
+def _text_config(tok, hidden: int = 32, layers: int = 2) -> LlamaConfig:
     return LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         vocab_size=len(tok),
@@ -67,10 +69,10 @@ def _text_config(tok) -> LlamaConfig:
     )
 
 
-def _clip_vision(**kw) -> CLIPVisionConfig:
+def _clip_vision(image: int = IMAGE, hidden: int = 32, layers: int = 3) -> CLIPVisionConfig:
     return CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-        image_size=IMAGE, patch_size=PATCH, projection_dim=16, **kw,
+        hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=4,
+        image_size=image, patch_size=PATCH, projection_dim=16,
     )
 
 
@@ -80,15 +82,19 @@ def _finish(model):
     return model
 
 
-def llava(seed: int = 0):
-    tok = tokenizer()
+def llava(
+    seed: int = 0, image: int = IMAGE, vision: tuple[int, int] = (32, 3), text: tuple[int, int] = (32, 2), tok=None
+):
+    """LLaVA-1.5 layout: CLIP tower (``vision`` = hidden, layers), Llama (``text``), 14-px patches."""
+    tok = tok or tokenizer()
     cfg = LlavaConfig(
-        vision_config=_clip_vision(), text_config=_text_config(tok), image_token_id=tok.convert_tokens_to_ids("<image>"),
+        vision_config=_clip_vision(image, *vision), text_config=_text_config(tok, *text),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-2, vision_feature_select_strategy="default",
     )
     torch.manual_seed(seed)
     model = _finish(LlavaForConditionalGeneration(cfg))
-    ip = CLIPImageProcessor(size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE})
+    ip = CLIPImageProcessor(size={"shortest_edge": image}, crop_size={"height": image, "width": image})
     proc = LlavaProcessor(
         image_processor=ip, tokenizer=tok, patch_size=PATCH, vision_feature_select_strategy="default",
         num_additional_image_tokens=1,

@@ -1,0 +1,69 @@
+"""Method specs for the command line: ``none``, ``atp:keep=0.4``, ``e-adaprune:energy=0.95``, ..."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .config import PruneConfig
+from .scorers import SCORERS
+
+#: Named methods: a scorer and budget pairing. Every registered scorer name is a method too.
+PRESETS: dict[str, dict[str, Any]] = {
+    "atp": {"scorer": "atp"},
+    # E-AdaPrune decides how many tokens to keep; the paper plugs its budget into existing
+    # importance scores. visprune pairs it with [CLS] attention (FasterVLM's score).
+    "e-adaprune": {"scorer": "cls", "budget": "energy"},
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A labelled pruning method; ``config`` is None for the unpruned reference."""
+
+    label: str
+    config: PruneConfig | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "config": None if self.config is None else self.config.to_dict()}
+
+
+def method_names() -> list[str]:
+    return ["none", *sorted(set(PRESETS) | set(SCORERS.names()))]
+
+
+def _value(text: str) -> Any:
+    low = text.lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_method(spec: str, **defaults: Any) -> Method:
+    """Parse ``NAME[:key=value,...]`` into a :class:`Method` (``ValueError`` with the valid names)."""
+    name, _, settings = spec.strip().partition(":")
+    name = name.strip().lower()
+    if name == "none":
+        if settings:
+            raise ValueError("method 'none' takes no settings")
+        return Method("none", None)
+    if name in PRESETS:
+        fields = dict(PRESETS[name])
+    elif name in SCORERS:
+        fields = {"scorer": name}
+    else:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(method_names())}")
+    fields.update(defaults)
+    for item in filter(None, (s.strip() for s in settings.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"method setting {item!r} must look like key=value (in {spec!r})")
+        fields[key.strip()] = _value(value.strip())
+    return Method(spec.strip(), PruneConfig.from_dict(fields))

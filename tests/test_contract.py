@@ -1,0 +1,65 @@
+"""Every registered scorer x budget on every adapter: shapes, counts, no NaNs, batch-invariance."""
+
+import pytest
+import torch
+
+from visprune import random_models as T
+import visprune
+from visprune import PruneConfig, prune_, unprune_
+
+SETTINGS = {"fixed": {"k": 5}, "ratio": {"keep": 0.3}, "energy": {"energy": 0.8, "min_keep": 2}}
+
+
+@pytest.fixture(scope="module")
+def setups(tmp_path_factory):
+    out = {}
+    for arch, build in T.BUILDERS.items():
+        model, proc = build()
+        size = (T.IMAGE, T.IMAGE) if arch == "llava" else (T.IMAGE, 2 * T.IMAGE)
+        clip = None
+        if arch != "llava_onevision":  # the SigLIP tower has no CLIP text partner
+            clip = tmp_path_factory.mktemp(f"clip_{arch}")
+            T.clip_model(model.config.vision_config).save_pretrained(clip)
+            T.tokenizer().save_pretrained(clip)
+        out[arch] = (model, proc, T.images(3, size=size), str(clip) if clip else None)
+    return out
+
+
+def _kept(model, proc, imgs, questions):
+    inputs = proc(images=imgs, text=[T.prompt(q) for q in questions], return_tensors="pt", padding=True)
+    model(**inputs)
+    sel = visprune.last_selection(model)
+    return sel
+
+
+@pytest.mark.parametrize("arch", list(T.BUILDERS))
+@pytest.mark.parametrize("budget", visprune.list_budgets())
+@pytest.mark.parametrize("scorer", visprune.list_scorers())
+@torch.no_grad()
+def test_every_scorer_and_budget(setups, arch, scorer, budget):
+    model, proc, imgs, clip = setups[arch]
+    if scorer == "text" and clip is None:
+        pytest.skip("no CLIP text encoder shares a SigLIP tower's space")
+    cfg = PruneConfig(scorer=scorer, budget=budget, text_encoder=clip if scorer in ("text", "atp") else None,
+                      **SETTINGS[budget])
+    questions = ["what colour is the star ?", "how many circle ?", "is there a dog ?"]
+    prune_(model, cfg, processor=proc)
+    try:
+        sel = _kept(model, proc, imgs, questions)
+        for i, (kept, feats, prot) in enumerate(zip(sel.kept, sel.encoded.features, sel.encoded.protected)):
+            n_cand = int((~prot).sum())
+            assert kept.dtype == torch.int64 and kept.dim() == 1
+            assert torch.equal(kept, torch.unique(kept)) and int(kept.max()) < feats.shape[0]
+            assert prot[kept].sum() == prot.sum()  # protected tokens always kept
+            n = len(kept) - int(prot.sum())
+            assert 1 <= n <= n_cand
+            if budget == "fixed":
+                assert n == min(5, n_cand)
+            if budget == "ratio":
+                assert n == int(n_cand * 0.3 + 0.5)
+            assert torch.isfinite(sel.scores[i, : feats.shape[0]][~prot]).all()
+        for i, q in enumerate(questions):
+            one = _kept(model, proc, [imgs[i]], [q])
+            assert torch.equal(one.kept[0], sel.kept[i]), f"image {i}: batched selection differs from one-by-one"
+    finally:
+        unprune_(model)

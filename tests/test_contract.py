@@ -7,7 +7,15 @@ from visprune import random_models as T
 import visprune
 from visprune import PruneConfig, prune_, unprune_
 
-SETTINGS = {"fixed": {"k": 5}, "ratio": {"keep": 0.3}, "energy": {"energy": 0.8, "min_keep": 2}}
+SETTINGS = {
+    "fixed": {"k": 5},
+    "ratio": {"keep": 0.3},
+    "energy": {"energy": 0.8, "min_keep": 2},
+    "iqr": {"min_keep": 2},
+}
+# Scorers that need one patch grid per image refuse packed any-resolution features at prune_ time.
+GRID_ONLY = {"pool"}
+PACKED = {"llava_next", "llava_onevision"}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +51,11 @@ def test_every_scorer_and_budget(setups, arch, scorer, budget):
     cfg = PruneConfig(scorer=scorer, budget=budget, text_encoder=clip if scorer in ("text", "atp") else None,
                       **SETTINGS[budget])
     questions = ["what colour is the star ?", "how many circle ?", "is there a dog ?"]
+    if scorer in GRID_ONLY and arch in PACKED:
+        with pytest.raises(TypeError, match="one patch grid"):
+            prune_(model, cfg, processor=proc)
+        assert not visprune.is_pruned(model)
+        return
     prune_(model, cfg, processor=proc)
     try:
         sel = _kept(model, proc, imgs, questions)
@@ -53,13 +66,16 @@ def test_every_scorer_and_budget(setups, arch, scorer, budget):
             assert prot[kept].sum() == prot.sum()  # protected tokens always kept
             n = len(kept) - int(prot.sum())
             assert 1 <= n <= n_cand
+            exact = scorer not in GRID_ONLY  # pooling keeps the largest grid of at most k cells
             if budget == "fixed":
-                assert n == min(5, n_cand)
+                assert n == min(5, n_cand) if exact else n <= min(5, n_cand)
             if budget == "ratio":
-                assert n == int(n_cand * 0.3 + 0.5)
+                assert n == int(n_cand * 0.3 + 0.5) if exact else n <= int(n_cand * 0.3 + 0.5)
+            assert torch.isfinite(sel.kept_features[i]).all()
             assert torch.isfinite(sel.scores[i, : feats.shape[0]][~prot]).all()
         for i, q in enumerate(questions):
             one = _kept(model, proc, [imgs[i]], [q])
             assert torch.equal(one.kept[0], sel.kept[i]), f"image {i}: batched selection differs from one-by-one"
+            assert torch.allclose(one.kept_features[0], sel.kept_features[i], atol=1e-5)
     finally:
         unprune_(model)

@@ -69,3 +69,25 @@ class EnergyBudget(Budget):
         if cfg.max_keep is not None:
             k = k.clamp(max=int(cfg.max_keep))
         return torch.minimum(k, ctx.counts.to(k.device, torch.int64))
+
+
+@register_budget("iqr")
+class IqrBudget(Budget):
+    """The PruMerge / TRIM outlier rule: keep the tokens scoring above ``Q3 + 1.5 * IQR``.
+
+    PruMerge (Shang et al., arXiv 2403.15388, Sec. 3.2) applies it to [CLS] attention, TRIM (Song
+    et al., arXiv 2409.10994, Sec. 3) to CLIP similarity; here it applies to whatever the scorer
+    returns, per image over its candidate tokens (never over the whole batch). Quartiles use
+    linear interpolation (``torch.quantile``). At least ``min_keep`` tokens are kept.
+    """
+
+    def __call__(self, ctx: ScoreContext, scores: torch.Tensor) -> torch.Tensor:
+        out = []
+        for row, cand in zip(scores.float(), ctx.candidates):
+            s = row[cand]
+            q1, q3 = torch.quantile(s, torch.tensor([0.25, 0.75], device=s.device, dtype=s.dtype))
+            out.append(int((s > q3 + 1.5 * (q3 - q1)).sum()))
+        k = torch.tensor(out, dtype=torch.int64).clamp(min=int(ctx.config.min_keep))
+        if ctx.config.max_keep is not None:
+            k = k.clamp(max=int(ctx.config.max_keep))
+        return torch.minimum(k, ctx.counts.cpu().to(torch.int64))

@@ -13,7 +13,8 @@ PATCH_HIDDEN = "patch_hidden"  # vision hidden states at `text_layer`, for CLIP-
 QUESTION_TEXT = "question_text"  # the question as a string, per image
 QUESTION_EMBEDS = "question_embeds"  # language-model input embeddings of the question tokens
 IMAGE_KEY = "image_key"  # a hash of the image's pixels, for seeded per-image randomness
-SIGNALS = (SALIENCY, PATCH_HIDDEN, QUESTION_TEXT, QUESTION_EMBEDS, IMAGE_KEY)
+KEYS = "keys"  # key vectors of the saliency layer, for similarity-based merging (VisionZip)
+SIGNALS = (SALIENCY, PATCH_HIDDEN, QUESTION_TEXT, QUESTION_EMBEDS, IMAGE_KEY, KEYS)
 
 
 @dataclass
@@ -30,6 +31,9 @@ class ScoreContext:
         questions: one string per image, or None.
         question_embeds: one ``[Q_i, D]`` tensor per image, or None.
         image_keys: one int per image, or None.
+        keys: ``[I, N, Dk]`` key vectors of the saliency layer, or None.
+        grids: ``(rows, cols)`` of each image's candidate tokens when they form one patch grid in
+            row-major order (LLaVA-1.5), else None (packed any-resolution features).
         config: the :class:`~visprune.PruneConfig` in force.
         extras: anything a custom scorer's adapter support put there.
     """
@@ -43,6 +47,8 @@ class ScoreContext:
     questions: list[str] | None = None
     question_embeds: list[torch.Tensor] | None = None
     image_keys: list[int] | None = None
+    keys: torch.Tensor | None = None
+    grids: list[tuple[int, int]] | None = None
     extras: dict = field(default_factory=dict)
 
     @property

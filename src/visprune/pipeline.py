@@ -25,8 +25,12 @@ class Selection:
     scores: torch.Tensor | None = None  # [I, N] as the scorer returned them (padded rows)
     questions: list[str] | None = None  # per image, when a text-aware scorer read them
 
+    merged: list[torch.Tensor] | None = None  # features a merging scorer put at the kept positions
+
     @property
     def kept_features(self) -> list[torch.Tensor]:
+        if self.merged is not None:
+            return self.merged
         return [f[idx] for f, idx in zip(self.encoded.features, self.kept)]
 
     def image_token_keep(self) -> torch.Tensor:
@@ -109,6 +113,9 @@ def select(state: Any, model: Any, input_ids, attention_mask, image_inputs: dict
         if enc.patch_hidden is not None:
             ctx.patch_hidden = ops.pad_ragged(enc.patch_hidden)[0]
         ctx.image_keys = enc.image_keys
+        if enc.keys is not None:
+            ctx.keys = ops.pad_ragged(enc.keys)[0]
+        ctx.grids = enc.grids
         needs = scorer.needs
         if QUESTION_TEXT in needs or QUESTION_EMBEDS in needs:
             qs = None
@@ -123,13 +130,13 @@ def select(state: Any, model: Any, input_ids, attention_mask, image_inputs: dict
         scores = scorer(ctx)
         if scores.shape != valid.shape:
             raise RuntimeError(f"scorer {cfg.scorer_name!r} returned shape {tuple(scores.shape)}, expected {tuple(valid.shape)}")
-        k = budget(ctx, scores).to(torch.int64).cpu()
-        masked = torch.where(ctx.candidates, scores.float(), torch.full_like(scores, float("-inf"), dtype=torch.float))
-        top = ops.keep_indices(masked, torch.minimum(k, ctx.counts.cpu()))
+        k = torch.minimum(budget(ctx, scores).to(torch.int64).cpu(), ctx.counts.cpu())
+        top = scorer.select(ctx, scores, k)
         kept = []
         for i, idx in enumerate(top):
             always = ctx.protected[i].nonzero(as_tuple=True)[0]
             kept.append(torch.sort(torch.cat([idx.to(always.device), always])).values)
+        merged = scorer.merge(ctx, kept)
     return Selection(
         encoded=enc,
         kept=kept,
@@ -137,4 +144,5 @@ def select(state: Any, model: Any, input_ids, attention_mask, image_inputs: dict
         score_seconds=time.perf_counter() - start,
         scores=scores.detach(),
         questions=ctx.questions,
+        merged=merged,
     )

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from ..context import IMAGE_KEY, PATCH_HIDDEN, SALIENCY
+from ..context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
 from ..text import ASSISTANT_MARKERS, USER_MARKERS
 
 
@@ -28,6 +28,8 @@ class Encoded:
     saliency: list[torch.Tensor] | None = None
     patch_hidden: list[torch.Tensor] | None = None
     image_keys: list[int] | None = None
+    keys: list[torch.Tensor] | None = None
+    grids: list[tuple[int, int]] | None = None
     extras: dict = field(default_factory=dict)
 
 
@@ -129,7 +131,7 @@ class Capture:
                 h.remove()
 
     def per_crop_signals(self, has_cls: bool) -> torch.Tensor:
-        """``[crops, T, C]``: channel 0 marks [CLS] (1.0), then saliency, then hidden states."""
+        """``[crops, T, C]``: channel 0 marks [CLS] (1.0), then saliency, hidden states, keys."""
         if "k" not in self.values:
             raise RuntimeError("the vision tower did not run its scoring layer; is the layer index right?")
         channels = []
@@ -147,6 +149,8 @@ class Capture:
             channels.append(sal.unsqueeze(-1))
         if PATCH_HIDDEN in self.needs:
             channels.append(self.values["hidden"].float())
+        if KEYS in self.needs:
+            channels.append(self.values["k"].float())
         return torch.cat([c.float() for c in channels], dim=-1)
 
     def image_keys(self, crops_per_image: list[int]) -> list[int] | None:

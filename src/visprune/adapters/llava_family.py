@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..context import PATCH_HIDDEN, SALIENCY
+from ..context import KEYS, PATCH_HIDDEN, SALIENCY
 from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, tower_has_cls
 
 
@@ -93,5 +93,16 @@ class LlavaFamilyAdapter(Adapter):
             enc.saliency = [s[:, col] for s in per_image]
             col += 1
         if PATCH_HIDDEN in needs:
-            enc.patch_hidden = [s[:, col:] for s in per_image]
+            width = model.model.vision_tower.config.hidden_size
+            enc.patch_hidden = [s[:, col : col + width] for s in per_image]
+            col += width
+        if KEYS in needs:
+            enc.keys = [s[:, col:] for s in per_image]
+        if not self.packs:
+            enc.grids = [_square(int((~p).sum())) for p in protected]
         return enc
+
+
+def _square(n: int) -> tuple[int, int] | None:
+    side = math.isqrt(n)
+    return (side, side) if side * side == n else None

@@ -6,6 +6,9 @@ from .clip_text import ClipTextScorer
 from .lm_text import LmTextScorer
 from .random import RandomScorer
 from .atp import AtpScorer
+from .pool import PoolScorer
+from .visionzip import VisionZipScorer
+from .divprune import DivPruneScorer
 
 __all__ = [
     "SCORERS",
@@ -16,4 +19,7 @@ __all__ = [
     "LmTextScorer",
     "RandomScorer",
     "AtpScorer",
+    "PoolScorer",
+    "VisionZipScorer",
+    "DivPruneScorer",
 ]

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from .. import ops
 from ..context import ScoreContext
 from ..registry import Registry
 
@@ -26,6 +27,21 @@ class Scorer:
 
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def select(self, ctx: ScoreContext, scores: torch.Tensor, k: torch.Tensor) -> list[torch.Tensor]:
+        """Candidate indices each image keeps, ascending; ``k[i]`` of them. Default: top-``k`` scores.
+
+        Selections that are not a top-``k`` of one score (diversity, pooling) override this.
+        """
+        masked = torch.where(ctx.candidates, scores.float(), torch.full_like(scores, float("-inf"), dtype=torch.float))
+        return ops.keep_indices(masked, k)
+
+    def merge(self, ctx: ScoreContext, kept: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """New features for the kept positions (same count), or None to keep them as they are.
+
+        Merging methods (VisionZip's contextual tokens, pooling) fold dropped tokens into kept ones.
+        """
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -1,0 +1,113 @@
+"""The baselines against independent references, on hand-made score contexts."""
+
+import torch
+
+import visprune
+from visprune import PruneConfig
+from visprune.budgets import IqrBudget
+from visprune.context import ScoreContext
+from visprune.scorers import DivPruneScorer, PoolScorer, VisionZipScorer
+from visprune.scorers.pool import pool_shape
+
+
+def _ctx(features, **kw):
+    i, n, _ = features.shape
+    return ScoreContext(
+        features=features,
+        valid=torch.ones(i, n, dtype=torch.bool),
+        protected=torch.zeros(i, n, dtype=torch.bool),
+        config=kw.pop("config", PruneConfig()),
+        **kw,
+    )
+
+
+def test_registered_baselines_are_listed():
+    assert {"pool", "visionzip", "divprune", "random", "cls", "text"} <= set(visprune.list_scorers())
+    assert "iqr" in visprune.list_budgets()
+
+
+def test_pool_shape_picks_the_largest_grid_within_budget():
+    assert pool_shape(24, 24, 64) == (8, 8)
+    assert pool_shape(24, 24, 144) == (12, 12)
+    assert pool_shape(16, 16, 64) == (8, 8)
+    assert pool_shape(16, 16, 32) == (4, 8)
+    assert pool_shape(16, 16, 1000) == (16, 16)
+    r, c = pool_shape(16, 16, 30)
+    assert r * c == 30
+
+
+def test_pool_equals_adaptive_average_pooling():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(2, 64, 5, generator=g)  # two 8 x 8 grids
+    ctx = _ctx(feats, grids=[(8, 8), (8, 8)])
+    scorer = PoolScorer()
+    kept = scorer.select(ctx, scorer(ctx), torch.tensor([16, 4]))
+    merged = scorer.merge(ctx, kept)
+    for i, (k, side) in enumerate([(16, 4), (4, 2)]):
+        grid = feats[i].T.reshape(1, 5, 8, 8)
+        ref = torch.nn.functional.adaptive_avg_pool2d(grid, side).reshape(5, -1).T
+        assert len(kept[i]) == k
+        assert torch.allclose(merged[i], ref, atol=1e-6)
+    # window centres, row-major: 2 x 2 windows of a 8 x 8 grid -> patch (0,0)... (6,6)
+    assert kept[0][:4].tolist() == [0, 2, 4, 6]
+
+
+def test_visionzip_dominant_and_contextual_split():
+    g = torch.Generator().manual_seed(1)
+    n, d = 100, 8
+    feats = torch.randn(1, n, d, generator=g)
+    keys = torch.randn(1, n, 6, generator=g)
+    saliency = torch.rand(1, n, generator=g)
+    ctx = _ctx(feats, saliency=saliency, keys=keys)
+    scorer = VisionZipScorer()
+    kept = scorer.select(ctx, scorer(ctx), torch.tensor([64]))[0]
+    assert len(kept) == 64
+    dominant = set(torch.topk(saliency[0], 54).indices.tolist())
+    assert dominant <= set(kept.tolist())
+    merged = scorer.merge(ctx, [kept])[0]
+    # reference for the 10 contextual tokens: stride targets over the rest, cosine-key assignment
+    rest = torch.tensor(sorted(set(range(n)) - dominant))
+    targets = rest[:: len(rest) // 10][:10]
+    assert set(targets.tolist()) == set(kept.tolist()) - dominant
+    others = rest[~torch.isin(rest, targets)]
+    kn = torch.nn.functional.normalize(keys[0], dim=-1)
+    assign = (kn[others] @ kn[targets].T).argmax(-1)
+    pos = {int(p): j for j, p in enumerate(kept.tolist())}
+    for j, t in enumerate(targets.tolist()):
+        group = torch.cat([torch.tensor([t]), others[assign == j]])
+        assert torch.allclose(merged[pos[t]], feats[0, group].mean(0), atol=1e-6)
+    for t in dominant:
+        assert torch.equal(merged[pos[t]], feats[0, t])
+
+
+def _divprune_reference(x: torch.Tensor, k: int) -> list[int]:
+    f = torch.nn.functional.normalize(x, dim=-1)
+    d = 1 - f @ f.T
+    n = len(x)
+    nn_dist = [min(d[i, j].item() for j in range(n) if j != i) for i in range(n)]
+    chosen = [max(range(n), key=lambda i: (nn_dist[i], -i))]
+    while len(chosen) < k:
+        best = max(
+            (i for i in range(n) if i not in chosen),
+            key=lambda i: (min(d[i, j].item() for j in chosen), -i),
+        )
+        chosen.append(best)
+    return sorted(chosen)
+
+
+def test_divprune_equals_greedy_max_min_reference():
+    g = torch.Generator().manual_seed(2)
+    feats = torch.randn(2, 30, 6, generator=g)
+    ctx = _ctx(feats)
+    scorer = DivPruneScorer()
+    kept = scorer.select(ctx, scorer(ctx), torch.tensor([7, 12]))
+    assert kept[0].tolist() == _divprune_reference(feats[0], 7)
+    assert kept[1].tolist() == _divprune_reference(feats[1], 12)
+
+
+def test_iqr_budget_counts_outliers_per_image():
+    scores = torch.tensor([[1.0, 2, 3, 4, 5, 6, 7, 8, 50, 60], [1.0, 1, 1, 1, 1, 1, 1, 1, 1, 1]])
+    ctx = _ctx(torch.zeros(2, 10, 2), config=PruneConfig(budget="iqr", min_keep=1))
+    q1, q3 = torch.quantile(scores[0], torch.tensor([0.25, 0.75]))
+    assert int((scores[0] > q3 + 1.5 * (q3 - q1)).sum()) == 2
+    assert IqrBudget()(ctx, scores).tolist() == [2, 1]  # the flat row keeps min_keep

@@ -16,16 +16,18 @@ SETTINGS = {
 # Scorers that need one patch grid per image refuse packed any-resolution features at prune_ time.
 GRID_ONLY = {"pool"}
 PACKED = {"llava_next", "llava_onevision"}
+QWEN = {"qwen2_vl": T.qwen2_vl, "qwen2_5_vl": T.qwen2_5_vl}
+ARCHS = [*T.BUILDERS, *QWEN]
 
 
 @pytest.fixture(scope="module")
 def setups(tmp_path_factory):
     out = {}
-    for arch, build in T.BUILDERS.items():
-        model, proc = build()
-        size = (T.IMAGE, T.IMAGE) if arch == "llava" else (T.IMAGE, 2 * T.IMAGE)
+    for arch in ARCHS:
+        model, proc = {**T.BUILDERS, **QWEN}[arch]()
+        size = (T.IMAGE, T.IMAGE) if arch == "llava" else (112, 168) if arch in QWEN else (T.IMAGE, 2 * T.IMAGE)
         clip = None
-        if arch != "llava_onevision":  # the SigLIP tower has no CLIP text partner
+        if arch in ("llava", "llava_next"):  # SigLIP and Qwen towers have no CLIP text partner
             clip = tmp_path_factory.mktemp(f"clip_{arch}")
             T.clip_model(model.config.vision_config).save_pretrained(clip)
             T.tokenizer().save_pretrained(clip)
@@ -34,20 +36,21 @@ def setups(tmp_path_factory):
 
 
 def _kept(model, proc, imgs, questions):
-    inputs = proc(images=imgs, text=[T.prompt(q) for q in questions], return_tensors="pt", padding=True)
+    template = T.qwen_prompt if isinstance(proc, T.QwenInputs) else T.prompt
+    inputs = proc(images=imgs, text=[template(q) for q in questions], return_tensors="pt", padding=True)
     model(**inputs)
     sel = visprune.last_selection(model)
     return sel
 
 
-@pytest.mark.parametrize("arch", list(T.BUILDERS))
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("budget", visprune.list_budgets())
 @pytest.mark.parametrize("scorer", visprune.list_scorers())
 @torch.no_grad()
 def test_every_scorer_and_budget(setups, arch, scorer, budget):
     model, proc, imgs, clip = setups[arch]
     if scorer == "text" and clip is None:
-        pytest.skip("no CLIP text encoder shares a SigLIP tower's space")
+        pytest.skip("no CLIP text encoder shares a SigLIP or Qwen tower's space")
     cfg = PruneConfig(scorer=scorer, budget=budget, text_encoder=clip if scorer in ("text", "atp") else None,
                       **SETTINGS[budget])
     questions = ["what colour is the star ?", "how many circle ?", "is there a dog ?"]

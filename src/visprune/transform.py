@@ -73,6 +73,9 @@ def prune_(model: nn.Module, config: PruneConfig | dict | None = None, processor
     budget = config.budget if isinstance(config.budget, Budget) else BUDGETS.get(config.budget)()
     scorer.setup(model, config, processor)
     budget.setup(model, config, processor)
+    for signal in scorer.needs:
+        if signal in adapter.unsupported:
+            raise TypeError(f"scorer {config.scorer_name!r} cannot run on {model.config.model_type}: {adapter.unsupported[signal]}")
     state = PruneState(config, adapter, scorer, budget, processor, type(model))
     model.__dict__[STATE_ATTR] = state
     model.__class__ = _pruned_class(type(model))
@@ -161,6 +164,8 @@ def _prepare(model: nn.Module, kwargs: dict, side: str | None) -> tuple[dict, to
         raise ValueError("visprune needs input_ids with the image placeholder tokens (inputs_embeds is not supported)")
     if kwargs.get("mm_encoder_outputs") is not None:
         raise ValueError("pass either pixel_values or mm_encoder_outputs, not both")
+    if isinstance(kwargs.get("position_ids"), torch.Tensor):
+        raise ValueError("explicit position_ids cannot be combined with pruning; leave them out")
     mask = kwargs.get("attention_mask")
     if mask is None:
         mask = torch.ones_like(input_ids)
@@ -170,14 +175,15 @@ def _prepare(model: nn.Module, kwargs: dict, side: str | None) -> tuple[dict, to
     keep = keep_positions(input_ids, mask, state.adapter.image_token_id(model), sel.image_token_keep())
     side = side or padding_side(mask)
     pad_id = _pad_id(model, input_ids, mask)
+    new_mask = gather_rows(mask, keep, 0, side)
+    extra = state.adapter.extra_inputs(model, image_inputs, kwargs, input_ids, mask, keep, new_mask, side)
     kwargs["input_ids"] = gather_rows(input_ids, keep, pad_id, side)
-    kwargs["attention_mask"] = gather_rows(mask, keep, 0, side)
+    kwargs["attention_mask"] = new_mask
     for name, pad in _PER_TOKEN.items():
         value = kwargs.get(name)
         if name != "attention_mask" and isinstance(value, torch.Tensor) and value.shape[:2] == input_ids.shape:
             kwargs[name] = gather_rows(value, keep, pad, side)
-    if isinstance(kwargs.get("position_ids"), torch.Tensor):
-        raise ValueError("explicit position_ids are not supported with pruning for this model; leave them out")
+    kwargs.update(extra)
     kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=sel.kept_features)}
     return kwargs, input_ids
 

@@ -8,11 +8,14 @@ from .base import Adapter, Encoded
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .llava_onevision import LlavaOnevisionAdapter
+from .qwen2_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     "llava": LlavaAdapter,
     "llava_next": LlavaNextAdapter,
     "llava_onevision": LlavaOnevisionAdapter,
+    "qwen2_vl": Qwen2VLAdapter,
+    "qwen2_5_vl": Qwen2_5_VLAdapter,
 }
 
 

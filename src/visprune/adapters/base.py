@@ -44,6 +44,8 @@ class Adapter:
     model_types: ClassVar[tuple[str, ...]] = ()
     #: keyword arguments of forward/generate that are consumed by image encoding
     image_input_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
+    #: scoring signals this architecture cannot provide (checked by ``prune_``)
+    unsupported: ClassVar[dict[str, str]] = {}
     user_markers: ClassVar[tuple[str, ...]] = USER_MARKERS
     assistant_markers: ClassVar[tuple[str, ...]] = ASSISTANT_MARKERS
 
@@ -59,6 +61,23 @@ class Adapter:
 
     def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
         raise NotImplementedError
+
+    def extra_inputs(
+        self,
+        model: nn.Module,
+        image_inputs: dict,
+        kwargs: dict,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        keep: torch.Tensor,
+        new_attention_mask: torch.Tensor,
+        side: str,
+    ) -> dict:
+        """Inputs besides the shortened token rows that the model needs (e.g. explicit positions).
+
+        ``keep`` is the ``[B, L]`` mask of surviving positions of the original rows.
+        """
+        return {}
 
 
 def encoder_layers(tower: nn.Module) -> nn.ModuleList:

@@ -1,0 +1,184 @@
+"""Qwen2-VL and Qwen2.5-VL (``qwen2_vl``, ``qwen2_5_vl``): M-RoPE positions kept, no [CLS].
+
+Modifications against the stock model (transformers 5.23 ``Qwen2VLModel`` / ``Qwen2_5_VLModel``):
+the 3-D rotary positions are computed for the *full* prompt with the model's own
+``get_rope_index`` and only the surviving columns are passed on as explicit ``position_ids``
+(4 rows: text positions, then temporal / height / width), so every kept token keeps the position
+it had in the unpruned prompt and the generated tokens continue from the same maximum position.
+Passing the shortened prompt with ``image_grid_thw`` would fail on shapes; dropping the grid would
+silently fall back to 1-D positions.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import ops
+from ..batching import gather_rows
+from ..context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
+from .base import Adapter, Encoded, hidden_index_to_layer, pixel_key
+
+
+class _QwenCapture:
+    """Records what the scoring block's attention saw: its input, segment bounds and rotary terms."""
+
+    def __init__(self, block: nn.Module):
+        self.block = block
+        self.values: dict[str, Any] = {}
+
+    @contextmanager
+    def active(self):
+        def hook(_module, args, kwargs):
+            self.values["hidden"] = args[0] if args else kwargs["hidden_states"]
+            self.values["cu_seqlens"] = kwargs["cu_seqlens"]
+            self.values["rotary"] = kwargs["position_embeddings"]
+
+        handle = self.block.attn.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            yield self
+        finally:
+            handle.remove()
+
+    def qk(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary-embedded queries and keys, ``[P, H, hd]`` each, exactly as the block computes them."""
+        from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
+
+        attn = self.block.attn
+        hidden = self.values["hidden"]
+        q, k, _ = attn.qkv(hidden).reshape(hidden.shape[0], 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        cos, sin = self.values["rotary"]
+        return apply_rotary_pos_emb_vision(q, k, cos, sin)
+
+
+class Qwen2VLAdapter(Adapter):
+    """Qwen2-VL: features come from ``model.model.get_image_features`` (after the 2x2 patch merger).
+
+    Saliency without a [CLS] token: the mean attention each patch *receives* from all patches of
+    its image at the scoring block (default: the last block that attends over the whole image),
+    heads averaged, then averaged over the 2x2 patches merged into one token. A token that every
+    query looks at is what a [CLS] query would look at too; this is the usual proxy for towers
+    without [CLS] (SigLIP in LLaVA-OneVision gets the same definition), so ``cls`` and ``atp``
+    work here. The CLIP ``text`` scorer does not (Qwen's tower shares no space with a CLIP text
+    tower): use ``lmtext``, which ATP uses by default without a ``text_encoder``.
+    """
+
+    model_types = ("qwen2_vl",)
+    image_input_keys = ("pixel_values", "image_grid_thw")
+    unsupported = {
+        PATCH_HIDDEN: "the CLIP 'text' scorer needs a CLIP vision tower; Qwen's tower shares no space with a CLIP "
+        "text tower: use scorer='lmtext' (ATP uses it when no text_encoder is set)"
+    }
+
+    def check(self, model: nn.Module) -> None:
+        base = getattr(model, "model", None)
+        if base is None or not hasattr(base, "visual") or not hasattr(base, "get_rope_index"):
+            raise TypeError(f"{type(model).__name__} lacks model.visual / model.get_rope_index")
+
+    def _full_attention_blocks(self, tower: nn.Module) -> list[int]:
+        return list(range(len(tower.blocks)))
+
+    def _window_index(self, tower: nn.Module, grid_thw: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def _scoring_block(self, tower: nn.Module, config: Any) -> int:
+        if config.layer is not None:
+            return hidden_index_to_layer(config.layer, len(tower.blocks))
+        return self._full_attention_blocks(tower)[-1]
+
+    def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
+        tower = model.model.visual
+        grid = image_inputs["image_grid_thw"]
+        block = tower.blocks[self._scoring_block(tower, config)]
+        capture = _QwenCapture(block)
+        want_attention = SALIENCY in needs or KEYS in needs
+        if want_attention:
+            with capture.active():
+                out = model.model.get_image_features(**image_inputs, return_dict=True)
+        else:
+            out = model.model.get_image_features(**image_inputs, return_dict=True)
+        features = list(out.pooler_output)
+        unit = tower.spatial_merge_size**2
+        lengths = [f.shape[0] for f in features]
+        enc = Encoded(features=features, protected=[torch.zeros(n, dtype=torch.bool, device=f.device)
+                                                   for n, f in zip(lengths, features)])
+        merged_grid = [(int(h) // tower.spatial_merge_size, int(w) // tower.spatial_merge_size) for _, h, w in grid.tolist()]
+        enc.grids = [g if int(t) == 1 else None for g, (t, _, _) in zip(merged_grid, grid.tolist())]
+        if IMAGE_KEY in needs:
+            patches = image_inputs["pixel_values"]
+            enc.image_keys = [pixel_key(c) for c in torch.split(patches, [n * unit for n in lengths])]
+        if not want_attention:
+            return enc
+        q, k = capture.qk()  # [P, H, hd], block order
+        window = self._window_index(tower, grid)
+        if SALIENCY in needs:
+            bounds = capture.values["cu_seqlens"].tolist()
+            received = torch.cat([
+                ops.received_attention(
+                    q[a:b].reshape(1, b - a, -1), k[a:b].reshape(1, b - a, -1), q.shape[1], block.attn.scaling
+                )[0]
+                for a, b in zip(bounds[:-1], bounds[1:])
+            ])
+            enc.saliency = list(torch.split(self._to_tokens(received[:, None], unit, window)[:, 0], lengths))
+        if KEYS in needs:
+            keys = k.reshape(k.shape[0], -1).float()
+            enc.keys = list(torch.split(self._to_tokens(keys, unit, window), lengths))
+        return enc
+
+    @staticmethod
+    def _to_tokens(per_patch: torch.Tensor, unit: int, window: torch.Tensor | None) -> torch.Tensor:
+        """Block-order patch values -> merged-token values in the model's output order."""
+        tokens = per_patch.reshape(-1, unit, per_patch.shape[-1]).float().mean(1)
+        if window is not None:
+            tokens = tokens[torch.argsort(window.to(tokens.device))]
+        return tokens
+
+    def extra_inputs(self, model, image_inputs, kwargs, input_ids, attention_mask, keep, new_attention_mask, side):
+        mm_types = kwargs.get("mm_token_type_ids")
+        if mm_types is None:
+            mm_types = (input_ids == model.config.image_token_id).int()
+            video_id = getattr(model.config, "video_token_id", None)
+            if video_id is not None:
+                mm_types = mm_types + 2 * (input_ids == video_id).int()
+        full, _ = model.model.get_rope_index(
+            input_ids,
+            mm_token_type_ids=mm_types,
+            image_grid_thw=image_inputs.get("image_grid_thw"),
+            video_grid_thw=kwargs.get("video_grid_thw"),
+            attention_mask=attention_mask,
+        )
+        rope = gather_rows(full.permute(1, 2, 0), keep, 0, side).permute(2, 0, 1)  # [3, B, L']
+        text = (new_attention_mask.long().cumsum(-1) - 1).masked_fill(new_attention_mask == 0, 0)
+        # Decoding continues from each row's largest kept position, as it would unpruned.
+        model.model.rope_deltas = (rope.amax(dim=(0, 2)) + 1 - new_attention_mask.sum(-1)).unsqueeze(1)
+        extra = {"position_ids": torch.cat([text[None], rope], dim=0)}
+        if "mm_token_type_ids" not in kwargs:
+            extra["mm_token_type_ids"] = gather_rows(mm_types, keep, 0, side)
+        return extra
+
+
+class Qwen2_5_VLAdapter(Qwen2VLAdapter):
+    """Qwen2.5-VL: as Qwen2-VL, plus windowed attention inside the tower.
+
+    Most blocks attend within windows over patches reordered by ``window_index``; the scoring
+    block defaults to the last *full-attention* block (``fullatt_block_indexes``), and the
+    captured values are put back into the model's output order with the inverse permutation,
+    exactly as the tower does for its merged output.
+    """
+
+    model_types = ("qwen2_5_vl",)
+
+    def _full_attention_blocks(self, tower: nn.Module) -> list[int]:
+        return list(tower.fullatt_block_indexes) or super()._full_attention_blocks(tower)
+
+    def _window_index(self, tower: nn.Module, grid_thw: torch.Tensor) -> torch.Tensor:
+        from transformers.vision_utils import get_vision_window_index
+
+        window, _ = get_vision_window_index(
+            grid_thw, spatial_merge_size=tower.spatial_merge_size, window_size=tower.window_size,
+            patch_size=tower.patch_size,
+        )
+        return window

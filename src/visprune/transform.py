@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from dataclasses import dataclass
@@ -9,10 +10,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .adapters import Adapter, get_adapter
-from .batching import gather_rows, keep_positions, padding_side
 from .budgets import BUDGETS, Budget
 from .config import PruneConfig
 from .pipeline import Selection, select
@@ -20,8 +19,6 @@ from .scorers import SCORERS, Scorer
 
 STATE_ATTR = "_visprune_state"
 QUESTION_KWARG = "visprune_question"
-# Per-token tensors that must lose the same positions as input_ids, and their padding values.
-_PER_TOKEN = {"attention_mask": 0, "labels": -100, "token_type_ids": 0, "mm_token_type_ids": 0}
 
 
 @dataclass
@@ -153,12 +150,12 @@ def _bind(fn, args: tuple, kwargs: dict) -> dict:
     return {**bound, **extra}
 
 
-def _prepare(model: nn.Module, kwargs: dict, side: str | None) -> tuple[dict, torch.Tensor | None]:
-    """Prune the images in ``kwargs``; returns new kwargs and the original ``input_ids``."""
+def _prepare(model: nn.Module, kwargs: dict, side: str | None):
+    """Prune the images in ``kwargs``: new kwargs, the original ``input_ids`` and a context for the call."""
     state: PruneState = model.__dict__[STATE_ATTR]
     question = kwargs.pop(QUESTION_KWARG, None)
     if not state.adapter.has_images(kwargs):
-        return kwargs, None
+        return kwargs, None, contextlib.nullcontext()
     input_ids = kwargs.get("input_ids")
     if input_ids is None:
         raise ValueError("visprune needs input_ids with the image placeholder tokens (inputs_embeds is not supported)")
@@ -172,37 +169,15 @@ def _prepare(model: nn.Module, kwargs: dict, side: str | None) -> tuple[dict, to
     image_inputs = {k: kwargs.pop(k) for k in state.adapter.image_input_keys if k in kwargs}
     sel = select(state, model, input_ids, mask, image_inputs, question)
     state.last = sel
-    keep = keep_positions(input_ids, mask, state.adapter.image_token_id(model), sel.image_token_keep())
-    side = side or padding_side(mask)
-    pad_id = _pad_id(model, input_ids, mask)
-    new_mask = gather_rows(mask, keep, 0, side)
-    extra = state.adapter.extra_inputs(model, image_inputs, kwargs, input_ids, mask, keep, new_mask, side)
-    kwargs["input_ids"] = gather_rows(input_ids, keep, pad_id, side)
-    kwargs["attention_mask"] = new_mask
-    for name, pad in _PER_TOKEN.items():
-        value = kwargs.get(name)
-        if name != "attention_mask" and isinstance(value, torch.Tensor) and value.shape[:2] == input_ids.shape:
-            kwargs[name] = gather_rows(value, keep, pad, side)
-    kwargs.update(extra)
-    kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=sel.kept_features)}
-    return kwargs, input_ids
-
-
-def _pad_id(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> int:
-    padded = input_ids[mask == 0]
-    if padded.numel():
-        return int(padded[0])
-    for cfg in (getattr(model, "generation_config", None), getattr(model.config, "text_config", None), model.config):
-        pid = getattr(cfg, "pad_token_id", None)
-        if isinstance(pid, int):
-            return pid
-    return 0
+    kwargs, context = state.adapter.apply(model, sel, kwargs, input_ids, mask, image_inputs, side)
+    return kwargs, input_ids, context
 
 
 def _forward(self, *args, **kwargs):
     state: PruneState = self.__dict__[STATE_ATTR]
-    kwargs, _ = _prepare(self, _bind(state.original_class.forward, args, kwargs), side=None)
-    return state.original_class.forward(self, **kwargs)
+    kwargs, _, context = _prepare(self, _bind(state.original_class.forward, args, kwargs), side=None)
+    with context:
+        return state.original_class.forward(self, **kwargs)
 
 
 def _generate(self, *args, **kwargs):
@@ -210,8 +185,9 @@ def _generate(self, *args, **kwargs):
     kwargs = _bind(state.original_class.generate, args, kwargs)
     if "inputs" in kwargs and kwargs.get("inputs") is not None and "input_ids" not in kwargs:
         kwargs["input_ids"] = kwargs.pop("inputs")
-    kwargs, original_ids = _prepare(self, kwargs, side="left")
-    out = state.original_class.generate(self, **kwargs)
+    kwargs, original_ids, context = _prepare(self, kwargs, side="left")
+    with context:
+        out = state.original_class.generate(self, **kwargs)
     if original_ids is None:
         return out
     return _restore_prompt(out, original_ids, kwargs["input_ids"].shape[1])

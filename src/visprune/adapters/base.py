@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import zlib
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
 from .. import ops
+from ..batching import gather_rows, keep_positions, padding_side
 from ..context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
 from ..text import ASSISTANT_MARKERS, USER_MARKERS
+
+
+# Per-token tensors that must lose the same positions as input_ids, and their padding values.
+PER_TOKEN = {"attention_mask": 0, "labels": -100, "token_type_ids": 0, "mm_token_type_ids": 0}
 
 
 @dataclass
@@ -62,6 +69,40 @@ class Adapter:
     def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
         raise NotImplementedError
 
+    def apply(
+        self,
+        model: nn.Module,
+        sel: Any,
+        kwargs: dict,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_inputs: dict,
+        side: str | None,
+    ) -> tuple[dict, AbstractContextManager]:
+        """Turn a selection into the keyword arguments of the original call, and a context for it.
+
+        Default (models that take ``mm_encoder_outputs``): drop the placeholders of dropped tokens
+        from ``input_ids`` and every per-token tensor, re-pad on ``side`` (the input's own side
+        for ``forward``, left for ``generate``), and hand the kept features over as
+        ``mm_encoder_outputs`` so the vision tower does not run twice. Architectures that need
+        hooks during the call (BLIP-2, IDEFICS) override this and return a context manager.
+        """
+        image_id = self.image_token_id(model)
+        keep = keep_positions(input_ids, attention_mask, image_id, sel.image_token_keep())
+        side = side or padding_side(attention_mask)
+        pad_id = _pad_id(model, input_ids, attention_mask)
+        new_mask = gather_rows(attention_mask, keep, 0, side)
+        extra = self.extra_inputs(model, image_inputs, kwargs, input_ids, attention_mask, keep, new_mask, side)
+        kwargs["input_ids"] = gather_rows(input_ids, keep, pad_id, side)
+        kwargs["attention_mask"] = new_mask
+        for name, pad in PER_TOKEN.items():
+            value = kwargs.get(name)
+            if name != "attention_mask" and isinstance(value, torch.Tensor) and value.shape[:2] == input_ids.shape:
+                kwargs[name] = gather_rows(value, keep, pad, side)
+        kwargs.update(extra)
+        kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=sel.kept_features)}
+        return kwargs, nullcontext()
+
     def extra_inputs(
         self,
         model: nn.Module,
@@ -78,6 +119,17 @@ class Adapter:
         ``keep`` is the ``[B, L]`` mask of surviving positions of the original rows.
         """
         return {}
+
+
+def _pad_id(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> int:
+    padded = input_ids[mask == 0]
+    if padded.numel():
+        return int(padded[0])
+    for cfg in (getattr(model, "generation_config", None), getattr(model.config, "text_config", None), model.config):
+        pid = getattr(cfg, "pad_token_id", None)
+        if isinstance(pid, int):
+            return pid
+    return 0
 
 
 def encoder_layers(tower: nn.Module) -> nn.ModuleList:

@@ -21,11 +21,18 @@ class Selection:
     encoded: Encoded
     kept: list[torch.Tensor]
     image_rows: list[int]
-    score_seconds: float
+    score_seconds: float  # scorer + budget + selection (+ merging)
+    encode_seconds: float = 0.0  # the adapter's encode, the model's own vision work included
+    apply_seconds: float = 0.0  # turning the selection into the call's inputs
     scores: torch.Tensor | None = None  # [I, N] as the scorer returned them (padded rows)
     questions: list[str] | None = None  # per image, when a text-aware scorer read them
 
     merged: list[torch.Tensor] | None = None  # features a merging scorer put at the kept positions
+
+    @property
+    def overhead_seconds(self) -> float:
+        """visprune's own work: signal capture and alignment, scoring, selection, input rebuild."""
+        return self.encode_seconds - self.encoded.model_seconds + self.score_seconds + self.apply_seconds
 
     @property
     def kept_features(self) -> list[torch.Tensor]:
@@ -100,9 +107,11 @@ def question_embeddings(model: Any, processor: Any, questions: list[str] | None,
 def select(state: Any, model: Any, input_ids, attention_mask, image_inputs: dict, question_override) -> Selection:
     """Encode the images of one call and choose the tokens each keeps."""
     cfg, adapter, scorer, budget = state.config, state.adapter, state.scorer, state.budget
+    t0 = time.perf_counter()
     enc = adapter.encode(model, image_inputs, scorer.needs, cfg)
+    encode_seconds = time.perf_counter() - t0
     lengths = [f.shape[0] for f in enc.features]
-    rows = image_rows(input_ids, adapter.image_token_id(model), lengths)
+    rows = enc.image_rows if enc.image_rows is not None else image_rows(input_ids, adapter.image_token_id(model), lengths)
     start = time.perf_counter()
     with torch.no_grad():
         feats, valid = ops.pad_ragged([f.detach() for f in enc.features])
@@ -142,6 +151,7 @@ def select(state: Any, model: Any, input_ids, attention_mask, image_inputs: dict
         kept=kept,
         image_rows=rows,
         score_seconds=time.perf_counter() - start,
+        encode_seconds=encode_seconds,
         scores=scores.detach(),
         questions=ctx.questions,
         merged=merged,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,9 +71,7 @@ def prune_(model: nn.Module, config: PruneConfig | dict | None = None, processor
     budget = config.budget if isinstance(config.budget, Budget) else BUDGETS.get(config.budget)()
     scorer.setup(model, config, processor)
     budget.setup(model, config, processor)
-    for signal in scorer.needs:
-        if signal in adapter.unsupported:
-            raise TypeError(f"scorer {config.scorer_name!r} cannot run on {model.config.model_type}: {adapter.unsupported[signal]}")
+    adapter.check_config(model, config, scorer)
     state = PruneState(config, adapter, scorer, budget, processor, type(model))
     model.__dict__[STATE_ATTR] = state
     model.__class__ = _pruned_class(type(model))
@@ -169,7 +168,9 @@ def _prepare(model: nn.Module, kwargs: dict, side: str | None):
     image_inputs = {k: kwargs.pop(k) for k in state.adapter.image_input_keys if k in kwargs}
     sel = select(state, model, input_ids, mask, image_inputs, question)
     state.last = sel
+    t0 = time.perf_counter()
     kwargs, context = state.adapter.apply(model, sel, kwargs, input_ids, mask, image_inputs, side)
+    sel.apply_seconds = time.perf_counter() - t0
     return kwargs, input_ids, context
 
 
@@ -188,9 +189,15 @@ def _generate(self, *args, **kwargs):
     kwargs, original_ids, context = _prepare(self, kwargs, side="left")
     with context:
         out = state.original_class.generate(self, **kwargs)
-    if original_ids is None:
+    if original_ids is None or _encoder_decoder(self):  # encoder-decoder generate returns new tokens only
         return out
     return _restore_prompt(out, original_ids, kwargs["input_ids"].shape[1])
+
+
+def _encoder_decoder(model: nn.Module) -> bool:
+    """True if ``generate`` returns decoder tokens only (BLIP-2 / InstructBLIP with a FLAN-T5)."""
+    lm = getattr(model, "language_model", None)
+    return any(bool(getattr(getattr(m, "config", None), "is_encoder_decoder", False)) for m in (model, lm))
 
 
 def _restore_prompt(out, original_ids: torch.Tensor, pruned_len: int):

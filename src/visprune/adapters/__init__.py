@@ -5,6 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 from .base import Adapter, Encoded
+from .blip2 import Blip2Adapter
+from .idefics import IdeficsAdapter
+from .instructblip import InstructBlipAdapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .llava_onevision import LlavaOnevisionAdapter
@@ -16,6 +19,9 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "llava_onevision": LlavaOnevisionAdapter,
     "qwen2_vl": Qwen2VLAdapter,
     "qwen2_5_vl": Qwen2_5_VLAdapter,
+    "blip-2": Blip2Adapter,
+    "instructblip": InstructBlipAdapter,
+    "idefics": IdeficsAdapter,
 }
 
 
@@ -28,7 +34,8 @@ def get_adapter(model: nn.Module) -> Adapter:
             f"visprune does not support model type {model_type!r} ({type(model).__name__}); "
             f"supported: {', '.join(sorted(ADAPTERS))}"
         )
-    if not hasattr(model, "generate") or not hasattr(model, "lm_head"):
+    has_head = hasattr(model, "lm_head") or hasattr(getattr(model, "language_model", None), "lm_head")  # BLIP-2
+    if not hasattr(model, "generate") or not has_head:
         raise TypeError(
             f"pass the ...ForConditionalGeneration model, not {type(model).__name__} (model_type {model_type!r})"
         )

@@ -37,7 +37,11 @@ class Encoded:
     image_keys: list[int] | None = None
     keys: list[torch.Tensor] | None = None
     grids: list[tuple[int, int]] | None = None
+    model_seconds: float = 0.0  # time spent in the model's own image-feature code
     extras: dict = field(default_factory=dict)
+    #: batch row of each image, for adapters whose prompts hold fewer placeholders than features
+    #: (BLIP-2's ViT cut, IDEFICS); ``None``: found from the placeholder tokens
+    image_rows: list[int] | None = None
 
 
 class Adapter:
@@ -65,6 +69,14 @@ class Adapter:
 
     def check(self, model: nn.Module) -> None:
         """Raise a clear error if this model instance cannot be served (called by ``prune_``)."""
+
+    def check_config(self, model: nn.Module, config: Any, scorer: Any) -> None:
+        """Raise ``TypeError`` if ``scorer`` (already set up) cannot run here (called by ``prune_``)."""
+        for signal in scorer.needs:
+            if signal in self.unsupported:
+                raise TypeError(
+                    f"scorer {config.scorer_name!r} cannot run on {model.config.model_type}: {self.unsupported[signal]}"
+                )
 
     def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
         raise NotImplementedError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import torch
@@ -65,7 +66,9 @@ class LlavaFamilyAdapter(Adapter):
             base.pack_image_features = recording_pack  # instance attribute, removed below
         try:
             with capture.active():
+                t0 = time.perf_counter()
                 out = base.get_image_features(**image_inputs, return_dict=True)
+                model_seconds = time.perf_counter() - t0
         finally:
             if self.packs:
                 del base.pack_image_features
@@ -88,6 +91,7 @@ class LlavaFamilyAdapter(Adapter):
                 raise RuntimeError(f"internal: {s.shape[0]} signals for {f.shape[0]} features; please report")
         protected = [torch.isnan(s[:, 0]) | (s[:, 0] > 0.5) for s in per_image]
         enc = Encoded(features=features, protected=protected, image_keys=capture.image_keys(crops))
+        enc.model_seconds = model_seconds
         col = 1
         if SALIENCY in needs:
             enc.saliency = [s[:, col] for s in per_image]

@@ -11,7 +11,8 @@ silently fall back to 1-D positions.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import time
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -95,17 +96,17 @@ class Qwen2VLAdapter(Adapter):
         block = tower.blocks[self._scoring_block(tower, config)]
         capture = _QwenCapture(block)
         want_attention = SALIENCY in needs or KEYS in needs
-        if want_attention:
-            with capture.active():
-                out = model.model.get_image_features(**image_inputs, return_dict=True)
-        else:
+        t0 = time.perf_counter()
+        with capture.active() if want_attention else nullcontext():
             out = model.model.get_image_features(**image_inputs, return_dict=True)
+        model_seconds = time.perf_counter() - t0
         features = list(out.pooler_output)
         unit = tower.spatial_merge_size**2
         lengths = [f.shape[0] for f in features]
         enc = Encoded(features=features, protected=[torch.zeros(n, dtype=torch.bool, device=f.device)
                                                    for n, f in zip(lengths, features)])
         merged_grid = [(int(h) // tower.spatial_merge_size, int(w) // tower.spatial_merge_size) for _, h, w in grid.tolist()]
+        enc.model_seconds = model_seconds
         enc.grids = [g if int(t) == 1 else None for g, (t, _, _) in zip(merged_grid, grid.tolist())]
         if IMAGE_KEY in needs:
             patches = image_inputs["pixel_values"]

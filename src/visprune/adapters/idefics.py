@@ -1,0 +1,131 @@
+"""IDEFICS (``idefics``, the open Flamingo reproduction): prune ViT patches before the resampler.
+
+IDEFICS feeds images to its language model through gated cross-attention layers, not through
+placeholder tokens: the prompt holds one ``<image>`` token per image, and the cross-attention
+reads either the perceiver resampler's latents (``use_resampler=True``, IDEFICS-9B / 80B: 64
+latents per image) or the ViT patches themselves. visprune prunes the ViT patches ([CLS]
+protected) where the model reads them:
+
+- **with a resampler**: each image's kept patches go through the stock ``perceiver_resampler``
+  on their own (the resampler takes no padding mask, so ragged budgets mean one run per image),
+  and the latents are handed to the stock model as ``perceiver_embeddings``. The language model
+  still cross-attends to 64 latents per image: pruning saves resampler work only (see
+  ``docs/savings.md``).
+- **without a resampler**: the kept patches are right-padded per image and handed over as
+  ``image_encoder_embeddings``; a forward pre-hook on each gated cross-attention layer adds the
+  padding to its ``image_attention_mask``, so no text token attends to a padding slot. This
+  shortens every cross-attention's keys and values.
+
+The prompt is left as it is. Scorers: ``cls`` (the [CLS] attention of the last ViT layer, whose
+output the resampler reads), ``visionzip``, ``pool``, ``random``, ``divprune``, ``text`` / ``atp``
+with a CLIP ``text_encoder`` sharing the ViT's space; not ``lmtext`` (ViT patches are not in the
+language model's embedding space).
+
+Modifications against the stock model (transformers 5.23 ``modeling_idefics.py``
+``IdeficsModel.forward``): none to the code; the vision tower runs once (in ``encode``), the
+pruned call gets ``perceiver_embeddings`` / ``image_encoder_embeddings`` instead of
+``pixel_values`` (an input the stock ``forward`` and ``prepare_inputs_for_generation`` accept),
+and without a resampler the cross-attention pre-hooks live only while the call runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import ExitStack, contextmanager, nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import ops
+from ..context import KEYS, PATCH_HIDDEN, QUESTION_EMBEDS, SALIENCY
+from .base import Adapter, Capture, Encoded, hidden_index_to_layer
+
+
+class IdeficsAdapter(Adapter):
+    model_types = ("idefics",)
+    image_input_keys = ("pixel_values", "image_attention_mask", "interpolate_pos_encoding")
+    unsupported = {
+        QUESTION_EMBEDS: "IDEFICS is pruned before its resampler, on ViT patches, which are not in the language "
+        "model's embedding space: use scorer='cls', 'visionzip', 'pool', 'random' or 'divprune', or 'text' / 'atp' "
+        "with a CLIP text_encoder that shares the ViT's space"
+    }
+
+    def image_token_id(self, model: nn.Module) -> int:
+        return int(getattr(model.config, "image_token_id", None) or -1)  # not used to place features here
+
+    def check(self, model: nn.Module) -> None:
+        base = getattr(model, "model", None)
+        if base is None or not hasattr(base, "vision_model") or not hasattr(base, "gated_cross_attn_layers"):
+            raise TypeError(f"{type(model).__name__} lacks model.vision_model / model.gated_cross_attn_layers")
+
+    def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
+        tower = model.model.vision_model
+        n_layers = len(tower.encoder.layers)
+        sal = hidden_index_to_layer(config.layer if config.layer is not None else -1, n_layers)
+        capture = Capture(tower, needs, sal, hidden_index_to_layer(config.text_layer, n_layers))
+        pixels = image_inputs["pixel_values"]
+        rows, per_row = pixels.shape[:2]
+        flat = pixels.reshape(rows * per_row, *pixels.shape[2:]).to(dtype=model.dtype)
+        with capture.active():
+            t0 = time.perf_counter()
+            # as IdeficsModel.forward computes it: the resampler / cross-attention read last_hidden_state
+            hidden = tower(pixel_values=flat, interpolate_pos_encoding=image_inputs.get("interpolate_pos_encoding", False))
+            model_seconds = time.perf_counter() - t0
+        features = list(hidden.last_hidden_state)
+        signals = capture.per_crop_signals(has_cls=True)  # [images, T, C]: marker, saliency, hidden, keys
+        enc = Encoded(features=features, protected=[s[:, 0] > 0.5 for s in signals],
+                      image_keys=capture.image_keys([1] * len(features)))
+        enc.model_seconds = model_seconds
+        enc.image_rows = [r for r in range(rows) for _ in range(per_row)]
+        enc.extras["layout"] = (rows, per_row)
+        col = 1
+        if SALIENCY in needs:
+            enc.saliency = [s[:, col] for s in signals]
+            col += 1
+        if PATCH_HIDDEN in needs:
+            width = tower.config.hidden_size
+            enc.patch_hidden = [s[:, col : col + width] for s in signals]
+            col += width
+        if KEYS in needs:
+            enc.keys = [s[:, col:] for s in signals]
+        n = features[0].shape[0] - 1
+        side = math.isqrt(n)
+        enc.grids = [(side, side) if side * side == n else None for _ in features]
+        return enc
+
+    def apply(self, model, sel, kwargs, input_ids, attention_mask, image_inputs, side):
+        rows, per_row = sel.encoded.extras["layout"]
+        kept = sel.kept_features
+        for name in ("image_attention_mask", "interpolate_pos_encoding"):
+            if name in image_inputs:
+                kwargs[name] = image_inputs[name]
+        kwargs.pop("pixel_values", None)
+        base = model.model
+        if base.config.use_resampler:
+            # The resampler has no padding mask: one run per image on exactly its kept patches.
+            latents = torch.cat([base.perceiver_resampler(f[None]) for f in kept])
+            kwargs["perceiver_embeddings"] = latents.reshape(rows, per_row, *latents.shape[1:])
+            return kwargs, nullcontext()
+        patches, valid = ops.pad_ragged(list(kept))
+        kwargs["image_encoder_embeddings"] = patches.reshape(rows, per_row, *patches.shape[1:])
+        return kwargs, _masked_padding(base, valid.reshape(rows, -1))
+
+
+@contextmanager
+def _masked_padding(base: nn.Module, valid: torch.Tensor):
+    """Pre-hooks that hide the padding slots of ragged kept patches from every gated cross-attention."""
+
+    def hide_padding(_module, args, kwargs):
+        mask = kwargs["image_attention_mask"]  # [B', 1, T, images * slots], additive
+        pad = ~valid.to(mask.device)
+        if pad.shape[0] != mask.shape[0]:  # beam search / num_return_sequences expand the batch
+            pad = pad.repeat_interleave(mask.shape[0] // pad.shape[0], dim=0)
+        return args, dict(kwargs, image_attention_mask=mask.masked_fill(pad[:, None, None, :], torch.finfo(mask.dtype).min))
+
+    with ExitStack() as stack:
+        for layer in base.gated_cross_attn_layers:
+            handle = layer.register_forward_pre_hook(hide_padding, with_kwargs=True)
+            stack.callback(handle.remove)
+        yield

@@ -1,0 +1,62 @@
+"""The benchmark runs on the tiny geometry and writes every field (speed is not asserted here)."""
+
+import json
+
+import torch
+
+from visprune.bench import LiveBytes, bench, build_geometry, bench_meta, markdown, write_json, write_markdown_section
+
+FIELDS = {"method", "flops_ratio", "prefill_latency_ratio", "generate_latency_ratio", "overhead_fraction",
+          "peak_memory_ratio", "kv_cache_ratio", "efficiency", "kept_tokens", "config"}
+
+
+def test_bench_tiny_writes_all_fields(tmp_path):
+    report = bench("tiny", methods=["atp:keep=0.5", "e-adaprune:energy=0.9"], repeats=1, warmup=0,
+                   new_tokens=2, progress=None)
+    write_json(report, tmp_path / "bench.json")
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert {"torch", "transformers", "device", "device_name", "cpu_threads"} <= set(data["setup"])
+    rows = {r["method"]: r for r in data["results"]}
+    assert set(rows) == {"none", "atp:keep=0.5", "e-adaprune:energy=0.9"}
+    for r in rows.values():
+        assert FIELDS <= set(r)
+    none, atp = rows["none"], rows["atp:keep=0.5"]
+    assert none["flops_ratio"] == 1.0 and none["overhead_fraction"] == 0.0
+    assert atp["kept_tokens"] == [8] and 0 < atp["flops_ratio"] < 1 and atp["overhead_fraction"] > 0
+    # the KV cache holds the text tokens plus the kept image tokens
+    prompt_len = build_geometry("tiny").inputs["input_ids"].shape[1]  # 16 image placeholders + text
+    assert abs(atp["kv_cache_ratio"] - (prompt_len - 8) / prompt_len) < 1e-9
+    assert 0 < atp["peak_memory_ratio"] < 1
+    table = markdown(data, "visprune bench --geometry tiny")
+    assert "| atp:keep=0.5 | 8 |" in table
+
+
+def test_markdown_sections_are_replaced_in_place(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    write_markdown_section(path, "tiny", "first\n")
+    write_markdown_section(path, "small", "other\n")
+    write_markdown_section(path, "tiny", "second\n")
+    text = path.read_text()
+    assert "first" not in text and text.count("second") == 1 and "other" in text
+    assert text.index("second") < text.index("other")
+
+
+def test_live_bytes_tracks_created_storage_only():
+    weight = torch.ones(1000)
+    with LiveBytes([weight]) as tracker:
+        a = weight * 2  # 4000 bytes
+        b = a + 1  # 8000 live
+        del a  # back to 4000
+        c = b.view(10, 100)  # a view: no new storage
+        d = weight.view(10, 100)  # a view of a known storage: not counted
+    assert tracker.peak == 8000 and tracker.current == 4000
+    assert c.shape == d.shape
+
+
+def test_llava_7b_flops_on_meta():
+    report = bench_meta(["atp:keep=0.25", "e-adaprune:energy=0.9"])
+    rows = {r["method"]: r for r in report["results"]}
+    assert 8.6e12 < rows["none"]["flops"] < 8.9e12  # 8.18 LM + 0.16 head + 0.41 vision
+    assert rows["atp:keep=0.25"]["kept_tokens"] == [144]
+    assert 0.3 < rows["atp:keep=0.25"]["flops_ratio"] < 0.35
+    assert rows["e-adaprune:energy=0.9"]["flops"] is None

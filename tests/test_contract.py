@@ -51,8 +51,9 @@ def test_every_scorer_and_budget(setups, arch, scorer, budget):
     model, proc, imgs, clip = setups[arch]
     if scorer == "text" and clip is None:
         pytest.skip("no CLIP text encoder shares a SigLIP or Qwen tower's space")
+    extra = {"llm_layer": 1} if scorer == "fastv" else {}  # the tiny language models have 2 layers
     cfg = PruneConfig(scorer=scorer, budget=budget, text_encoder=clip if scorer in ("text", "atp") else None,
-                      **SETTINGS[budget])
+                      **SETTINGS[budget], **extra)
     questions = ["what colour is the star ?", "how many circle ?", "is there a dog ?"]
     if scorer in GRID_ONLY and arch in PACKED:
         with pytest.raises(TypeError, match="one patch grid"):

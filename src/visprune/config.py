@@ -37,6 +37,9 @@ class PruneConfig:
             ``hidden_states`` (transformers' ``vision_feature_layer`` convention: ``-2`` is the
             penultimate layer's output, i.e. the attention inside that layer). ``None``: the layer
             whose output the model feeds to its language model.
+        llm_layer: language-model layer ``K`` at which in-LLM scorers (``fastv``) prune: layers
+            ``0 .. K-1`` see every token, the attention of the last prompt token in layer ``K-1``
+            ranks the image tokens, and layers ``K ..`` see only the kept ones (FastV: ``K=2``).
         text_layer: vision layer (same convention) whose hidden states are projected into CLIP
             space for the ``text`` scorer; ``-1`` (default) is the final layer, which CLIP's
             ``post_layernorm`` and ``visual_projection`` were trained on.
@@ -58,6 +61,7 @@ class PruneConfig:
     alpha: float = 0.5
     norm: str = "minmax"
     layer: int | None = None
+    llm_layer: int = 2
     text_layer: int = -1
     text_encoder: Any = None
     text_tokenizer: Any = None
@@ -96,6 +100,8 @@ class PruneConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v == 0):
                 raise ValueError(f"{name} must be a non-zero integer index into hidden_states (e.g. -2), got {v!r}")
+        if isinstance(self.llm_layer, bool) or not isinstance(self.llm_layer, int) or self.llm_layer < 1:
+            raise ValueError(f"llm_layer must be an integer >= 1 (FastV's K), got {self.llm_layer!r}")
         if self.text_sign not in (1, -1, 1.0, -1.0):
             raise ValueError(f"text_sign must be +1 or -1, got {self.text_sign!r}")
         if not isinstance(self.seed, int):

@@ -104,15 +104,16 @@ def question_embeddings(model: Any, processor: Any, questions: list[str] | None,
     return rows
 
 
-def select(state: Any, model: Any, input_ids, attention_mask, image_inputs: dict, question_override) -> Selection:
-    """Encode the images of one call and choose the tokens each keeps."""
-    cfg, adapter, scorer, budget = state.config, state.adapter, state.scorer, state.budget
+def build_context(
+    state: Any, model: Any, input_ids, attention_mask, image_inputs: dict, question_override
+) -> tuple[Encoded, ScoreContext, list[int], float]:
+    """Encode the images of one call and gather what the scorer and budget need."""
+    cfg, adapter, scorer = state.config, state.adapter, state.scorer
     t0 = time.perf_counter()
     enc = adapter.encode(model, image_inputs, scorer.needs, cfg)
     encode_seconds = time.perf_counter() - t0
     lengths = [f.shape[0] for f in enc.features]
-    rows = enc.image_rows if enc.image_rows is not None else image_rows(input_ids, adapter.image_token_id(model), lengths)
-    start = time.perf_counter()
+    rows = image_rows(input_ids, adapter.image_token_id(model), lengths)
     with torch.no_grad():
         feats, valid = ops.pad_ragged([f.detach() for f in enc.features])
         protected, _ = ops.pad_ragged(enc.protected, value=False)
@@ -136,16 +137,29 @@ def select(state: Any, model: Any, input_ids, attention_mask, image_inputs: dict
                     model, state.processor, qs, input_ids, attention_mask, adapter.image_token_id(model)
                 )
                 ctx.question_embeds = [per_row[r] for r in rows]
-        scores = scorer(ctx)
-        if scores.shape != valid.shape:
-            raise RuntimeError(f"scorer {cfg.scorer_name!r} returned shape {tuple(scores.shape)}, expected {tuple(valid.shape)}")
-        k = torch.minimum(budget(ctx, scores).to(torch.int64).cpu(), ctx.counts.cpu())
-        top = scorer.select(ctx, scores, k)
-        kept = []
-        for i, idx in enumerate(top):
-            always = ctx.protected[i].nonzero(as_tuple=True)[0]
-            kept.append(torch.sort(torch.cat([idx.to(always.device), always])).values)
-        merged = scorer.merge(ctx, kept)
+    return enc, ctx, rows, encode_seconds
+
+
+def decide(scorer: Any, budget: Any, ctx: ScoreContext, scores: torch.Tensor) -> tuple[list[torch.Tensor], Any]:
+    """Budget, selection and merging for given scores: (kept indices per image, merged features or None)."""
+    if scores.shape != ctx.valid.shape:
+        raise RuntimeError(f"scorer returned shape {tuple(scores.shape)}, expected {tuple(ctx.valid.shape)}")
+    k = torch.minimum(budget(ctx, scores).to(torch.int64).cpu(), ctx.counts.cpu())
+    top = scorer.select(ctx, scores, k)
+    kept = []
+    for i, idx in enumerate(top):
+        always = ctx.protected[i].nonzero(as_tuple=True)[0]
+        kept.append(torch.sort(torch.cat([idx.to(always.device), always])).values)
+    return kept, scorer.merge(ctx, kept)
+
+
+def select(state: Any, model: Any, input_ids, attention_mask, image_inputs: dict, question_override) -> Selection:
+    """Encode the images of one call and choose the tokens each keeps."""
+    enc, ctx, rows, encode_seconds = build_context(state, model, input_ids, attention_mask, image_inputs, question_override)
+    start = time.perf_counter()
+    with torch.no_grad():
+        scores = state.scorer(ctx)
+        kept, merged = decide(state.scorer, state.budget, ctx, scores)
     return Selection(
         encoded=enc,
         kept=kept,

@@ -15,7 +15,8 @@ from torch import nn
 from .adapters import Adapter, get_adapter
 from .budgets import BUDGETS, Budget
 from .config import PruneConfig
-from .pipeline import Selection, select
+from .inllm import fastv_hooks
+from .pipeline import Selection, build_context, select
 from .scorers import SCORERS, Scorer
 
 STATE_ATTR = "_visprune_state"
@@ -120,12 +121,23 @@ def _pruned_class(cls: type) -> type:
             {
                 "__doc__": _PATCH_DOC.format(name=cls.__name__),
                 "__module__": cls.__module__,
-                "forward": functools.wraps(cls.forward)(_forward),
-                "generate": functools.wraps(cls.generate)(_generate),
+                "forward": _wrapping(cls.forward, _forward),
+                "generate": _wrapping(cls.generate, _generate),
                 "_visprune_patched": True,
             },
         )
     return _CLASS_CACHE[cls]
+
+
+def _wrapping(original, impl):
+    """A new function per class: ``functools.wraps`` on the shared ``impl`` itself would leave every
+    pruned class with the signature of the last one made, which ``generate`` validates kwargs against."""
+
+    @functools.wraps(original)
+    def method(self, *args, **kwargs):
+        return impl(self, *args, **kwargs)
+
+    return method
 
 
 _PATCH_DOC = """{name}, pruned by visprune.
@@ -166,12 +178,27 @@ def _prepare(model: nn.Module, kwargs: dict, side: str | None):
     if mask is None:
         mask = torch.ones_like(input_ids)
     image_inputs = {k: kwargs.pop(k) for k in state.adapter.image_input_keys if k in kwargs}
+    if getattr(state.scorer, "in_llm", False):
+        return _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, question, side)
     sel = select(state, model, input_ids, mask, image_inputs, question)
     state.last = sel
     t0 = time.perf_counter()
     kwargs, context = state.adapter.apply(model, sel, kwargs, input_ids, mask, image_inputs, side)
     sel.apply_seconds = time.perf_counter() - t0
     return kwargs, input_ids, context
+
+
+def _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, question, side):
+    """In-LLM scorers (FastV): every visual token enters the LM; layer hooks prune inside it."""
+    enc, ctx, rows, encode_seconds = build_context(state, model, input_ids, mask, image_inputs, question)
+    everything = [torch.arange(f.shape[0], device=f.device) for f in enc.features]
+    sel = Selection(encoded=enc, kept=everything, image_rows=rows, score_seconds=0.0, encode_seconds=encode_seconds)
+    state.last = sel
+    kwargs, context = state.adapter.apply(model, sel, kwargs, input_ids, mask, image_inputs, side)
+    stack = contextlib.ExitStack()
+    stack.enter_context(context)
+    stack.enter_context(fastv_hooks(model, state, sel, ctx, kwargs["input_ids"], kwargs["attention_mask"]))
+    return kwargs, input_ids, stack
 
 
 def _forward(self, *args, **kwargs):

@@ -9,6 +9,7 @@ from .atp import AtpScorer
 from .pool import PoolScorer
 from .visionzip import VisionZipScorer
 from .divprune import DivPruneScorer
+from .fastv import FastVScorer
 
 __all__ = [
     "SCORERS",
@@ -22,4 +23,5 @@ __all__ = [
     "PoolScorer",
     "VisionZipScorer",
     "DivPruneScorer",
+    "FastVScorer",
 ]

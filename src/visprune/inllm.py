@@ -1,0 +1,172 @@
+"""Pruning inside the language model (FastV): decoder-layer hooks active for one call.
+
+Modifications, for the duration of one ``forward`` / ``generate`` and only on this instance:
+- a forward pre-hook on layer ``K-1``'s attention records its (normalised) input and rotary terms;
+- forward pre-hooks on layers ``K ..`` shorten ``hidden_states``, the attention mask, the rotary
+  terms and ``position_ids`` to the kept positions at prefill, and the attention mask's key
+  columns at every decoding step (their KV cache holds only kept positions).
+All hooks are removed when the call ends. Written against transformers 5.23's decoder layers
+(``LlamaDecoderLayer``, ``Qwen2DecoderLayer``, ``Qwen2VLDecoderLayer``), whose forward takes
+``hidden_states`` and the keywords ``attention_mask``, ``position_embeddings``, ``position_ids``.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from .pipeline import decide
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    lm = getattr(model.model, "language_model", None)
+    layers = getattr(lm, "layers", None) if lm is not None else None
+    if not isinstance(layers, nn.ModuleList):
+        raise TypeError(f"in-LLM pruning needs model.model.language_model.layers, not found on {type(model).__name__}")
+    return layers
+
+
+def _last_token_attention(attn: nn.Module, hidden: torch.Tensor, cos_sin, key_mask: torch.Tensor) -> torch.Tensor:
+    """``[B, L]``: attention of the last position's query to every key, heads averaged."""
+    rotary = getattr(sys.modules[type(attn).__module__], "apply_rotary_pos_emb")
+    b, length, _ = hidden.shape
+    hd = attn.head_dim
+    q = attn.q_proj(hidden[:, -1:]).view(b, 1, -1, hd).transpose(1, 2)
+    k = attn.k_proj(hidden).view(b, length, -1, hd).transpose(1, 2)
+    cos, sin = cos_sin
+    q, _ = rotary(q, q, cos[..., -1:, :], sin[..., -1:, :])
+    _, k = rotary(k, k, cos, sin)
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    logits = (q.float() @ k.float().transpose(-1, -2))[:, :, 0] * attn.scaling  # [B, H, L]
+    logits = logits.masked_fill(~key_mask[:, None, :], float("-inf"))
+    return torch.softmax(logits, dim=-1).mean(1)
+
+
+def _allowed_mask(allowed: torch.Tensor, like: torch.Tensor | None, attn: nn.Module) -> torch.Tensor:
+    """A 4-D mask in the form the attention implementation expects (bool for SDPA, additive for eager)."""
+    impl = getattr(attn.config, "_attn_implementation", "sdpa")
+    if impl == "eager" or (like is not None and like.dtype.is_floating_point):
+        dtype = like.dtype if like is not None and like.dtype.is_floating_point else attn.q_proj.weight.dtype
+        out = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        return out.masked_fill(~allowed, torch.finfo(dtype).min)
+    if impl not in ("sdpa", "eager"):
+        raise ValueError(f"fastv supports sdpa and eager attention, not {impl!r}")
+    return allowed
+
+
+@contextmanager
+def fastv_hooks(model: nn.Module, state: Any, sel: Any, ctx: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """Hooks that prune image tokens inside the language model during one call; fills ``sel.kept``.
+
+    Rows may keep different numbers of tokens (per-image budgets): the shortened rows are
+    left-padded with copies of their first kept position that no query may attend to (each
+    attends only to itself, so nothing is NaN), with a 4-D mask built for the new layout.
+    Beam search expands the batch before prefill; the selection is made once per sample.
+    """
+    layers = decoder_layers(model)
+    k_layer = state.config.llm_layer
+    image_id = state.adapter.image_token_id(model)
+    is_image = input_ids == image_id
+    key_mask = attention_mask.bool()
+    lengths = [f.shape[0] for f in sel.encoded.features]
+    full = input_ids.shape[1]
+    plan: dict[str, Any] = {}
+
+    def record(module, args, kwargs):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        if "index" in plan or hidden.shape[1] != full:
+            return None
+        expand = hidden.shape[0] // input_ids.shape[0]
+        with torch.no_grad():
+            cos_sin = tuple(t[::expand] if t.shape[0] == hidden.shape[0] else t for t in kwargs["position_embeddings"])
+            attn = _last_token_attention(module, hidden[::expand], cos_sin, key_mask)
+            rows, cols = is_image.nonzero(as_tuple=True)  # row-major: the order features fill placeholders
+            scores = torch.full(ctx.valid.shape, float("-inf"), device=attn.device)
+            start = 0
+            for i, n in enumerate(lengths):
+                scores[i, :n] = attn[rows[start : start + n], cols[start : start + n]]
+                start += n
+            kept, _ = decide(state.scorer, state.budget, ctx, scores)
+            sel.kept, sel.scores = kept, scores
+            keep = key_mask & ~is_image
+            start = 0
+            for i, n in enumerate(lengths):
+                chosen = kept[i].to(rows.device) + start
+                keep[rows[chosen], cols[chosen]] = True
+                start += n
+            keep = keep.repeat_interleave(expand, dim=0)
+            counts = keep.sum(1)
+            width = int(counts.max())
+            index = torch.empty(keep.shape[0], width, dtype=torch.long, device=keep.device)
+            valid = torch.zeros(keep.shape[0], width, dtype=torch.bool, device=keep.device)
+            for b in range(keep.shape[0]):
+                pos = keep[b].nonzero(as_tuple=True)[0]
+                pad = width - len(pos)
+                index[b, :pad] = pos[0]
+                index[b, pad:] = pos
+                valid[b, pad:] = True
+            plan.update(index=index, valid=valid)
+        return None
+
+    def shorten(module, args, kwargs):
+        index = plan.get("index")
+        if index is None:
+            return None
+        valid = plan["valid"]
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        mask = kwargs.get("attention_mask")
+        q_len = hidden.shape[1]
+        if q_len == full:  # prefill: drop the pruned positions everywhere
+            hidden = _take(hidden, index, 1)
+            kwargs["position_embeddings"] = tuple(
+                _take(t, index, t.dim() - 2) if t.shape[-2] == full else t for t in kwargs["position_embeddings"]
+            )
+            pos = kwargs.get("position_ids")
+            if isinstance(pos, torch.Tensor) and pos.shape[-1] == full:
+                kwargs["position_ids"] = _take(pos, index, pos.dim() - 1)
+            width = index.shape[1]
+            causal = torch.ones(width, width, dtype=torch.bool, device=index.device).tril()
+            eye = torch.eye(width, dtype=torch.bool, device=index.device)
+            allowed = (causal[None] & valid[:, None, :]) | eye[None]
+            kwargs["attention_mask"] = _allowed_mask(allowed[:, None], mask, module.self_attn)
+        else:  # decoding: the cache of this layer holds the kept positions, then every new token
+            cache = kwargs.get("past_key_values")
+            past = cache.get_seq_length(module.self_attn.layer_idx)
+            new = past + q_len - index.shape[1]
+            allowed = torch.cat([valid, valid.new_ones(valid.shape[0], new)], dim=1)[:, None, None, :]
+            allowed = allowed.expand(-1, 1, q_len, -1)
+            if q_len > 1:
+                tail = torch.ones(q_len, q_len, dtype=torch.bool, device=valid.device).tril()
+                allowed = allowed.clone()
+                allowed[..., -q_len:] &= tail
+            kwargs["attention_mask"] = _allowed_mask(allowed, mask, module.self_attn)
+        if args:
+            args = (hidden, *args[1:])
+        else:
+            kwargs["hidden_states"] = hidden
+        return args, kwargs
+
+    handles = [layers[k_layer - 1].self_attn.register_forward_pre_hook(record, with_kwargs=True)]
+    handles += [layers[j].register_forward_pre_hook(shorten, with_kwargs=True) for j in range(k_layer, len(layers))]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _take(t: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Tensor:
+    """Positions ``index`` (``[B, L']``) of ``t`` along ``dim``; the batch is dim 0, or dim 1 when
+    a leading axis comes first (Qwen's ``[3, B, L]`` positions). Batch-broadcast tensors are expanded."""
+    bdim = 0 if t.shape[0] in (1, index.shape[0]) and dim != 0 else 1
+    if t.shape[bdim] == 1 and index.shape[0] > 1:
+        t = t.expand(*[index.shape[0] if d == bdim else -1 for d in range(t.dim())])
+    view = [1] * t.dim()
+    view[bdim], view[dim] = index.shape
+    shape = list(t.shape)
+    shape[dim] = index.shape[1]
+    return torch.gather(t, dim, index.view(view).expand(shape))

@@ -1,4 +1,4 @@
-"""The ``visprune`` command line."""
+"""The ``visprune`` command line: ``demo``, ``eval`` and ``sweep``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .demo import DEFAULT_METHODS
+from .evaluation.tasks import TaskError as UsageError
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -14,6 +15,84 @@ def _demo(args: argparse.Namespace) -> int:
     run(n=args.n, seed=args.seed, out=args.out, methods=args.method or DEFAULT_METHODS, model_kind=args.model,
         timing=args.timing, repeats=args.repeats, progress=not args.quiet)
     return 0
+
+
+def _settings(args: argparse.Namespace, specs: list[str] | None = None):
+    """Validated :class:`EvalSettings` from the options; any usage error raises :class:`UsageError`."""
+    try:
+        return _build_settings(args, args.method or [] if specs is None else specs)
+    except UsageError:
+        raise
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from None
+
+
+def _build_settings(args: argparse.Namespace, specs: list[str]):
+    from .evaluation import EvalSettings, build_task, parse_methods
+    from .evaluation.corruptions import parse_corruptions
+
+    methods = parse_methods(specs)
+    corruptions = parse_corruptions(args.corrupt)
+    task = build_task(args.task, n=args.n, seed=args.seed, questions=args.questions, annotations=args.annotations,
+                      images=args.images, image_pattern=args.image_pattern)
+    settings = EvalSettings(
+        model=args.model, task=task, methods=methods, out=args.out, corruptions=corruptions,
+        batch_size=args.batch_size, device=args.device, dtype=args.dtype, timing=args.timing, repeats=args.repeats,
+        max_new_tokens=args.max_new_tokens, stop_after=args.stop_after, caption_tokenizer=args.caption_tokenizer,
+        progress=not args.quiet,
+    )
+    from .evaluation.runner import check
+
+    check(settings)
+    return settings
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation import run
+    from .evaluation.summary import table
+
+    summary = run(_settings(args))
+    if summary is not None:
+        print(table(summary))
+        print(f"wrote {args.out}/summary.json")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .evaluation.sweep import run_sweep, sweep_specs
+
+    try:
+        specs = sweep_specs(args.methods, args.keeps, args.energies)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    run_sweep(_settings(args, specs), overlays=args.overlays)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="'shapes' (the bundled model), a local folder or a hub id")
+    p.add_argument("--task", required=True, help="shapes-vqa, shapes-caption, vqav2, gqa or coco-caption")
+    # --num-samples: under torchrun (Python 3.11 argparse) a bare --n is taken as torchrun's own --nnodes...
+    p.add_argument("--n", "--num-samples", dest="n", type=int, default=None,
+                   help="first N examples (default: shapes 100, files all); spell it --num-samples under torchrun")
+    p.add_argument("--seed", type=int, default=12345, help="shapes evaluation seed (default 12345)")
+    p.add_argument("--questions", help="questions JSON (vqav2, gqa)")
+    p.add_argument("--annotations", help="annotations JSON (vqav2 answers, coco-caption captions)")
+    p.add_argument("--images", help="image folder (vqav2, gqa, coco-caption)")
+    p.add_argument("--image-pattern", help="image file name pattern, e.g. 'COCO_test2015_{image_id:012d}.jpg'")
+    p.add_argument("--batch-size", type=int, default=1, help="samples per generate call (default 1)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
+    p.add_argument("--corrupt", action="append", metavar="NAME[:SEVERITY]|all",
+                   help="ImageNet-C corruption, repeatable; without a severity all five; 'all': 15 x 5")
+    p.add_argument("--timing", type=int, default=10, help="samples timed per method (default 10, 0: none)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per sample after a warm-up (default 3)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="generation length (default: per task)")
+    p.add_argument("--stop-after", type=int, default=None, help="evaluate at most K new samples per method, then stop")
+    p.add_argument("--caption-tokenizer", default="auto", choices=["auto", "ptb", "simple", "none"],
+                   help="caption tokenisation for CIDEr / BLEU (default auto: PTB when java is there)")
+    p.add_argument("--out", required=True, help="output folder; a rerun with the same folder resumes")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--repeats", type=int, default=3, help="timed repeats per sample after a warm-up (default 3)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
+
+    ev = sub.add_parser("eval", help="methods side by side on a task: accuracy, FLOPs, latency, memory, robustness",
+                        description="Evaluate pruning methods against the unpruned model (always measured) on one "
+                                    "task. Per-sample results are appended to OUT/samples; rerunning resumes. "
+                                    "Shard across processes with: torchrun --nproc-per-node N -m visprune eval ...")
+    _common(ev)
+    ev.add_argument("--method", action="append", metavar="SPEC",
+                    help="method spec (e.g. atp:keep=0.25, e-adaprune:energy=0.9), repeatable; 'none' is always added")
+    ev.set_defaults(func=_eval)
+
+    sw = sub.add_parser("sweep", help="methods x budgets: a table, a Pareto plot of accuracy vs FLOPs, overlays")
+    _common(sw)
+    sw.add_argument("--methods", default="atp,e-adaprune,random", help="comma-separated method names")
+    sw.add_argument("--keeps", default="0.5,0.25,0.125", help="kept shares for ratio-budget methods")
+    sw.add_argument("--energies", default="0.99,0.95,0.9", help="energy shares for energy-budget methods")
+    sw.add_argument("--overlays", type=int, default=4, help="samples in the overlay picture (0: none)")
+    sw.set_defaults(func=_sweep)
     return parser
 
 
@@ -40,9 +136,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--n must be at least 1")
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except UsageError as err:  # bad settings or files, found before the model ran
         print(f"visprune {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        if args.command != "demo":
+            raise  # a failure while evaluating is a bug to see in full, not a usage error
+
+        print(f"visprune {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"visprune {args.command}: interrupted; what was written is kept, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

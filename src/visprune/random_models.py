@@ -259,3 +259,115 @@ def qwen2_5_vl(seed: int = 0):
 def qwen_prompt(question: str, n_images: int = 1) -> str:
     image = "<|vision_start|><|image_pad|><|vision_end|>"
     return f"<|im_start|>user\n{image * n_images}{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+# --- BLIP-2, InstructBLIP, IDEFICS -------------------------------------------------------------
+
+
+def _blip_parts(tok, query_tokens: int, lm: str):
+    """Vision / Q-Former / language-model configs of a tiny BLIP-2 or InstructBLIP."""
+    from transformers import OPTConfig
+
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                  image_size=IMAGE, patch_size=PATCH, initializer_range=0.02)  # the default 1e-10 gives a dead tower
+    qformer = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   vocab_size=len(tok), pad_token_id=tok.pad_token_id, max_position_embeddings=64)
+    if lm == "opt":
+        text = OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+                         word_embed_proj_dim=32, vocab_size=len(tok), max_position_embeddings=512,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    elif lm == "t5":  # FLAN-T5 variants: encoder-decoder language model
+        from transformers import T5Config
+
+        text = T5Config(d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=4, vocab_size=len(tok),
+                        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                        decoder_start_token_id=tok.pad_token_id)
+    else:
+        text = _text_config(tok)
+    return vision, qformer, text
+
+
+def _blip_finish(model, query_tokens_seed: int):
+    # transformers initialises the learned queries to zeros (a trained model has distinct ones); with
+    # identical queries every Q-Former output would be the same token, so draw them at random.
+    g = torch.Generator().manual_seed(query_tokens_seed)
+    with torch.no_grad():
+        model.query_tokens.copy_(torch.randn(model.query_tokens.shape, generator=g))
+    model.eval()
+    model.generation_config.pad_token_id = model.config.text_config.pad_token_id
+    return model
+
+
+def _blip_image_processor():
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    return BlipImageProcessorPil(size={"height": IMAGE, "width": IMAGE})
+
+
+def blip2(seed: int = 0, query_tokens: int = 8, lm: str = "opt"):
+    """BLIP-2 layout (``blip-2``): ViT with fused qkv and [CLS], Q-Former, OPT (``lm="llama"``: Llama,
+    ``lm="t5"``: an encoder-decoder T5 as in the FLAN-T5 checkpoints)."""
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor
+
+    tok = tokenizer()
+    vision, qformer, text = _blip_parts(tok, query_tokens, lm)
+    cfg = Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text.to_dict(),
+                      num_query_tokens=query_tokens, image_token_index=tok.convert_tokens_to_ids("<image>"))
+    torch.manual_seed(seed)
+    model = _blip_finish(Blip2ForConditionalGeneration(cfg), seed)
+    proc = Blip2Processor(image_processor=_blip_image_processor(), tokenizer=tok, num_query_tokens=query_tokens)
+    return model, proc
+
+
+def instructblip(seed: int = 0, query_tokens: int = 8):
+    """InstructBLIP layout (``instructblip``): as BLIP-2, the Q-Former also reads the instruction; Llama (Vicuna)."""
+    from transformers import InstructBlipConfig, InstructBlipForConditionalGeneration, InstructBlipProcessor
+
+    tok = tokenizer()
+    vision, qformer, text = _blip_parts(tok, query_tokens, "llama")
+    cfg = InstructBlipConfig(vision_config=vision, qformer_config=qformer, text_config=text.to_dict(),
+                             num_query_tokens=query_tokens, image_token_index=tok.convert_tokens_to_ids("<image>"))
+    torch.manual_seed(seed)
+    model = _blip_finish(InstructBlipForConditionalGeneration(cfg), seed)
+    qtok = tokenizer()
+    qtok.padding_side = "right"  # BERT-style, as the real Q-Former tokenizer
+    proc = InstructBlipProcessor(image_processor=_blip_image_processor(), tokenizer=tok, qformer_tokenizer=qtok,
+                                 num_query_tokens=query_tokens)
+    return model, proc
+
+
+def blip_prompt(question: str) -> str:
+    return f"Question: {question} Answer:"
+
+
+def idefics(seed: int = 0, resampler: bool = True, latents: int = 4):
+    """IDEFICS layout (``idefics``, open Flamingo): CLIP-style ViT with [CLS], perceiver resampler
+    (``resampler=False``: the language model cross-attends to the patches), Llama with gated
+    cross-attention. The gates start open (``alpha_initializer="ones"``; transformers' default of zeros
+    would make the images invisible to the language model)."""
+    from transformers import IdeficsConfig, IdeficsForVisionText2Text, IdeficsProcessor
+    from transformers.models.idefics.image_processing_pil_idefics import IdeficsImageProcessorPil
+
+    tok = tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<image>", "<fake_token_around_image>"]})
+    cfg = IdeficsConfig(
+        vocab_size=len(tok), additional_vocab_size=0, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, cross_layer_interval=1, use_resampler=resampler, alpha_initializer="ones",
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, freeze_text_layers=False, freeze_vision_layers=False,
+        vision_config=dict(embed_dim=32, image_size=IMAGE, intermediate_size=64, patch_size=PATCH,
+                           num_attention_heads=4, num_hidden_layers=3),
+        perceiver_config=dict(use_resampler=resampler, resampler_n_latents=latents, resampler_depth=2,
+                              resampler_n_heads=4, resampler_head_dim=8),
+    )
+    torch.manual_seed(seed)
+    model = IdeficsForVisionText2Text(cfg).eval()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    proc = IdeficsProcessor(image_processor=IdeficsImageProcessorPil(image_size=IMAGE), tokenizer=tok,
+                            image_size=IMAGE)
+    return model, proc
+
+
+def idefics_prompts(images, questions):
+    """IDEFICS prompts: one list per sample, ``User:``, the image, the question, ``Assistant:``."""
+    return [["USER:", img, f"{q} ASSISTANT:"] for img, q in zip(images, questions)]

@@ -1,0 +1,87 @@
+"""Loading the model to evaluate (``shapes``, a local folder or a hub id) and prompting it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .tasks import Example, Task, TaskError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TaskError(f"--device {device}: CUDA is not available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise TaskError(f"--device {device!r}: use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def check_model(spec: str) -> None:
+    from .. import shapes
+
+    if spec == "shapes":
+        if not (shapes.CHECKPOINT / "config.json").is_file():
+            raise TaskError(f"--model shapes: no trained checkpoint in {shapes.CHECKPOINT} "
+                            "(train one with scripts/train_shapes.py)")
+        return
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise TaskError(f"--model {spec}: not a model folder (no config.json)")
+    elif spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise TaskError(f"--model {spec}: no such folder")
+
+
+def load_model(spec: str, device: str, dtype: str):
+    """(model, processor, text_encoder) for ``shapes``, a local folder or a hub id."""
+    from .. import shapes
+
+    torch_dtype = DTYPES[dtype]
+    if spec == "shapes":
+        model, processor = shapes.load(dtype=torch_dtype)
+        text_encoder = str(shapes.clip_path())
+    else:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(spec, dtype=torch_dtype)
+            processor = AutoProcessor.from_pretrained(spec)
+        except (OSError, ValueError, KeyError) as err:
+            raise TaskError(f"--model {spec}: cannot load it ({err})") from None
+        text_encoder = None
+    model.to(device).eval()
+    tok = getattr(processor, "tokenizer", processor)
+    tok.padding_side = "left"
+    return model, processor, text_encoder
+
+
+def prompt_text(processor, text: str) -> str:
+    """The model's chat prompt for one image and ``text`` (LLaVA's ``USER: <image>`` form without a template)."""
+    if getattr(processor, "chat_template", None):
+        conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+        return processor.apply_chat_template(conv, add_generation_prompt=True)
+    image_token = getattr(processor, "image_token", "<image>")
+    return f"USER: {image_token}\n{text} ASSISTANT:"
+
+
+def model_inputs(model, processor, task: Task, examples: list[Example], images: list) -> Any:
+    texts = [prompt_text(processor, task.text(e)) for e in examples]
+    inputs = processor(text=texts, images=images, padding=True, return_tensors="pt").to(model.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    return inputs
+
+
+def pad_id(processor) -> int | None:
+    return getattr(getattr(processor, "tokenizer", processor), "pad_token_id", None)
+
+
+def image_token_id(model) -> int:
+    tid = getattr(model.config, "image_token_id", None)
+    return int(tid if tid is not None else model.config.image_token_index)

@@ -1,0 +1,305 @@
+"""``visprune eval``: methods side by side on one task, one model, the same samples.
+
+For every method (``none``, the unpruned reference, always first) and every image condition (clean,
+then each corruption), each example is answered with ``generate`` and one JSONL record is written:
+prediction, references, score, kept visual tokens, FLOPs of the prefill counted for that sample
+alone (so padding is not billed), grounding recall where the task knows the relevant patches. Then
+rank 0 times every method on a small subset in the same run (median of repeats after a warm-up)
+and writes ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import last_kept, prune_, unprune_
+from ..flops import count_flops
+from ..methods import Method, parse_method
+from . import distributed, results
+from .models import (
+    DTYPES,
+    check_model,
+    image_token_id,
+    load_model,
+    model_inputs,
+    pad_id,
+    resolve_device,
+)
+from .summary import write_summary
+from .tasks import Example, Task, TaskError
+
+TEXT_SCORERS = ("atp", "text")
+
+
+@dataclass
+class EvalSettings:
+    """Everything a run needs; :func:`check` validates it before any model is loaded."""
+
+    model: str
+    task: Task
+    methods: list[Method]
+    out: Path
+    corruptions: list[tuple[str, int]] = field(default_factory=list)
+    batch_size: int = 1
+    device: str = "auto"
+    dtype: str = "float32"
+    timing: int = 10
+    repeats: int = 3
+    timing_tokens: int = 2
+    max_new_tokens: int | None = None
+    stop_after: int | None = None  # at most this many new samples per method and condition
+    caption_tokenizer: str = "auto"
+    progress: bool = True
+
+
+def parse_methods(specs: list[str]) -> list[Method]:
+    """Parsed methods with ``none`` first (added when missing); duplicate labels are refused."""
+    methods = [parse_method(s) for s in specs]
+    methods = [m for m in methods if m.config is None][:1] + [m for m in methods if m.config is not None]
+    if not methods or methods[0].config is not None:
+        methods.insert(0, parse_method("none"))
+    labels = [results.slug(m.label) for m in methods]
+    if len(set(labels)) != len(labels):
+        raise TaskError(f"duplicate methods: {', '.join(m.label for m in methods)}")
+    return methods
+
+
+def with_text_encoder(methods: list[Method], text_encoder: str | None) -> list[Method]:
+    """Give methods whose scorer reads the question in CLIP space the model's own text encoder."""
+    if text_encoder is None:
+        return methods
+    return [
+        Method(m.label, m.config.replace(text_encoder=text_encoder))
+        if m.config is not None and m.config.scorer_name in TEXT_SCORERS and m.config.text_encoder is None else m
+        for m in methods
+    ]
+
+
+def check(s: EvalSettings, model: bool = True) -> None:
+    """Every usage error a run can have, raised as :class:`TaskError` before anything heavy.
+
+    ``model=False`` skips checking ``s.model`` (for a model the caller has loaded already)."""
+    if s.batch_size < 1:
+        raise TaskError("--batch-size must be at least 1")
+    if s.timing < 0 or s.repeats < 1:
+        raise TaskError("--timing must be >= 0 and --repeats >= 1")
+    if s.max_new_tokens is not None and s.max_new_tokens < 1:
+        raise TaskError("--max-new-tokens must be at least 1")
+    if s.dtype not in DTYPES:
+        raise TaskError(f"--dtype {s.dtype!r}; valid: {', '.join(DTYPES)}")
+    resolve_device(s.device)
+    if model:
+        check_model(s.model)
+    out = Path(s.out)
+    if out.exists() and not out.is_dir():
+        raise TaskError(f"--out {out}: exists and is not a folder")
+    previous = _read_manifest(out)
+    if previous is not None and previous != manifest(s):
+        diff = sorted(k for k in set(previous) | set(manifest(s)) if previous.get(k) != manifest(s).get(k))
+        raise TaskError(f"--out {out} holds a run with other settings ({', '.join(diff)}); its records cannot be "
+                        "resumed with these: use another --out")
+
+
+MANIFEST = "run.json"
+
+
+def manifest(s: EvalSettings) -> dict[str, Any]:
+    """What the per-sample records depend on besides the method: a resumed run must match it."""
+    return {"model": s.model, "task": s.task.name, "dtype": s.dtype,
+            "max_new_tokens": s.max_new_tokens or s.task.max_new_tokens, **s.task.meta}
+
+
+def _read_manifest(out: Path) -> dict | None:
+    try:
+        return json.loads((out / MANIFEST).read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise TaskError(f"--out {out}: {MANIFEST} is damaged; use another --out") from None
+
+
+def load_image(example: Example, corruption: tuple[str, int] | None):
+    img = example.load_image()
+    if corruption is None:
+        return img
+    from .corruptions import corrupt_pil
+
+    name, severity = corruption
+    seed = zlib.crc32(f"{example.id}|{name}|{severity}".encode())
+    return corrupt_pil(img, name, severity, seed=seed)
+
+
+@torch.no_grad()
+def evaluate_shard(model, processor, task: Task, method: Method, examples: list[Example], folder: Path, rank: int,
+                   corruption: tuple[str, int] | None, s: EvalSettings, progress: bool) -> int:
+    """Evaluate the examples of ``examples`` not yet in ``folder``; returns how many were done now."""
+    from tqdm.auto import tqdm
+
+    done = results.read_records(folder)
+    todo = [e for e in examples if e.id not in done]
+    if s.stop_after is not None:
+        todo = todo[: s.stop_after]
+    if not todo:
+        return 0
+    max_new = s.max_new_tokens or task.max_new_tokens
+    image_token = image_token_id(model)
+    label = f"{results.condition_name(corruption)} {method.label}"
+    bar = tqdm(total=len(todo), desc=f"{label[:40]:<40}", disable=not progress, leave=False, file=sys.stderr)
+    if method.config is not None:
+        prune_(model, method.config, processor=processor)
+    try:
+        with results.RecordWriter(folder, rank) as writer:
+            for start in range(0, len(todo), s.batch_size):
+                batch, images = [], []
+                for e in todo[start : start + s.batch_size]:
+                    try:
+                        images.append(load_image(e, corruption))
+                        batch.append(e)
+                    except (OSError, ValueError) as err:  # unreadable image: skipped, counted, named
+                        writer.write({"id": e.id, "skipped": f"{type(err).__name__}: {err}"})
+                        bar.update(1)
+                if not batch:
+                    continue
+                inputs = model_inputs(model, processor, task, batch, images)
+                out = model.generate(**inputs, max_new_tokens=max_new, do_sample=False, pad_token_id=pad_id(processor))
+                new = out[:, inputs["input_ids"].shape[1]:]
+                preds = getattr(processor, "tokenizer", processor).batch_decode(new, skip_special_tokens=True)
+                total = [int((row == image_token).sum()) for row in inputs["input_ids"].cpu()]
+                kept = last_kept(model) if method.config is not None else [torch.arange(t) for t in total]
+                for i, e in enumerate(batch):
+                    flops, _ = count_flops(model, **model_inputs(model, processor, task, [e], [images[i]]))
+                    pred = preds[i].strip()
+                    rec = {"id": e.id, "prediction": pred, "references": e.references,
+                           "score": task.score(pred, e.references), "kept_tokens": len(kept[i]),
+                           "visual_tokens": total[i], "flops": flops, "qtype": e.qtype,
+                           "grounding_recall": _recall(e, kept[i], total[i])}
+                    writer.write(rec)
+                    bar.update(1)
+    finally:
+        bar.close()
+        if method.config is not None:
+            unprune_(model)
+    return len(todo)
+
+
+def _recall(example: Example, kept: torch.Tensor, total: int) -> float | None:
+    """Share of the question-relevant patches kept; only when the tokens are the ground truth's grid."""
+    if example.relevant_patches is None or len(example.relevant_patches) != total:
+        return None
+    rel = torch.as_tensor(example.relevant_patches, dtype=torch.bool)
+    if not rel.any():
+        return None
+    return float(rel[kept].sum()) / float(rel.sum())
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def time_method(model, processor, task: Task, method: Method, s: EvalSettings, device: str) -> float | None:
+    """Mean over the timing subset of the median ``generate`` time (batch 1, fixed new tokens)."""
+    per_sample = []
+    if method.config is not None:
+        prune_(model, method.config, processor=processor)
+    try:
+        for e in task.examples:
+            if len(per_sample) == s.timing:
+                break
+            try:
+                img = e.load_image()
+            except (OSError, ValueError):
+                continue
+            inputs = model_inputs(model, processor, task, [e], [img])
+            kw = dict(max_new_tokens=s.timing_tokens, min_new_tokens=s.timing_tokens, do_sample=False,
+                      pad_token_id=pad_id(processor))
+            model.generate(**inputs, **kw)  # warm-up, discarded
+            runs = []
+            for _ in range(s.repeats):
+                _sync(device)
+                t0 = time.perf_counter()
+                model.generate(**inputs, **kw)
+                _sync(device)
+                runs.append(time.perf_counter() - t0)
+            per_sample.append(statistics.median(runs))
+    finally:
+        if method.config is not None:
+            unprune_(model)
+    return statistics.mean(per_sample) if per_sample else None
+
+
+def _memory(device: str) -> dict[str, Any]:
+    if device.startswith("cuda"):
+        return {"peak_bytes": int(torch.cuda.max_memory_allocated()), "kind": "cuda max_memory_allocated"}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss *= 1 if sys.platform == "darwin" else 1024  # kilobytes on Linux
+    return {"peak_bytes": int(rss), "kind": "cpu process RSS peak since start (resource.getrusage ru_maxrss); "
+            "not separable per method, includes the model and earlier methods"}
+
+
+def run(s: EvalSettings, after=None, loaded=None) -> dict | None:
+    """Evaluate and write ``s.out``; returns the summary on rank 0 (``None`` on other ranks).
+
+    ``after(model, processor, methods, summary)``, if given, runs on rank 0 while the model is loaded.
+    ``loaded``: an already loaded ``(model, processor, text_encoder)`` to use instead of ``s.model``
+    (which then only names it).
+    """
+    check(s, model=loaded is None)
+    device = resolve_device(s.device)
+    dist = distributed.setup(device)
+    try:
+        if device == "cuda" and dist.world > 1:
+            device = f"cuda:{dist.local_rank}"
+        out = Path(s.out)
+        out.mkdir(parents=True, exist_ok=True)
+        if dist.main:
+            tmp = out / f"{MANIFEST}.tmp"
+            tmp.write_text(json.dumps(manifest(s), indent=2))
+            tmp.replace(out / MANIFEST)
+        model, processor, text_encoder = loaded if loaded is not None else load_model(s.model, device, s.dtype)
+        methods = with_text_encoder(s.methods, text_encoder)
+        for m in methods:  # an unsupported model or a missing text encoder fails here, before any sample
+            if m.config is not None:
+                try:
+                    prune_(model, m.config, processor=processor)
+                except (TypeError, ValueError, OSError) as err:
+                    raise TaskError(f"method {m.label!r} cannot prune --model {s.model}: {err}") from None
+                unprune_(model)
+        shard = dist.shard(s.task.examples)
+        progress = s.progress and dist.main
+        memory: dict[str, dict] = {}
+        for corruption in [None, *s.corruptions]:
+            cond = results.condition_name(corruption)
+            for m in methods:
+                if device.startswith("cuda"):
+                    torch.cuda.reset_peak_memory_stats()
+                folder = results.method_dir(out, cond, m.label)
+                evaluate_shard(model, processor, s.task, m, shard, folder, dist.rank, corruption, s, progress)
+                if corruption is None:
+                    memory[m.label] = _memory(device)
+        rank_file = out / "ranks" / f"rank{dist.rank}.json"
+        rank_file.parent.mkdir(exist_ok=True)
+        rank_file.write_text(json.dumps({"memory": memory, "world": dist.world}))
+        dist.barrier()
+        summary = None
+        if dist.main:
+            latency = {m.label: time_method(model, processor, s.task, m, s, device) for m in methods}
+            ranks = [json.loads((out / "ranks" / f"rank{r}.json").read_text()) for r in range(dist.world)]
+            summary = write_summary(s, methods, out, latency, ranks, device, dist.world)
+            if after is not None:
+                after(model, processor, methods, summary)
+        dist.barrier()
+        return summary
+    finally:
+        distributed.teardown(dist)

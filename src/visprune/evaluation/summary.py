@@ -1,0 +1,131 @@
+"""``summary.json`` and its Markdown table, built from the per-sample records of a run."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..methods import Method
+from . import results
+
+if TYPE_CHECKING:
+    from .runner import EvalSettings
+
+
+NOTES = {
+    "accuracy": "the task metric: shapes exact match, VQAv2 official accuracy, GQA exact match, or corpus CIDEr-D "
+                "for captions (also under 'CIDEr', with 'BLEU-4'); over the samples not skipped",
+    "flops_per_sample": "counted prefill FLOPs (torch FlopCounterMode with visprune's CPU SDPA formula), one sample "
+                        "at a time so padding is not billed, mean over samples; scoring overhead included",
+    "latency_s": "mean over the timing samples of the median of the timed generate calls (batch 1, fixed number "
+                 "of new tokens, after a discarded warm-up); ratios are taken within this run",
+    "kept_tokens": "visual tokens the language model received per image (all of them for 'none')",
+    "grounding_recall": "share of the question-relevant patches kept, where the task has ground truth",
+}
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import PIL
+    import transformers
+
+    from .. import __version__
+
+    return {"visprune": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": numpy.__version__, "pillow": PIL.__version__, "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def write_summary(s: EvalSettings, methods: list[Method], out: Path, latency: dict, ranks: list[dict],
+                  device: str, world: int) -> dict:
+    """Merge the per-rank records, compute every method's row and write ``summary.json`` / ``summary.md``."""
+    order = [e.id for e in s.task.examples]
+    rows = {}
+    for m in methods:
+        folder = results.method_dir(out, results.CLEAN, m.label)
+        results.merge(folder, order)
+        row = {"method": m.label, "config": m.to_dict()["config"]}
+        row.update(results.summarize_method(s.task, results.read_records(folder), s.caption_tokenizer))
+        row["latency_s"] = latency.get(m.label)
+        peaks = [r["memory"][m.label] for r in ranks if m.label in r["memory"]]
+        row["peak_memory"] = max(peaks, key=lambda p: p["peak_bytes"]) if peaks else None
+        rows[m.label] = row
+    ref = rows[methods[0].label]
+    for row in rows.values():
+        row["flops_ratio"] = _ratio(row.get("flops_per_sample"), ref.get("flops_per_sample"))
+        row["latency_ratio"] = _ratio(row.get("latency_s"), ref.get("latency_s"))
+    missing = sum(r["missing"] for r in rows.values())
+    robustness = {}
+    for corruption in s.corruptions:
+        cond = results.condition_name(corruption)
+        entry = {}
+        for m in methods:
+            folder = results.method_dir(out, cond, m.label)
+            results.merge(folder, order)
+            acc = results.summarize_method(s.task, results.read_records(folder), s.caption_tokenizer)
+            entry[m.label] = {"accuracy": acc["accuracy"], "n": acc["n"], "missing": acc["missing"],
+                              "drop_vs_clean": _diff(rows[m.label]["accuracy"], acc["accuracy"])}
+        missing += sum(acc["missing"] for acc in [entry[m.label] for m in methods])
+        ref_acc = entry[methods[0].label]["accuracy"]
+        for m in methods:
+            entry[m.label]["drop_vs_unpruned"] = _diff(ref_acc, entry[m.label]["accuracy"])
+        robustness[cond] = entry
+    robustness_mean = {}
+    for m in methods if robustness else []:
+        accs = [e[m.label]["accuracy"] for e in robustness.values() if e[m.label]["accuracy"] is not None]
+        drops = [e[m.label]["drop_vs_clean"] for e in robustness.values() if e[m.label]["drop_vs_clean"] is not None]
+        robustness_mean[m.label] = {"accuracy": sum(accs) / len(accs) if accs else None,
+                                    "drop_vs_clean": sum(drops) / len(drops) if drops else None}
+    summary = {
+        "task": s.task.name,
+        "model": s.model,
+        "n": len(s.task.examples),
+        "complete": missing == 0,
+        "settings": {"batch_size": s.batch_size, "device": device, "dtype": s.dtype, "processes": world,
+                     "timing_samples": s.timing, "repeats": s.repeats, "timing_new_tokens": s.timing_tokens,
+                     "max_new_tokens": s.max_new_tokens or s.task.max_new_tokens,
+                     "corruptions": [results.condition_name(c) for c in s.corruptions], **s.task.meta},
+        "notes": NOTES,
+        "methods": list(rows.values()),
+        "robustness": robustness,
+        "robustness_mean": robustness_mean,  # over all corruption conditions of this run
+        "versions": versions(),
+    }
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(out / "summary.json")
+    (out / "summary.md").write_text(table(summary) + "\n")
+    return summary
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def _diff(a, b):
+    return a - b if a is not None and b is not None else None
+
+
+def _fmt(v, spec=".3f"):
+    return "-" if v is None else format(v, spec)
+
+
+def table(summary: dict) -> str:
+    """The summary as a Markdown table (one row per method)."""
+    lines = ["| method | n | accuracy | kept tokens (mean) | FLOPs share | latency ratio | grounding recall |",
+             "|---|---|---|---|---|---|---|"]
+    for r in summary["methods"]:
+        kept = r.get("kept_tokens") or {}
+        lines.append(f"| {r['method']} | {r['n']} | {_fmt(r['accuracy'])} | {_fmt(kept.get('mean'), '.1f')} | "
+                     f"{_fmt(r.get('flops_ratio'))} | {_fmt(r.get('latency_ratio'))} | {_fmt(r.get('grounding_recall'))} |")
+    if summary.get("robustness"):
+        labels = [r["method"] for r in summary["methods"]]
+        lines += ["", "| corruption | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        for cond, entry in summary["robustness"].items():
+            cells = [f"{_fmt(entry[m]['accuracy'])} ({_fmt(entry[m]['drop_vs_clean'], '+.3f')})" for m in labels]
+            lines.append(f"| {cond} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""The bundled proving-ground VLM: real loading path, real processor, answers far above chance."""
+
+import numpy as np
+import pytest
+import torch
+
+from visprune import shapes
+
+pytestmark = pytest.mark.skipif(
+    not (shapes.CHECKPOINT / "config.json").is_file(),
+    reason="no bundled shapes checkpoint (train one with scripts/train_shapes.py)",
+)
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return shapes.load()
+
+
+def test_load_goes_through_from_pretrained_on_the_package_folder(loaded):
+    from transformers import LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
+
+    model, processor = loaded
+    assert isinstance(model, LlavaForConditionalGeneration)
+    assert isinstance(processor, LlavaProcessor)
+    assert isinstance(processor.tokenizer, PreTrainedTokenizerFast)
+    assert str(model.config._name_or_path) == str(shapes.CHECKPOINT)
+    assert model.config.vision_feature_layer == -2
+    files = {p.name for p in shapes.CHECKPOINT.iterdir()}
+    assert "model.safetensors" in files and "chat_template.jinja" in files | {
+        "chat_template.json"
+    } or processor.chat_template
+    size = sum(p.stat().st_size for p in shapes.CHECKPOINT.rglob("*") if p.is_file())
+    assert size < 30e6
+
+
+def test_processor_expands_one_image_into_256_tokens(loaded):
+    model, processor = loaded
+    s = shapes.make_samples(n=1, seed=4242)[0]
+    inputs = processor(text=shapes.prompt(processor, s.question), images=s.image, return_tensors="pt")
+    n_img = (inputs["input_ids"] == model.config.image_token_index).sum().item()
+    assert n_img == shapes.NUM_PATCHES
+    assert inputs["pixel_values"].shape == (1, 3, 224, 224)
+    with torch.no_grad():
+        feats = model.get_image_features(pixel_values=inputs["pixel_values"])
+    feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
+    feats = feats[0] if isinstance(feats, (list, tuple)) else feats
+    assert feats.reshape(-1, feats.shape[-1]).shape[0] == shapes.NUM_PATCHES
+
+
+def test_answers_held_out_questions_far_above_chance(loaded):
+    model, processor = loaded
+    samples = shapes.make_samples(n=40, seed=2024)
+    preds = [shapes.answer(model, processor, s.image, s.question) for s in samples]
+    assert all(len(p.split()) == 1 for p in preds)
+    acc = np.mean([p == s.answer for p, s in zip(preds, samples)])
+    chance = np.mean([shapes.CHANCE[s.qtype] for s in samples])
+    assert acc >= chance + 0.3, (acc, chance)
+
+
+def test_clip_text_encoder_loads_and_embeds_questions():
+    from transformers import AutoTokenizer, CLIPModel
+
+    path = shapes.clip_path()
+    clip = CLIPModel.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    text = tok(["what colour is the circle ?", "is there a red square ?"], padding=True,
+               return_tensors="pt")
+    assert (text["input_ids"] == tok.eos_token_id).any(1).all()  # CLIP pools at </s>
+    with torch.no_grad():
+        emb = clip.get_text_features(**text)
+    emb = emb.pooler_output if hasattr(emb, "pooler_output") else emb
+    assert emb.shape == (2, clip.config.projection_dim)
+    assert not torch.allclose(emb[0], emb[1])
+    # the LLaVA's tower is this CLIP's vision model
+    model, _ = shapes.load()
+    a = model.model.vision_tower.embeddings.patch_embedding.weight
+    b = clip.vision_model.embeddings.patch_embedding.weight
+    assert torch.equal(a, b)

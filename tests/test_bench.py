@@ -60,3 +60,15 @@ def test_llava_7b_flops_on_meta():
     assert rows["atp:keep=0.25"]["kept_tokens"] == [144]
     assert 0.3 < rows["atp:keep=0.25"]["flops_ratio"] < 0.35
     assert rows["e-adaprune:energy=0.9"]["flops"] is None
+
+
+def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
+    from visprune.cli import main
+
+    out, md = tmp_path / "b.json", tmp_path / "BENCHMARKS.md"
+    assert main(["bench", "--geometry", "tiny", "--method", "random:keep=0.5", "--repeats", "1", "--warmup", "0",
+                 "--new-tokens", "2", "--quiet", "--json", str(out), "--markdown", str(md)]) == 0
+    assert [r["method"] for r in json.loads(out.read_text())["results"]] == ["none", "random:keep=0.5"]
+    assert "<!-- bench:tiny -->" in md.read_text() and "visprune bench --geometry tiny" in md.read_text()
+    assert main(["bench", "--geometry", "huge"]) == 2
+    assert "unknown geometry" in capsys.readouterr().err

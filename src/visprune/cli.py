@@ -1,4 +1,4 @@
-"""The ``visprune`` command line: ``demo``, ``eval`` and ``sweep``."""
+"""The ``visprune`` command line: ``demo``, ``eval``, ``sweep`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -95,6 +95,53 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    import torch
+
+    from .bench import GEOMETRIES, bench, bench_meta, markdown, write_json, write_markdown_section
+    from .methods import parse_method
+
+    methods = args.method or None
+    try:
+        for spec in methods or []:
+            parse_method(spec)
+    except (ValueError, TypeError) as err:
+        raise UsageError(str(err)) from None
+    if args.geometry not in GEOMETRIES:
+        raise UsageError(f"unknown geometry {args.geometry!r}; valid: {', '.join(GEOMETRIES)}")
+    command = "visprune " + " ".join(shlex.quote(a) for a in (args.argv or []))
+    if args.geometry == "llava-1.5-7b" and not args.device.startswith("cuda"):
+        report = bench_meta(methods) if methods else bench_meta()
+        text = _meta_markdown(report, command)
+    else:
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+        kwargs = dict(repeats=args.repeats, warmup=args.warmup, new_tokens=args.new_tokens, device=args.device,
+                      dtype=dtype, progress=None if args.quiet else print)
+        report = bench(args.geometry, methods, **kwargs) if methods else bench(args.geometry, **kwargs)
+        text = markdown(report, command)
+    print(text)
+    if args.json:
+        write_json(report, args.json)
+    if args.markdown:
+        write_markdown_section(Path(args.markdown), args.geometry, text)
+    return 0
+
+
+def _meta_markdown(report: dict, command: str) -> str:
+    lines = [f"### `{report['geometry']}`: {report['description']}", "", f"Command: `{command}`", "",
+             "| method | kept tokens | prefill TFLOP | FLOPs ratio |", "|---|---|---|---|"]
+    for r in report["results"]:
+        if r["flops"] is None:
+            lines.append(f"| {r['method']} | n/a | n/a | n/a ({r['note']}) |")
+        else:
+            lines.append(f"| {r['method']} | {r['kept_tokens'][0]} | {r['flops'] / 1e12:.2f} | {r['flops_ratio']:.3f} |")
+    lines.append(f"\nVision tower + projector: {report['vision_flops'] / 1e12:.2f} TFLOP of every row.")
+    return "\n".join(lines) + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visprune", description="Adaptive visual-token pruning for VLMs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,12 +173,26 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--energies", default="0.99,0.95,0.9", help="energy shares for energy-budget methods")
     sw.add_argument("--overlays", type=int, default=4, help="samples in the overlay picture (0: none)")
     sw.set_defaults(func=_sweep)
+
+    be = sub.add_parser("bench", help="latency vs FLOPs, visprune's overhead, memory: pruned vs unpruned, same run")
+    be.add_argument("--geometry", default="small", help="tiny, small (CPU-sized, 576 tokens) or llava-1.5-7b")
+    be.add_argument("--method", action="append", help="method spec, repeatable (default: atp, e-adaprune, random, cls)")
+    be.add_argument("--json", help="write the full report here")
+    be.add_argument("--markdown", help="replace this geometry's section of a Markdown file (e.g. BENCHMARKS.md)")
+    be.add_argument("--repeats", type=int, default=5, help="timed runs per method (default 5)")
+    be.add_argument("--warmup", type=int, default=2, help="discarded runs first (default 2)")
+    be.add_argument("--new-tokens", type=int, default=32, help="forced new tokens of the generate timing (default 32)")
+    be.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    be.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    be.add_argument("--quiet", action="store_true")
+    be.set_defaults(func=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if getattr(args, "n", 1) is not None and getattr(args, "n", 1) < 1:
         parser.error("--n must be at least 1")
     try:

@@ -27,6 +27,7 @@ from visprune.scorers import RandomScorer
         ({"norm": "zscore"}, "norm"),
         ({"layer": 0}, "layer"),
         ({"text_sign": 0.5}, "text_sign"),
+        ({"cut": "middle"}, "unknown cut"),
     ],
 )
 def test_bad_settings_fail_with_a_message(kwargs, match):
@@ -47,7 +48,7 @@ def test_budget_is_inferred_and_defaults_filled():
 
 
 def test_round_trip_through_json():
-    cfg = PruneConfig(scorer="atp", budget="energy", energy=0.9, min_keep=8, max_keep=300, alpha=0.3, layer=-2)
+    cfg = PruneConfig(scorer="atp", budget="energy", energy=0.9, min_keep=8, max_keep=300, alpha=0.3, layer=-2, cut="vit")
     data = json.loads(json.dumps(cfg.to_dict()))
     assert data["version"] == 1
     assert PruneConfig.from_dict(data) == cfg

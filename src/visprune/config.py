@@ -14,6 +14,7 @@ CONFIG_VERSION = 1
 NORMS = ("minmax", "softmax", "rank", "none")
 DEFAULT_KEEP = 0.5
 DEFAULT_ENERGY = 0.95
+CUTS = (None, "query", "vit")
 
 
 @dataclass
@@ -48,6 +49,11 @@ class PruneConfig:
         text_tokenizer: tokenizer of the text encoder; default: loaded from the same place.
         text_sign: +1 or -1, multiplies the CLIP patch-text similarity (some CLIPs are reported to
             rank question-relevant patches lower; see the docs).
+        cut: where pruning happens on architectures that offer a choice. BLIP-2 / InstructBLIP:
+            ``"query"`` (default; the Q-Former's query outputs before the language model, which
+            shortens the LM's input) or ``"vit"`` (ViT patches before the Q-Former, masked; the LM
+            still sees every query, so this saves only Q-Former cross-attention). Other
+            architectures have one cut and ignore it.
         seed: seed of the ``random`` scorer.
     """
 
@@ -66,6 +72,7 @@ class PruneConfig:
     text_encoder: Any = None
     text_tokenizer: Any = None
     text_sign: float = 1.0
+    cut: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -104,6 +111,8 @@ class PruneConfig:
             raise ValueError(f"llm_layer must be an integer >= 1 (FastV's K), got {self.llm_layer!r}")
         if self.text_sign not in (1, -1, 1.0, -1.0):
             raise ValueError(f"text_sign must be +1 or -1, got {self.text_sign!r}")
+        if self.cut not in CUTS:
+            raise ValueError(f"unknown cut {self.cut!r}; valid: {', '.join(str(c) for c in CUTS)}")
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
 

@@ -23,7 +23,7 @@ from .pipeline import decide
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    lm = getattr(model.model, "language_model", None)
+    lm = getattr(getattr(model, "model", None), "language_model", None)  # BLIP-2 has no model.model
     layers = getattr(lm, "layers", None) if lm is not None else None
     if not isinstance(layers, nn.ModuleList):
         raise TypeError(f"in-LLM pruning needs model.model.language_model.layers, not found on {type(model).__name__}")

@@ -113,7 +113,7 @@ def build_context(
     enc = adapter.encode(model, image_inputs, scorer.needs, cfg)
     encode_seconds = time.perf_counter() - t0
     lengths = [f.shape[0] for f in enc.features]
-    rows = image_rows(input_ids, adapter.image_token_id(model), lengths)
+    rows = enc.image_rows if enc.image_rows is not None else image_rows(input_ids, adapter.image_token_id(model), lengths)
     with torch.no_grad():
         feats, valid = ops.pad_ragged([f.detach() for f in enc.features])
         protected, _ = ops.pad_ragged(enc.protected, value=False)

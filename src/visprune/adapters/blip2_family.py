@@ -17,8 +17,7 @@ language model's input space, one image placeholder token each. So there are two
   ``visionzip``, ``pool`` (square patch grid after [CLS]), ``random``, ``divprune``. ``lmtext``
   is refused (ViT patches are not in the language model's embedding space). [CLS] is protected.
 
-The cut is read from ``PruneConfig.cut`` when that field exists, else from a ``cut`` attribute set
-on the config (``cfg.cut = "vit"``); default ``"query"``.
+The cut is ``PruneConfig.cut``; default ``"query"``.
 
 Modifications against the stock models (transformers 5.23, ``modeling_blip_2.py``
 ``Blip2ForConditionalGeneration.get_image_features`` / ``generate`` and

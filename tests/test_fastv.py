@@ -115,6 +115,34 @@ def test_fastv_on_qwen2_vl():
         unprune_(model)
 
 
+@torch.no_grad()
+def test_deeper_language_model_equals_one_by_one():
+    """Several layers after K (each gets the shortened output of the one before), no padding."""
+    model, proc = T.llava(text=(32, 4))
+    imgs = T.images(2)
+    inputs = proc(images=imgs, text=[T.prompt("is there a star ?"), T.prompt("is there a dog ?")],
+                  return_tensors="pt", padding=True)
+    assert bool(inputs["attention_mask"].all())
+    gref = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    prune_(model, PruneConfig(scorer="fastv", keep=1.0, llm_layer=2), processor=proc)
+    try:
+        assert torch.equal(model.generate(**inputs, max_new_tokens=4, do_sample=False), gref)
+    finally:
+        unprune_(model)
+    prune_(model, PruneConfig(scorer="fastv", energy=0.8, llm_layer=2), processor=proc)
+    try:
+        out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+        kept = visprune.last_kept(model)
+        for i, q in enumerate(["is there a star ?", "is there a dog ?"]):
+            one = proc(images=[imgs[i]], text=[T.prompt(q)], return_tensors="pt")
+            single = model.generate(**one, max_new_tokens=4, do_sample=False)
+            assert torch.equal(visprune.last_kept(model)[0], kept[i])
+            new = single[0, one["input_ids"].shape[1]:]
+            assert torch.equal(new, out[i, inputs["input_ids"].shape[1]:][: len(new)])
+    finally:
+        unprune_(model)
+
+
 def test_llm_layer_must_exist():
     model, proc = T.llava()
     with pytest.raises(ValueError, match="llm_layer=2 but the language model has 2 layers"):

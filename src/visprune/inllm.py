@@ -120,8 +120,10 @@ def fastv_hooks(model: nn.Module, state: Any, sel: Any, ctx: Any, input_ids: tor
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         mask = kwargs.get("attention_mask")
         q_len = hidden.shape[1]
-        if q_len == full:  # prefill: drop the pruned positions everywhere
-            hidden = _take(hidden, index, 1)
+        if kwargs["position_embeddings"][0].shape[-2] == full:  # prefill: drop the pruned positions everywhere
+            if q_len == full:  # layer K; later layers get the already shortened output of the one before
+                hidden = _take(hidden, index, 1)
+            q_len = hidden.shape[1]
             kwargs["position_embeddings"] = tuple(
                 _take(t, index, t.dim() - 2) if t.shape[-2] == full else t for t in kwargs["position_embeddings"]
             )

@@ -144,8 +144,11 @@ _PATCH_DOC = """{name}, pruned by visprune.
 
 Modifications:
 - ``forward`` and ``generate``, when given ``pixel_values``, encode the images once, score and
-  select visual tokens, shorten ``input_ids`` / ``attention_mask`` (and ``labels``) to the kept
-  placeholders, and call the original method with the kept features as ``mm_encoder_outputs``.
+  select visual tokens, then call the original method with what the architecture's adapter
+  builds from the selection: for LLaVA and Qwen, ``input_ids`` / ``attention_mask`` / ``labels``
+  shortened to the kept placeholders and the kept features as ``mm_encoder_outputs``; for
+  BLIP-2 and IDEFICS, temporary hooks active during the call; for FastV, hooks inside the
+  language model.
 - ``generate`` returns the original prompt followed by the new tokens, as the unpruned model does.
 - An extra keyword ``visprune_question`` overrides the question read from the prompt.
 Undo with ``visprune.unprune_(model)``.

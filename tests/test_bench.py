@@ -4,7 +4,9 @@ import json
 
 import torch
 
-from visprune.bench import LiveBytes, bench, build_geometry, bench_meta, markdown, write_json, write_markdown_section
+from visprune.memory import LiveBytes
+
+from visprune.bench import bench, build_geometry, bench_meta, markdown, write_json, write_markdown_section
 
 FIELDS = {"method", "flops_ratio", "prefill_latency_ratio", "generate_latency_ratio", "overhead_fraction",
           "peak_memory_ratio", "kv_cache_ratio", "efficiency", "kept_tokens", "config"}

@@ -51,6 +51,10 @@ def test_summary_fields(shapes_like, tmp_path):
     assert atp["kept_tokens"] == {"mean": 64, "min": 64, "max": 64}
     assert none["flops_ratio"] == 1.0 and rnd["flops_ratio"] < atp["flops_ratio"] < 1.0
     assert none["grounding_recall"] == 1.0 and 0.0 <= rnd["grounding_recall"] <= 1.0
+    # per-method prefill memory: fewer visual tokens, smaller activations and KV cache
+    assert none["peak_memory_ratio"] == 1.0 and rnd["peak_memory_ratio"] < atp["peak_memory_ratio"] < 1.0
+    assert rnd["kv_cache_ratio"] < atp["kv_cache_ratio"] < 1.0
+    assert none["prefill_memory"]["kv_cache_bytes"] > atp["prefill_memory"]["kv_cache_bytes"] > 0
     for r in rows.values():
         assert r["n"] == 6 and r["missing"] == 0 and r["skipped"] == []
         assert 0.0 <= r["accuracy"] <= 1.0 and set(r["accuracy_by_type"]) <= set(shapes.QTYPES)

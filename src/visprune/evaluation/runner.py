@@ -24,6 +24,7 @@ import torch
 
 from .. import last_kept, prune_, unprune_
 from ..flops import count_flops
+from ..memory import prefill_memory
 from ..methods import Method, parse_method
 from . import distributed, results
 from .models import (
@@ -208,9 +209,10 @@ def _sync(device: str) -> None:
 
 
 @torch.no_grad()
-def time_method(model, processor, task: Task, method: Method, s: EvalSettings, device: str) -> float | None:
-    """Mean over the timing subset of the median ``generate`` time (batch 1, fixed new tokens)."""
-    per_sample = []
+def time_method(model, processor, task: Task, method: Method, s: EvalSettings, device: str) -> tuple[float | None, dict]:
+    """Mean over the timing subset of the median ``generate`` time (batch 1, fixed new tokens), and
+    the memory of one prefill on the first timed sample (:func:`visprune.memory.prefill_memory`)."""
+    per_sample, memory = [], {}
     if method.config is not None:
         prune_(model, method.config, processor=processor)
     try:
@@ -222,6 +224,9 @@ def time_method(model, processor, task: Task, method: Method, s: EvalSettings, d
             except (OSError, ValueError):
                 continue
             inputs = model_inputs(model, processor, task, [e], [img])
+            if not memory:
+                peak, kv = prefill_memory(model, dict(inputs), torch.device(device))
+                memory = {"prefill_peak_bytes": peak, "kv_cache_bytes": kv, "sample": e.id}
             kw = dict(max_new_tokens=s.timing_tokens, min_new_tokens=s.timing_tokens, do_sample=False,
                       pad_token_id=pad_id(processor))
             model.generate(**inputs, **kw)  # warm-up, discarded
@@ -236,7 +241,7 @@ def time_method(model, processor, task: Task, method: Method, s: EvalSettings, d
     finally:
         if method.config is not None:
             unprune_(model)
-    return statistics.mean(per_sample) if per_sample else None
+    return (statistics.mean(per_sample) if per_sample else None), memory
 
 
 def _memory(device: str) -> dict[str, Any]:
@@ -294,9 +299,11 @@ def run(s: EvalSettings, after=None, loaded=None) -> dict | None:
         dist.barrier()
         summary = None
         if dist.main:
-            latency = {m.label: time_method(model, processor, s.task, m, s, device) for m in methods}
+            timed = {m.label: time_method(model, processor, s.task, m, s, device) for m in methods}
+            latency = {label: t[0] for label, t in timed.items()}
+            prefill = {label: t[1] for label, t in timed.items()}
             ranks = [json.loads((out / "ranks" / f"rank{r}.json").read_text()) for r in range(dist.world)]
-            summary = write_summary(s, methods, out, latency, ranks, device, dist.world)
+            summary = write_summary(s, methods, out, latency, ranks, device, dist.world, prefill)
             if after is not None:
                 after(model, processor, methods, summary)
         dist.barrier()

@@ -25,6 +25,11 @@ NOTES = {
                  "of new tokens, after a discarded warm-up); ratios are taken within this run",
     "kept_tokens": "visual tokens the language model received per image (all of them for 'none')",
     "grounding_recall": "share of the question-relevant patches kept, where the task has ground truth",
+    "prefill_memory": "one prefill on the first timing sample: peak bytes of the tensors it creates (activations and "
+                      "KV cache, weights excluded; CUDA: allocator peak above the weights) and the KV cache's bytes; "
+                      "peak_memory_ratio / kv_cache_ratio compare them with the unpruned model",
+    "peak_memory": "process-level peak (CUDA max_memory_allocated, or CPU RSS since the process started, which "
+                   "cannot be split per method)",
 }
 
 
@@ -41,7 +46,7 @@ def versions() -> dict[str, str]:
 
 
 def write_summary(s: EvalSettings, methods: list[Method], out: Path, latency: dict, ranks: list[dict],
-                  device: str, world: int) -> dict:
+                  device: str, world: int, prefill: dict | None = None) -> dict:
     """Merge the per-rank records, compute every method's row and write ``summary.json`` / ``summary.md``."""
     order = [e.id for e in s.task.examples]
     rows = {}
@@ -53,11 +58,15 @@ def write_summary(s: EvalSettings, methods: list[Method], out: Path, latency: di
         row["latency_s"] = latency.get(m.label)
         peaks = [r["memory"][m.label] for r in ranks if m.label in r["memory"]]
         row["peak_memory"] = max(peaks, key=lambda p: p["peak_bytes"]) if peaks else None
+        row["prefill_memory"] = (prefill or {}).get(m.label) or None
         rows[m.label] = row
     ref = rows[methods[0].label]
     for row in rows.values():
         row["flops_ratio"] = _ratio(row.get("flops_per_sample"), ref.get("flops_per_sample"))
         row["latency_ratio"] = _ratio(row.get("latency_s"), ref.get("latency_s"))
+        mine, theirs = row.get("prefill_memory") or {}, ref.get("prefill_memory") or {}
+        row["peak_memory_ratio"] = _ratio(mine.get("prefill_peak_bytes"), theirs.get("prefill_peak_bytes"))
+        row["kv_cache_ratio"] = _ratio(mine.get("kv_cache_bytes"), theirs.get("kv_cache_bytes"))
     missing = sum(r["missing"] for r in rows.values())
     robustness = {}
     for corruption in s.corruptions:

@@ -158,3 +158,32 @@ def test_pool_uses_the_merged_grid():
     assert pool_shape(rows, cols, 6) == (3, 2)  # 6 x 4 merged grid: keep its aspect
     ref = torch.nn.functional.adaptive_avg_pool2d(grid, (3, 2)).flatten(2)[0].T
     assert torch.allclose(sel.kept_features[0], ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@torch.no_grad()
+def test_several_images_per_prompt(kind):
+    model, proc = KINDS[kind]()
+    imgs = T.images(3, size=SIZE)
+    texts = [T.qwen_prompt("is there a star ?", n_images=2), T.qwen_prompt("how many circle ?", n_images=1)]
+    inputs = proc(images=imgs, text=texts)
+    gref = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    prune_(model, PruneConfig(scorer="atp", keep=1.0), processor=proc)
+    try:
+        assert torch.equal(model.generate(**inputs, max_new_tokens=4, do_sample=False), gref)
+    finally:
+        unprune_(model)
+    prune_(model, PruneConfig(scorer="atp", energy=0.8), processor=proc)
+    try:
+        out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+        sel = visprune.last_selection(model)
+        assert len(sel.kept) == 3 and sel.image_rows == [0, 0, 1]
+        # the two-image prompt alone gives the same selection and the same answer
+        one = proc(images=imgs[:2], text=texts[:1])
+        single = model.generate(**one, max_new_tokens=4, do_sample=False)
+        kept_one = visprune.last_kept(model)
+        assert all(torch.equal(a, b) for a, b in zip(kept_one, sel.kept[:2]))
+        new = single[0, one["input_ids"].shape[1]:]
+        assert torch.equal(new, out[0, inputs["input_ids"].shape[1]:][: len(new)])
+    finally:
+        unprune_(model)

@@ -14,8 +14,13 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install -q "torch==${TORCH_VERSION}" 2>&1 | grep -v "^WARNING: Location" || true
 fi
-.venv/bin/python -m pip install -q -e ".[eval,test]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q -e ".[eval,test,lmms,browser]" 2>&1 | grep -v "^WARNING: Location" || true
+# lmms-eval without its torchvision requirement (see the lmms extra in pyproject.toml)
+.venv/bin/python -m pip install -q --no-deps "lmms-eval==0.7.3" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import torch, transformers, visprune" >/dev/null
+.venv/bin/python -c "import torchvision" 2>/dev/null && { echo "torchvision is installed in .venv: it breaks the CPU torch; remove it" >&2; exit 1; }
+# Chromium and its driver for the viewer's browser test
+bash scripts/install_browser.sh
 
 if ! command -v java >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

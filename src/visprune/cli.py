@@ -1,4 +1,4 @@
-"""The ``visprune`` command line: ``demo``, ``eval``, ``sweep`` and ``bench``."""
+"""The ``visprune`` command line: ``demo``, ``eval``, ``sweep``, ``bench`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -186,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     be.add_argument("--quiet", action="store_true")
     be.set_defaults(func=_bench)
+
+    from .serve import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 

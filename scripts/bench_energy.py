@@ -1,6 +1,7 @@
 """Which spectrum for the E-AdaPrune budget: speed and exactness of the alternatives.
 
-    python scripts/bench_energy.py            # prints a Markdown table (median of 7 runs after a warm-up)
+    python scripts/bench_energy.py                          # prints a Markdown table (median of 7 runs after a warm-up)
+    python scripts/bench_energy.py --markdown BENCHMARKS.md  # and replaces its section there
 
 For a [N, D] feature matrix the squared singular values are the eigenvalues of the smaller Gram
 matrix. Compared: Gram + eigvalsh in float64 (what visprune.ops.energy_budget does), Gram in
@@ -36,11 +37,16 @@ def methods():
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="speed and exactness of the spectral budget's alternatives")
+    ap.add_argument("--markdown", help="replace the 'energy' section of this Markdown file")
+    args = ap.parse_args(argv)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print("| N x D | method | median ms | k equal to float64 SVD |")
-    print("|---|---|---|---|")
+    lines = [f"Measured with torch {torch.__version__}, {torch.get_num_threads()} threads. "
+             "Command: `python scripts/bench_energy.py --markdown BENCHMARKS.md`", "",
+             "| N x D | method | median ms | k equal to float64 SVD |", "|---|---|---|---|"]
     for n, d in [(576, 768), (576, 4096), (2880, 4096)]:
         mats = [torch.randn(n, d) @ torch.diag(torch.logspace(0, -s, d)) for s in (1.0, 2.0, 3.0)]
         refs = [[budget_from(torch.linalg.svdvals(m.double()) ** 2, t) for t in (0.5, 0.9, 0.95, 0.99)] for m in mats]
@@ -54,7 +60,14 @@ def main() -> None:
             equal = sum(
                 [budget_from(fn(m), t) for t in (0.5, 0.9, 0.95, 0.99)] == ref for m, ref in zip(mats, refs)
             )
-            print(f"| {n} x {d} | {name} | {1000 * statistics.median(times):.1f} | {equal}/{len(mats)} |")
+            lines.append(f"| {n} x {d} | {name} | {1000 * statistics.median(times):.1f} | {equal}/{len(mats)} |")
+            print(lines[-1], flush=True)
+    if args.markdown:
+        from pathlib import Path
+
+        from visprune.bench import write_markdown_section
+
+        write_markdown_section(Path(args.markdown), "energy", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,5 +12,5 @@ $V bench --geometry small --repeats 7 --warmup 2 --method atp:keep=0.25 --method
 $V bench --geometry tiny --json benchmarks/tiny.json --markdown BENCHMARKS.md --quiet
 $V bench --geometry llava-1.5-7b --method atp:keep=0.25 --method atp:keep=0.4 --method atp:keep=0.5 \
   --method cls:k=64 --method e-adaprune:energy=0.9 --json benchmarks/llava-1.5-7b.json --markdown BENCHMARKS.md --quiet
-.venv/bin/python scripts/bench_energy.py > benchmarks/energy.md
-echo "updated BENCHMARKS.md and benchmarks/ (the energy table is in benchmarks/energy.md; copy it into BENCHMARKS.md's last section)"
+.venv/bin/python scripts/bench_energy.py --markdown BENCHMARKS.md
+echo "updated BENCHMARKS.md and benchmarks/*.json"

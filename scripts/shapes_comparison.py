@@ -52,8 +52,12 @@ def calibrate_energy(features: torch.Tensor, target: float) -> float:
 
 
 def load(kind: str):
+    from visprune import shapes
     from visprune.demo import load_model
 
+    if kind == "tower":  # the trained stage-1 tower, an untrained language model: grounding only
+        model, processor = shapes.load_tower_only()
+        return model, processor, str(shapes.clip_path())
     model, processor, text_encoder, _ = load_model(kind)
     return model, processor, text_encoder
 
@@ -63,7 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     from visprune.evaluation.runner import run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="shapes", choices=["shapes", "random"])
+    ap.add_argument("--model", default="shapes", choices=["shapes", "tower", "random"],
+                    help="shapes: the trained VLM; tower: its trained vision tower with an untrained LM "
+                         "(grounding recall only); random: all random (mechanics only)")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seed", type=int, default=12345)
     ap.add_argument("--calib-seed", type=int, default=777)
@@ -102,14 +108,17 @@ def main(argv: list[str] | None = None) -> None:
     rows = {r["method"]: r for r in summary["methods"]}
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    write_table(docs / "comparison.md", rows, group, budgets, taus, args, summary)
-    plot(docs / "comparison.png", rows, group, budgets, args)
-    (docs / "comparison.json").write_text(json.dumps({"taus": taus, "summary": summary}, indent=2))
-    print(f"wrote {docs / 'comparison.md'}, {docs / 'comparison.png'}")
+    name = "comparison" if args.model == "shapes" else f"comparison_{args.model}"
+    write_table(docs / f"{name}.md", rows, group, budgets, taus, args, summary)
+    plot(docs / f"{name}.png", rows, group, budgets, args)
+    (docs / f"{name}.json").write_text(json.dumps({"taus": taus, "summary": summary}, indent=2))
+    print(f"wrote {docs / (name + '.md')}, {docs / (name + '.png')}")
 
 
 def write_table(path, rows, group, budgets, taus, args, summary) -> None:
     ref = rows["none"]
+    no_acc = args.model != "shapes"
+    acc = (lambda r: "n/a") if no_acc else (lambda r: f"{r['accuracy']:.3f}")
     lines = [
         "# Methods at matched budgets on the shapes proving ground",
         "",
@@ -117,7 +126,11 @@ def write_table(path, rows, group, budgets, taus, args, summary) -> None:
         f"--budgets {args.budgets}`; do not edit by hand. Model: `{args.model}`; {args.n} held-out questions "
         f"(seed {args.seed}); energy shares calibrated on {args.calib_n} other scenes (seed {args.calib_seed}).",
         "",
-        f"Unpruned: accuracy **{ref['accuracy']:.3f}** with all 256 visual tokens.",
+        ("**Accuracy is not measured here**: " + ("the vision tower is the trained stage-1 CLIP but the language "
+         "model is untrained, so only which tokens are kept (grounding recall) means something; `lmtext`, "
+         "`divprune` and `fastv` read the untrained projector or language model, so their rows mean nothing either."
+         if args.model == "tower" else "random weights: a mechanical check only.")
+         if no_acc else f"Unpruned: accuracy **{ref['accuracy']:.3f}** with all 256 visual tokens."),
         "",
         "Grounding recall: the share of the question-relevant patches (ground truth from the scene "
         "generator) that the method kept. For `pool` and `visionzip` it understates what survives: a pooled or "
@@ -131,11 +144,11 @@ def write_table(path, rows, group, budgets, taus, args, summary) -> None:
                   "| method | spec | kept (mean / min / max) | accuracy | grounding recall | FLOPs share |",
                   "|---|---|---|---|---|---|"]
         members = sorted((r for r in rows.values() if group.get(r["method"], (None, None))[1] == b),
-                         key=lambda r: -(r["accuracy"] or 0))
+                         key=lambda r: -((r.get("grounding_recall") or 0) if no_acc else (r["accuracy"] or 0)))
         for r in members:
             kept = r.get("kept_tokens") or {}
             lines.append(f"| {group[r['method']][0]} | `{r['method']}` | {kept.get('mean', 0):.1f} / {kept.get('min')} / "
-                         f"{kept.get('max')} | {r['accuracy']:.3f} | {_f(r.get('grounding_recall'))} | "
+                         f"{kept.get('max')} | {acc(r)} | {_f(r.get('grounding_recall'))} | "
                          f"{_f(r.get('flops_ratio'))} |")
         lines.append("")
     iqr = rows.get("cls:budget=iqr")
@@ -143,7 +156,7 @@ def write_table(path, rows, group, budgets, taus, args, summary) -> None:
         kept = iqr.get("kept_tokens") or {}
         lines += ["## Untuned budget", "",
                   f"`cls:budget=iqr` (PruMerge's outlier rule on [CLS] attention) keeps {kept.get('mean', 0):.1f} tokens "
-                  f"on average ({kept.get('min')} to {kept.get('max')}): accuracy {iqr['accuracy']:.3f}, "
+                  f"on average ({kept.get('min')} to {kept.get('max')}): accuracy {acc(iqr)}, "
                   f"grounding recall {_f(iqr.get('grounding_recall'))}.", ""]
     lines += ["Calibrated energy shares: " + ", ".join(f"{b} tokens: tau={t}" for b, t in taus.items()), "",
               f"Versions: {json.dumps(summary.get('versions', {}))}", ""]
@@ -156,24 +169,25 @@ def plot(path, rows, group, budgets, args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    metrics = ["accuracy", "grounding_recall"] if args.model == "shapes" else ["grounding_recall"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.6 * len(metrics), 4.2), squeeze=False)
     names = list(dict.fromkeys(g[0] for g in group.values() if g[1] is not None))
     for name in names:
-        pts = sorted(((r.get("kept_tokens") or {}).get("mean", 0), r["accuracy"], r.get("grounding_recall") or 0)
-                     for r in rows.values() if group.get(r["method"], (None,))[0] == name)
-        xs = [p[0] for p in pts]
+        pts = sorted(((r.get("kept_tokens") or {}).get("mean", 0), r) for r in rows.values()
+                     if group.get(r["method"], (None,))[0] == name)
         style = "-o" if name in ("atp", "e-adaprune", "atp+energy") else "--."
-        axes[0].plot(xs, [p[1] for p in pts], style, label=name)
-        axes[1].plot(xs, [p[2] for p in pts], style, label=name)
-    axes[0].axhline(rows["none"]["accuracy"], color="black", lw=0.8, ls=":", label="unpruned")
-    for ax, title in zip(axes, ["accuracy", "grounding recall"]):
+        for ax, metric in zip(axes[0], metrics):
+            ax.plot([p[0] for p in pts], [p[1].get(metric) or 0 for p in pts], style, label=name)
+    if "accuracy" in metrics:
+        axes[0][0].axhline(rows["none"]["accuracy"], color="black", lw=0.8, ls=":", label="unpruned")
+    for ax, metric in zip(axes[0], metrics):
         ax.set_xscale("log", base=2)
         ax.set_xticks(budgets)
         ax.set_xticklabels([str(b) for b in budgets])
         ax.set_xlabel("visual tokens kept (mean of 256)")
-        ax.set_title(f"{title}, shapes ({args.model}, n={args.n})", fontsize=9)
+        ax.set_title(f"{metric.replace('_', ' ')}, shapes ({args.model}, n={args.n})", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2)
+    axes[0][-1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)

@@ -29,25 +29,9 @@ import torch
 
 
 def tower_only_model():
-    """A LLaVA with the proving ground's trained stage-1 CLIP tower and an untrained language model."""
-    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-
     from visprune import shapes
 
-    clip, _ = shapes.load_clip()
-    tok = shapes.build_tokenizer()
-    processor = shapes.build_processor(tok)
-    cfg = LlavaConfig(
-        vision_config=clip.config.vision_config,
-        text_config=LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                                vocab_size=len(tok), pad_token_id=tok.pad_token_id),
-        image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(cfg).eval()
-    model.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
-    return model, processor
+    return shapes.load_tower_only()
 
 
 @torch.no_grad()

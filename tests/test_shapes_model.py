@@ -110,3 +110,14 @@ def test_clip_text_encoder_loads_and_embeds_questions():
     a = model.model.vision_tower.embeddings.patch_embedding.weight
     b = clip.vision_model.embeddings.patch_embedding.weight
     assert torch.equal(a, b)
+
+
+def test_tower_only_model_carries_the_trained_clip_tower():
+    """The grounding measurements (docs/defaults.md) use the stage-1 CLIP tower through from_pretrained."""
+    model, processor = shapes.load_tower_only()
+    clip, _ = shapes.load_clip()
+    tower = model.model.vision_tower.state_dict()
+    assert all(torch.equal(tower[k], v) for k, v in clip.vision_model.state_dict().items())
+    inputs = processor(text=shapes.prompt(processor, "what colour is the star ?"), images=shapes.make_samples(1)[0].image,
+                       return_tensors="pt")
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == shapes.NUM_PATCHES

@@ -18,6 +18,7 @@ from .model import (
     clip_path,
     load,
     load_clip,
+    load_tower_only,
     normalise_answer,
     prompt,
 )
@@ -48,6 +49,6 @@ __all__ = [
     "ANSWERS", "BACKGROUNDS", "CHANCE", "CHECKPOINT", "COLOUR_NAMES", "GRID", "IMAGE_SIZE",
     "NUM_PATCHES", "PATCH", "QTYPES", "SHAPES", "SIZES", "SPLITS", "Sample", "Scene",
     "SceneObject", "answer", "build_processor", "build_tokenizer", "clip_path", "load",
-    "load_clip", "make_question", "make_sample", "make_samples", "normalise_answer", "prompt",
+    "load_clip", "load_tower_only", "make_question", "make_sample", "make_samples", "normalise_answer", "prompt",
     "random_scene", "scene_rng",
 ]

@@ -160,3 +160,30 @@ def answer(model, processor, image, question: str, max_new_tokens: int = 2) -> s
     )
     new = out[0, inputs["input_ids"].shape[1] :]
     return normalise_answer(processor.tokenizer.decode(new, skip_special_tokens=True))
+
+
+def load_tower_only(seed: int = 0):
+    """(model, processor): a LLaVA with the trained stage-1 CLIP tower and an *untrained* language model.
+
+    Which tokens ``cls``, ``text``, ``atp``, ``pool``, ``visionzip``, ``random`` and the energy
+    budget keep depends only on the vision tower (and the CLIP), so this model measures grounding
+    recall before a trained VLM exists; its answers mean nothing. (``lmtext``, ``divprune`` and
+    ``fastv`` read the projector or the language model, so their selections here mean nothing too.)
+    """
+    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    clip, _ = load_clip()
+    tok = build_tokenizer()
+    processor = build_processor(tok)
+    cfg = LlavaConfig(
+        vision_config=clip.config.vision_config,
+        text_config=LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+                                vocab_size=len(tok), pad_token_id=tok.pad_token_id),
+        image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(cfg).eval()
+    model.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, processor

@@ -150,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=12345, help="evaluation seed (default 12345)")
     demo.add_argument("--out", default="visprune-demo", help="output folder (default visprune-demo)")
     demo.add_argument("--method", action="append", help="method spec, repeatable (default: the demo set)")
-    demo.add_argument("--model", choices=["shapes", "random"], default=None,
-                      help="the bundled shapes model (default when its checkpoint exists) or a random-weight LLaVA")
+    demo.add_argument("--model", choices=["shapes", "tower", "random"], default=None,
+                      help="the bundled shapes VLM (default when it exists), its trained tower with an untrained LM "
+                           "(default otherwise: grounding is real, answers are not), or a random-weight LLaVA")
     demo.add_argument("--timing", type=int, default=10, help="samples timed per method (default 10)")
     demo.add_argument("--repeats", type=int, default=3, help="timed repeats per sample after a warm-up (default 3)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -32,12 +32,20 @@ OVERLAY_METHODS = 4  # columns of the overlay sheet: the first methods of the li
 
 
 def load_model(kind: str):
-    """(model, processor, text_encoder, trained) for ``shapes`` or the ``random`` fallback."""
+    """(model, processor, text_encoder, trained) for ``shapes``, ``tower`` or ``random``.
+
+    ``tower``: the proving ground's trained stage-1 vision tower with an untrained language model
+    (``shapes.load_tower_only``): which tokens are kept, and so grounding recall, are real; answers
+    are not. ``random``: everything random (mechanics only).
+    """
     from . import shapes
 
     if kind == "shapes":
         model, processor = shapes.load()
         return model, processor, str(shapes.clip_path()), True
+    if kind == "tower":
+        model, processor = shapes.load_tower_only()
+        return model, processor, str(shapes.clip_path()), False
     if kind == "random":
         from . import random_models
 
@@ -46,13 +54,16 @@ def load_model(kind: str):
         )
         processor.chat_template = shapes.build_processor(processor.tokenizer).chat_template
         return model, processor, None, False
-    raise ValueError(f"unknown demo model {kind!r}; valid: shapes, random")
+    raise ValueError(f"unknown demo model {kind!r}; valid: shapes, tower, random")
 
 
 def default_model_kind() -> str:
+    """The trained VLM when it exists, else its trained tower alone, else random weights."""
     from . import shapes
 
-    return "shapes" if (shapes.CHECKPOINT / "config.json").is_file() else "random"
+    if (shapes.CHECKPOINT / "config.json").is_file():
+        return "shapes"
+    return "tower" if (shapes.clip_path() / "config.json").is_file() else "random"
 
 
 def table(rows: list[dict]) -> str:
@@ -108,7 +119,10 @@ def run(
     samples = shapes.make_samples(n=n, seed=seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if not trained:
+    if model_kind == "tower":
+        print("NOTE: no trained shapes VLM yet; using its trained vision tower with an UNTRAINED language model.")
+        print("      Accuracy is meaningless; kept tokens, grounding recall, FLOPs and latency are real.")
+    elif not trained:
         print("NOTE: no trained shapes checkpoint found; using a RANDOM-WEIGHT LLaVA. Accuracy is meaningless;")
         print("      kept tokens, FLOPs and latency are real. Train one with scripts/train_shapes.py.")
     # The demo is `visprune eval` on shapes-vqa; its per-sample records go to out/samples. A demo

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import visprune
+from helpers import assert_batched_equals_one_by_one
 from visprune import PruneConfig, prune_, unprune_
 from visprune import random_models as T
 
@@ -82,16 +83,9 @@ def test_batched_equals_one_by_one(built, beams, settings):
     model, proc, inputs, imgs = built
     prune_(model, PruneConfig(scorer="fastv", llm_layer=1, **settings), processor=proc)
     try:
-        out = model.generate(**inputs, max_new_tokens=5, do_sample=False, num_beams=beams)
-        kept = visprune.last_kept(model)
-        if "energy" in settings:
-            assert len(kept[0]) != len(kept[1])
-        for i, (img, q) in enumerate(zip(imgs, QUESTIONS)):
-            one = proc(images=[img], text=[T.prompt(q)], return_tensors="pt")
-            single = model.generate(**one, max_new_tokens=5, do_sample=False, num_beams=beams)
-            assert torch.equal(visprune.last_kept(model)[0], kept[i])
-            new = single[0, one["input_ids"].shape[1]:]
-            assert torch.equal(new, out[i, inputs["input_ids"].shape[1]:][: len(new)])
+        singles = [proc(images=[img], text=[T.prompt(q)], return_tensors="pt") for img, q in zip(imgs, QUESTIONS)]
+        assert_batched_equals_one_by_one(model, inputs, singles, max_new_tokens=5, num_beams=beams,
+                                         ragged="energy" in settings)
     finally:
         unprune_(model)
 
@@ -131,14 +125,9 @@ def test_deeper_language_model_equals_one_by_one():
         unprune_(model)
     prune_(model, PruneConfig(scorer="fastv", energy=0.8, llm_layer=2), processor=proc)
     try:
-        out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-        kept = visprune.last_kept(model)
-        for i, q in enumerate(["is there a star ?", "is there a dog ?"]):
-            one = proc(images=[imgs[i]], text=[T.prompt(q)], return_tensors="pt")
-            single = model.generate(**one, max_new_tokens=4, do_sample=False)
-            assert torch.equal(visprune.last_kept(model)[0], kept[i])
-            new = single[0, one["input_ids"].shape[1]:]
-            assert torch.equal(new, out[i, inputs["input_ids"].shape[1]:][: len(new)])
+        singles = [proc(images=[img], text=[T.prompt(q)], return_tensors="pt")
+                   for img, q in zip(imgs, ["is there a star ?", "is there a dog ?"])]
+        assert_batched_equals_one_by_one(model, inputs, singles, max_new_tokens=4)
     finally:
         unprune_(model)
 

@@ -5,6 +5,7 @@ import torch
 
 from visprune import random_models as T
 import visprune
+from helpers import assert_batched_equals_one_by_one
 from visprune import PruneConfig, prune_, unprune_
 
 ARCHS = {"blip2": T.blip2, "instructblip": T.instructblip}
@@ -67,16 +68,8 @@ def test_mixed_budgets_batched_equal_one_by_one(built, cut, beams):
     model, proc, inputs, imgs = built
     prune_(model, _mixed(cut), processor=proc)
     try:
-        out = model.generate(**inputs, max_new_tokens=6, do_sample=False, num_beams=beams)
-        kept_batch = visprune.last_kept(model)
-        assert len(kept_batch[0]) != len(kept_batch[1]), "the test needs two different per-sample budgets"
-        new_batch = out[:, inputs["input_ids"].shape[1]:]
-        for i, (img, q) in enumerate(zip(imgs, QUESTIONS)):
-            one = _single(proc, img, q)
-            single = model.generate(**one, max_new_tokens=6, do_sample=False, num_beams=beams)
-            assert torch.equal(visprune.last_kept(model)[0], kept_batch[i])
-            new_single = single[0, one["input_ids"].shape[1]:]
-            assert torch.equal(new_single, new_batch[i, : len(new_single)])
+        singles = [_single(proc, img, q) for img, q in zip(imgs, QUESTIONS)]
+        assert_batched_equals_one_by_one(model, inputs, singles, num_beams=beams)
     finally:
         unprune_(model)
 

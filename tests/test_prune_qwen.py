@@ -6,6 +6,7 @@ from transformers import AttentionInterface
 from transformers.models.qwen2_vl.modeling_qwen2_vl import eager_attention_forward
 
 import visprune
+from helpers import assert_batched_equals_one_by_one
 from visprune import PruneConfig, prune_, unprune_
 from visprune import random_models as T
 from visprune.scorers.pool import pool_shape
@@ -78,15 +79,8 @@ def test_mixed_budgets_batched_equal_one_by_one(built, beams):
     model, proc, inputs, imgs = built
     prune_(model, PruneConfig(scorer="atp", energy=0.8), processor=proc)
     try:
-        out = model.generate(**inputs, max_new_tokens=5, do_sample=False, num_beams=beams)
-        kept = visprune.last_kept(model)
-        assert len(kept[0]) != len(kept[1])
-        for i, (img, q) in enumerate(zip(imgs, QUESTIONS)):
-            one = proc(images=[img], text=[T.qwen_prompt(q)])
-            single = model.generate(**one, max_new_tokens=5, do_sample=False, num_beams=beams)
-            assert torch.equal(visprune.last_kept(model)[0], kept[i])
-            new = single[0, one["input_ids"].shape[1]:]
-            assert torch.equal(new, out[i, inputs["input_ids"].shape[1]:][: len(new)])
+        singles = [proc(images=[img], text=[T.qwen_prompt(q)]) for img, q in zip(imgs, QUESTIONS)]
+        assert_batched_equals_one_by_one(model, inputs, singles, max_new_tokens=5, num_beams=beams)
     finally:
         unprune_(model)
 

@@ -1,0 +1,28 @@
+"""Checks shared by the per-architecture test files."""
+
+import torch
+
+import visprune
+
+
+@torch.no_grad()
+def assert_batched_equals_one_by_one(model, inputs, singles, max_new_tokens=6, num_beams=1, ragged=True):
+    """A batched ``generate`` of a pruned model equals each sample run alone.
+
+    ``singles`` holds each sample's own inputs, in batch order. Every sample must keep the same
+    tokens and generate the same new tokens as alone (a batched row may continue with padding
+    after its sample stopped). ``ragged``: also require different per-sample budgets in the batch.
+    Returns the batch's kept indices.
+    """
+    gen = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams)
+    out = model.generate(**inputs, **gen)
+    kept = visprune.last_kept(model)
+    if ragged:
+        assert len({len(k) for k in kept}) > 1, "the test needs different per-sample budgets"
+    new_batch = out[:, inputs["input_ids"].shape[1] :]
+    for i, one in enumerate(singles):
+        single = model.generate(**one, **gen)
+        assert torch.equal(visprune.last_kept(model)[0], kept[i]), f"sample {i}: kept tokens differ"
+        new = single[0, one["input_ids"].shape[1] :]
+        assert torch.equal(new, new_batch[i, : len(new)]), f"sample {i}: generated tokens differ"
+    return kept

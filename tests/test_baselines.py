@@ -52,6 +52,24 @@ def test_pool_equals_adaptive_average_pooling():
     assert kept[0][:4].tolist() == [0, 2, 4, 6]
 
 
+def test_pool_windows_on_an_uneven_grid_match_explicit_means():
+    """5 x 7 grid to 2 x 3: overlapping windows [floor(i*n/m), ceil((i+1)*n/m)), averaged by hand."""
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(1, 35, 4, generator=g)
+    ctx = _ctx(feats, grids=[(5, 7)])
+    scorer = PoolScorer()
+    kept = scorer.select(ctx, scorer(ctx), torch.tensor([6]))
+    merged = scorer.merge(ctx, kept)[0]
+    win = lambda n, m: [(i * n // m, -(-(i + 1) * n // m)) for i in range(m)]  # noqa: E731
+    ref, centres = [], []
+    for r0, r1 in win(5, 2):
+        for c0, c1 in win(7, 3):
+            ref.append(torch.stack([feats[0, r * 7 + c] for r in range(r0, r1) for c in range(c0, c1)]).mean(0))
+            centres.append(((r0 + r1 - 1) // 2) * 7 + (c0 + c1 - 1) // 2)
+    assert kept[0].tolist() == centres
+    assert torch.allclose(merged, torch.stack(ref), atol=1e-6)
+
+
 def test_visionzip_dominant_and_contextual_split():
     g = torch.Generator().manual_seed(1)
     n, d = 100, 8

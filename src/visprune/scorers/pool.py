@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ..context import ScoreContext
 from .base import Scorer, register_scorer
@@ -57,30 +58,28 @@ class PoolScorer(Scorer):
         return torch.zeros(ctx.features.shape[:2], device=ctx.features.device)
 
     def _plan(self, ctx: ScoreContext, i: int, k: int):
+        """(candidate indices in grid order, grid, pooled grid, window centres as token indices)."""
         if ctx.grids is None or ctx.grids[i] is None:
             raise ValueError("scorer 'pool' needs the patch grid of each image, which this adapter does not provide")
         rows, cols = ctx.grids[i]
         r, c = pool_shape(rows, cols, max(int(k), 1))
         cand = ctx.candidates[i].nonzero(as_tuple=True)[0]
-        groups, centres = [], []
-        for r0, r1 in _cells(rows, r):
-            for c0, c1 in _cells(cols, c):
-                members = [rr * cols + cc for rr in range(r0, r1) for cc in range(c0, c1)]
-                groups.append(cand[members])
-                centres.append(cand[((r0 + r1 - 1) // 2) * cols + (c0 + c1 - 1) // 2])
-        return groups, torch.stack(centres)
+        mid_r = torch.tensor([(r0 + r1 - 1) // 2 for r0, r1 in _cells(rows, r)], device=cand.device)
+        mid_c = torch.tensor([(c0 + c1 - 1) // 2 for c0, c1 in _cells(cols, c)], device=cand.device)
+        centres = cand[(mid_r[:, None] * cols + mid_c[None, :]).reshape(-1)]  # row-major, like the pooled grid
+        return cand, (rows, cols), (r, c), centres
 
     def select(self, ctx: ScoreContext, scores: torch.Tensor, k: torch.Tensor) -> list[torch.Tensor]:
-        return [self._plan(ctx, i, int(k[i]))[1] for i in range(len(k))]
+        return [self._plan(ctx, i, int(k[i]))[3] for i in range(len(k))]
 
     def merge(self, ctx: ScoreContext, kept: list[torch.Tensor]) -> list[torch.Tensor]:
         out = []
         for i, idx in enumerate(kept):
             n_prot = int(ctx.protected[i].sum())
-            groups, centres = self._plan(ctx, i, len(idx) - n_prot)
+            cand, (rows, cols), (r, c), centres = self._plan(ctx, i, len(idx) - n_prot)
+            grid = ctx.features[i, cand].reshape(rows, cols, -1).permute(2, 0, 1)  # [H, rows, cols]
+            pooled = F.adaptive_avg_pool2d(grid.unsqueeze(0), (r, c))[0].flatten(1).T  # [r * c, H]
             feats = ctx.features[i, idx].clone()
-            pos = {int(p): j for j, p in enumerate(idx.tolist())}
-            for g, centre in zip(groups, centres.tolist()):
-                feats[pos[centre]] = ctx.features[i, g].mean(0)
+            feats[torch.searchsorted(idx, centres)] = pooled.to(feats.dtype)  # idx is ascending
             out.append(feats)
         return out

@@ -1,6 +1,6 @@
 """Train the shapes proving ground's VLM on CPU and write it to src/visprune/shapes/checkpoint/.
 
-    python scripts/train_shapes.py                     # full recipe: stage 1 ~10 min, stage 2 ~50 min
+    python scripts/train_shapes.py                     # full recipe: stage 1 ~10 min, stage 2 ~55 min (1 thread)
     python scripts/train_shapes.py --stage1-only       # stage 1 alone, then resume stage 2 with:
     python scripts/train_shapes.py --skip-stage1
     python scripts/train_shapes.py --stage1-steps 40 --stage2-steps 40 --pool 256 \
@@ -10,16 +10,16 @@ STATUS (measured 2026-11-21/22, 1 thread each on a shared 2-core CPU): stage 1 w
 in-batch caption retrieval 0.97 at batch 32; object-patch accuracy colour .98, shape .70-.80,
 size .98, row/column .95). Stage 2 does NOT yet learn much beyond the question-only prior: every
 full run (lr 1e-3 to 1e-2, batch 16-32, init 0.02 or 0.15, 600-2800 steps, with and without the
-grounding loss) ended at 0.29-0.38 held-out (chance 0.32; best: init 0.15, lr 3e-3, 2800 steps,
-3-6 turns per image, 0.380 with colour 0.37 against 0.14); see train_log.txt next to the
-checkpoint. scripts/probe_shapes_lm.py isolates the plateau in minutes (training-batch answer
+grounding loss) ended at 0.29-0.39 held-out (chance 0.32; best: the current defaults for 3000
+steps on 2 threads, 27 min, 0.393 with colour 0.28/0.14, exists 0.60/0.50, side 0.65/0.50); see
+train_log.txt next to the checkpoint. scripts/probe_shapes_lm.py isolates the plateau in minutes (training-batch answer
 accuracy, one seed each): colour of a single object, ~100 steps before the language model reads
 the image at all, then 0.95-1.0; all five question types on single-object scenes, 0.63-0.67 after
 300 steps (init 0.15); all types on <=3 objects, 0.38-0.49 after 460 steps; colour on <=3 objects,
 no escape within ~350 steps with or without the grounding loss; all types on <=3 objects with
-10 turns per image instead of 4, 0.55 after 240 s against 0.44 (hence the default --turns 8 12,
-not yet tried in a full run). The grounding loss teaches its heads to look at the right
-patches but has not made the model answer better, so it is off by default.
+10 turns per image instead of 4, 0.55 after 240 s against 0.44 (hence the default --turns 8 12).
+The grounding loss teaches its heads to look at the right patches but has not made the model
+answer better, so it is off by default.
 
 Stage 1: a small `CLIPModel` on scene/caption pairs: the contrastive loss, plus dense per-patch
 heads on the penultimate vision layer (the layer LLaVA reads) that predict colour, shape, size,
@@ -424,7 +424,8 @@ def fast_eval(llava, vocab, samples, feats) -> dict:
         for s, p in zip(chunk, pred):
             ok = vocab.tok.convert_ids_to_tokens(int(p)) == s.answer
             correct[s.qtype].append(ok)
-            easy.append(ok) if len(s.objects) <= 3 else None
+            if len(s.objects) <= 3:
+                easy.append(ok)
     llava.train()
     per = {q: float(np.mean(v)) for q, v in correct.items() if v}
     per["overall"] = float(np.mean([x for v in correct.values() for x in v]))
@@ -571,7 +572,7 @@ def main(argv=None):
                         "dominate the cost, so more turns give more answers per second")
     p.add_argument("--caption-p", type=float, default=0.25)
     p.add_argument("--grounding-weight", type=float, default=0.0,
-                   help="weight of the auxiliary grounding loss (off by default: measured to slow learning)")
+                   help="weight of the auxiliary grounding loss (off by default: measured not to help)")
     p.add_argument("--curriculum", type=float, nargs=2, default=(0.3, 0.6),
                    help="fractions of stage 2 at which scenes grow from <=3 to <=6 to all objects")
     p.add_argument("--eval-every", type=int, default=100)

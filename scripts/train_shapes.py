@@ -9,7 +9,7 @@
 STATUS (measured 2026-11-21/22, 1 thread each on a shared 2-core CPU): stage 1 works (held-out
 in-batch caption retrieval 0.97 at batch 32; object-patch accuracy colour .98, shape .70-.80,
 size .98, row/column .95). Stage 2 does NOT yet learn much beyond the question-only prior: every
-full run (lr 1e-3 to 1e-2, batch 16-32, init 0.02 or 0.15, 600-2800 steps, with and without the
+full run (lr 1e-3 to 1e-2, batch 16-32, init 0.02 or 0.15, 600-3000 steps, with and without the
 grounding loss) ended at 0.29-0.39 held-out (chance 0.32; best: the current defaults for 3000
 steps on 2 threads, 27 min, 0.393 with colour 0.28/0.14, exists 0.60/0.50, side 0.65/0.50); see
 train_log.txt next to the checkpoint. scripts/probe_shapes_lm.py isolates the plateau in minutes (training-batch answer

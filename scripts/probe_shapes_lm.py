@@ -16,7 +16,6 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -89,20 +88,8 @@ def main(argv=None) -> int:
     step = 0
     while time.time() - t0 < args.seconds:
         idx = rng.choice(len(objects), args.batch, replace=False)
-        seqs = []
-        for j in idx:
-            turns = []
-            for _ in range(5 * args.turns):
-                if len(turns) == args.turns:
-                    break
-                q = S.make_question(SimpleNamespace(objects=objects[j]), types[int(rng.integers(len(types)))], rng)
-                if q is None:
-                    continue
-                rel = np.zeros(S.NUM_PATCHES, dtype=bool)
-                for k in q.objects:
-                    rel |= patches[j][k]
-                turns.append((q.question, q.answer, rel, T.attribute_targets(q.question, objects[j], patches[j])))
-            seqs.append(T.build_sequence(vocab, turns))
+        seqs = [T.build_sequence(vocab, T.make_turns(objects[j], patches[j], rng, args.turns, 0.0, types))
+                for j in idx]
         ids, labels, am = T.collate(seqs, tok.pad_token_id)
         captured.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -7,18 +7,18 @@
         --monitor-n 64 --final-n 20 --eval-every 20 --out /tmp/ck                # smoke run
 
 STATUS (measured 2026-11-21/22, 1 thread each on a shared 2-core CPU): stage 1 works (held-out
-in-batch caption retrieval 0.97 at batch 32; object-patch accuracy colour .98, shape .70-.80,
-size .98, row/column .95). Stage 2 does NOT yet learn much beyond the question-only prior: every
-full run (lr 1e-3 to 1e-2, batch 16-32, init 0.02 or 0.15, 600-3000 steps, with and without the
-grounding loss) ended at 0.29-0.39 held-out (chance 0.32; best: the current defaults for 3000
-steps on 2 threads, 27 min, 0.393 with colour 0.28/0.14, exists 0.60/0.50, side 0.65/0.50); see
-train_log.txt next to the checkpoint. scripts/probe_shapes_lm.py isolates the plateau in minutes (training-batch answer
-accuracy, one seed each): colour of a single object, ~100 steps before the language model reads
-the image at all, then 0.95-1.0; all five question types on single-object scenes, 0.63-0.67 after
-300 steps (init 0.15); all types on <=3 objects, 0.38-0.49 after 460 steps; colour on <=3 objects,
-no escape within ~350 steps with or without the grounding loss; all types on <=3 objects with
-10 turns per image instead of 4, 0.55 after 240 s against 0.44 (hence the default --turns 8 12).
-The grounding loss teaches its heads to look at the right patches but has not made the model
+in-batch caption retrieval 0.97 at batch 32; object-patch accuracy colour .98, shape .70-.80, size
+.98, row/column .95). Stage 2 does NOT yet learn much beyond the question-only prior: every full run
+(lr 1e-3 to 1e-2, batch 16-32, init 0.02 or 0.15, 600-3000 steps, with and without the grounding
+loss) ended at 0.29-0.39 held-out (chance 0.32; best: the current defaults for 3000 steps on 2
+threads, 27 min, 0.393 with colour 0.28/0.14, exists 0.60/0.50, side 0.65/0.50); see train_log.txt
+next to the checkpoint. scripts/probe_shapes_lm.py isolates the plateau in minutes (training-batch
+answer accuracy, one seed each): colour of a single object, ~100 steps before the language model
+reads the image at all, then 0.95-1.0; all five question types on single-object scenes, 0.63-0.67
+after 300 steps (init 0.15); all types on <=3 objects, 0.38-0.49 after 460 steps; colour on <=3
+objects, no escape within ~350 steps with or without the grounding loss; all types on <=3 objects
+with 10 turns per image instead of 4, 0.55 after 240 s against 0.44 (hence the default --turns 8
+12). The grounding loss teaches its heads to look at the right patches but has not made the model
 answer better, so it is off by default.
 
 Stage 1: a small `CLIPModel` on scene/caption pairs: the contrastive loss, plus dense per-patch
@@ -326,7 +326,7 @@ def tower_features(tower, images) -> torch.Tensor:
     return out.hidden_states[-2][:, 1:].to(torch.bfloat16)
 
 
-def make_turns(objects, patches, rng: np.random.Generator, n_q: int, caption_p: float):
+def make_turns(objects, patches, rng: np.random.Generator, n_q: int, caption_p: float, types=S.QTYPES):
     scene = SimpleNamespace(objects=objects)
     turns = []
     if rng.random() < caption_p:
@@ -336,7 +336,7 @@ def make_turns(objects, patches, rng: np.random.Generator, n_q: int, caption_p: 
     tries = 0
     while len(turns) < n_q and tries < 4 * n_q:
         tries += 1
-        qtype = S.QTYPES[int(rng.integers(len(S.QTYPES)))]
+        qtype = types[int(rng.integers(len(types)))]
         q = S.make_question(scene, qtype, rng)
         if q is None:
             continue

@@ -8,6 +8,12 @@ that stage 2 of scripts/train_shapes.py sits on, so recipes can be compared in m
     python scripts/probe_shapes_lm.py --types colour --max-objects 1 --lr 2e-3   # escapes ~220
     python scripts/probe_shapes_lm.py --types colour --max-objects 1 --lr 1e-2   # escapes ~70
     python scripts/probe_shapes_lm.py --types colour --max-objects 3 --grounding-weight 1
+    python scripts/probe_shapes_lm.py --oracle-features --max-objects 3 --init 0.15 --turns 10 --lr 3e-3
+    python scripts/probe_shapes_lm.py --oracle-features --background 0.05 --max-objects 3 --init 0.15 --turns 10 --lr 3e-3
+
+--oracle-features replaces the tower's patch features by one-hot ground truth, so the language
+model is measured alone; --background shows all object patches but only that share of the
+background ones (the distractor curriculum of train_shapes.py --background).
 """
 
 from __future__ import annotations
@@ -28,6 +34,24 @@ from visprune.shapes import model as M  # noqa: E402
 from visprune.shapes import scenes as S  # noqa: E402
 
 
+def question_first(vocab, turn):
+    q, a, _, _ = turn
+    ids = [vocab.tok.bos_token_id] + vocab.words("USER: " + q) + [vocab.image] * S.NUM_PATCHES + vocab.words("ASSISTANT:")
+    ans = vocab.words(a) + [vocab.tok.eos_token_id]
+    return ids + ans, [-100] * len(ids) + ans, []
+
+
+def oracle_features(scene, width: int) -> torch.Tensor:
+    """[256, width] one-hot patch labels (what a perfect tower would carry), zero-padded."""
+    t = scene.patch_targets()
+    rows = np.repeat(np.arange(S.GRID), S.GRID)
+    parts = [np.eye(n, dtype=np.float32)[v] for v, n in (
+        (t["colour"], 8), (t["shape"], 6), (t["size"], 3), (t["part"], 6),
+        (rows, S.GRID), (np.tile(np.arange(S.GRID), S.GRID), S.GRID))]
+    x = np.concatenate(parts, axis=1) * 3.0
+    return torch.from_numpy(np.pad(x, ((0, 0), (0, width - x.shape[1]))))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--types", default=",".join(S.QTYPES), help=f"comma-separated subset of {S.QTYPES}")
@@ -44,7 +68,16 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=300)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--background", type=float, default=1.0,
+                   help="share of background patches shown (all object patches always are)")
+    p.add_argument("--question-first", action="store_true",
+                   help="one turn per image, the question before the image tokens")
+    p.add_argument("--oracle-features", action="store_true",
+                   help="replace the tower's patch features by one-hot ground truth (colour, shape, size, "
+                        "part, row, column): measures the language model alone")
     args = p.parse_args(argv)
+    if args.question_first and args.background < 1:
+        p.error("--question-first shows all patches; leave --background at 1")
     types = args.types.split(",")
     if not set(types) <= set(S.QTYPES):
         p.error(f"--types must be a subset of {S.QTYPES}")
@@ -65,13 +98,19 @@ def main(argv=None) -> int:
     vocab = T.Vocab(tok)
 
     rng = np.random.default_rng([args.seed, 1])
-    objects, patches, images = [], [], []
+    objects, patches, images, oracle = [], [], [], []
     for i in range(args.scenes):  # training split, its own seed namespace
         scene = S.random_scene(S.scene_rng(99, i, "train"), n_objects=int(rng.integers(1, args.max_objects + 1)))
         objects.append(scene.objects)
         patches.append(T.object_patches(scene))
         images.append(scene.image)
-    feats = torch.cat([T.tower_features(llava.model.vision_tower, images[b : b + 64]) for b in range(0, len(images), 64)])
+        if args.oracle_features:
+            oracle.append(oracle_features(scene, cfg.vision_config.hidden_size))
+    if args.oracle_features:
+        feats = torch.stack(oracle).to(torch.bfloat16)
+    else:
+        feats = torch.cat([T.tower_features(llava.model.vision_tower, images[b : b + 64])
+                           for b in range(0, len(images), 64)])
 
     captured: list[torch.Tensor] = []
     if grounded:
@@ -88,12 +127,25 @@ def main(argv=None) -> int:
     step = 0
     while time.time() - t0 < args.seconds:
         idx = rng.choice(len(objects), args.batch, replace=False)
-        seqs = [T.build_sequence(vocab, T.make_turns(objects[j], patches[j], rng, args.turns, 0.0, types))
-                for j in idx]
+        turns = []
+        for n, j in enumerate(idx):
+            t = T.make_turns(objects[j], patches[j], rng, 1 if args.question_first else args.turns, 0.0, types)
+            while not t:  # the scene supports none of the types: another scene
+                j = idx[n] = rng.integers(len(objects))
+                t = T.make_turns(objects[j], patches[j], rng, 1 if args.question_first else args.turns, 0.0, types)
+            turns.append(t)
+        keep = T.patch_subset([patches[j] for j in idx], args.background, rng)
+        n_image = S.NUM_PATCHES if keep is None else keep.shape[1]
+        seqs = [question_first(vocab, t[0]) if args.question_first else T.build_sequence(vocab, t, n_image)
+                for t in turns]
         ids, labels, am = T.collate(seqs, tok.pad_token_id)
+        x, pos = feats[torch.from_numpy(idx)], None
+        if keep is not None:
+            x = torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1]))
+            pos = T.subset_positions(ids, keep, img_start)
         captured.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = T.lm_forward(llava, ids, am, feats[torch.from_numpy(idx)])
+            logits = T.lm_forward(llava, ids, am, x, pos)
         logits, labels = logits[:, :-1].float(), labels[:, 1:]
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
         if grounded:

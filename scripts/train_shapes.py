@@ -172,6 +172,40 @@ def stage1_batch(step: int, batch: int, seed: int, tok_clip):
     return pix, text, targets
 
 
+def dense_heads_loss(logits, targets, object_weight: float) -> torch.Tensor:
+    """Cross-entropy of every dense head over all patches, plus `object_weight` times the same
+    over object patches only for the object heads (objects cover ~3% of the patches, so without
+    it the background class dominates and shape is learnt slowly)."""
+    obj = targets["shape"].flatten() > 0
+    loss = torch.zeros(())
+    for k, lg in logits.items():
+        lg, t = lg.float().flatten(0, 1), targets[k].flatten()
+        loss = loss + F.cross_entropy(lg, t)
+        if object_weight and k in ("colour", "shape", "size", "part") and obj.any():
+            loss = loss + object_weight * F.cross_entropy(lg[obj], t[obj])
+    return loss
+
+
+@torch.no_grad()
+def patch_accuracy(clip, heads, n: int = 128) -> dict:
+    """Per-patch accuracy of the dense heads on object patches of held-out scenes."""
+    clip.eval()
+    hits = {k: [] for k in DenseHeads.SIZES}
+    for b in range(0, n, 32):
+        scenes = [S.random_scene(S.scene_rng(MONITOR_SEED, i, "eval")) for i in range(b, b + 32)]
+        out = clip.vision_model(pixel_values=pixels([s.image for s in scenes]), output_hidden_states=True)
+        logits = heads(out.hidden_states[-2][:, 1:])
+        for s, i in zip(scenes, range(len(scenes))):
+            t = s.patch_targets()
+            t["row"] = np.repeat(np.arange(S.GRID), S.GRID)
+            t["col"] = np.tile(np.arange(S.GRID), S.GRID)
+            obj = t["shape"] > 0
+            for k in hits:
+                hits[k].append((logits[k][i].argmax(-1).numpy() == t[k])[obj])
+    clip.train()
+    return {k: float(np.concatenate(v).mean()) for k, v in hits.items()}
+
+
 def train_stage1(args, tok_clip, fh):
     from transformers import CLIPModel
 
@@ -193,9 +227,7 @@ def train_stage1(args, tok_clip, fh):
                        pixel_values=pix, output_hidden_states=True, return_loss=True)
             dense = out.vision_model_output.hidden_states[-2][:, 1:]
             logits = heads(dense)
-        dense_loss = sum(
-            F.cross_entropy(logits[k].float().flatten(0, 1), targets[k].flatten()) for k in logits
-        )
+        dense_loss = dense_heads_loss(logits, targets, args.object_weight)
         loss = out.loss.float() + dense_loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -210,8 +242,11 @@ def train_stage1(args, tok_clip, fh):
                 + " ".join(f"{k} {v:.2f}" for k, v in acc.items()), fh)
         if args.save_every and step % args.save_every == args.save_every - 1:
             clip.save_pretrained(args.out / "clip")  # lets a slow run be cut short and resumed
+        if step % 250 == 249 or step == steps - 1:
+            held = patch_accuracy(clip, heads)
+            log("stage1 held-out object-patch acc " + " ".join(f"{k} {v:.3f}" for k, v in held.items()), fh)
     return clip, {"seconds": time.time() - t0, "steps": steps,
-                  "object_patch_accuracy_last_batch": acc}
+                  "object_patch_accuracy_last_batch": acc, "object_patch_accuracy_heldout": held}
 
 
 def clip_retrieval(clip, tok_clip, n: int = 256) -> float:
@@ -257,15 +292,16 @@ def attribute_targets(question: str, objects, patches) -> list[tuple[int, np.nda
     return out
 
 
-def build_sequence(vocab: Vocab, turns):
+def build_sequence(vocab: Vocab, turns, n_image: int = S.NUM_PATCHES):
     """Token ids, labels and grounding targets of one image with several turns.
 
     A turn is (question, answer, relevant patches or None, attribute targets or None). Equal to
     tokenizing the chat template's text (checked at start-up by `check_sequence`). Grounding
     targets are (kind, position, target): a bool patch mask for "attr"/"answer", a list of
-    token positions for "words".
+    token positions for "words". `n_image` < 256 leaves room for a subset of the patches only
+    (see `patch_subset`).
     """
-    ids = [vocab.tok.bos_token_id] + vocab.words("USER:") + [vocab.image] * S.NUM_PATCHES
+    ids = [vocab.tok.bos_token_id] + vocab.words("USER:") + [vocab.image] * n_image
     labels = [-100] * len(ids)
     grounding = []
     for t, (q, a, rel, attrs) in enumerate(turns):
@@ -360,15 +396,54 @@ def collate(seqs, pad_id: int):
     return ids, labels, am
 
 
-def lm_forward(llava, ids, am, feats, captured=None):
+def lm_forward(llava, ids, am, feats, position_ids=None):
     """LLaVA's forward from cached tower features (the stock path minus the frozen tower)."""
     inner = llava.model
     emb = inner.get_input_embeddings()(ids)
     img = inner.multi_modal_projector(feats.to(emb.dtype))
     mask = (ids == llava.config.image_token_index).unsqueeze(-1).expand_as(emb)
     emb = emb.masked_scatter(mask, img.to(emb.dtype))
-    out = inner.language_model(inputs_embeds=emb, attention_mask=am)
+    out = inner.language_model(inputs_embeds=emb, attention_mask=am, position_ids=position_ids)
     return llava.lm_head(out.last_hidden_state)
+
+
+def background_share(step: int, steps: int, start: float, until: float) -> float:
+    """Share of background patches the language model sees at this step: `start` at step 0,
+    rising linearly to all of them at `until` (a fraction of the run)."""
+    if until <= 0 or start >= 1:
+        return 1.0
+    return min(1.0, start + (1.0 - start) * step / (until * steps))
+
+
+def patch_subset(patches_of: list[list[np.ndarray]], share: float, rng: np.random.Generator):
+    """Distractor curriculum: per image, every object patch plus a random `share` of the
+    background patches, the same count for every image of the batch (padded with more
+    background), in ascending order. Returns int64 [B, K] patch indices, or None for all 256.
+
+    The image tokens keep their original positions (see `subset_positions`), so the model never
+    sees a compacted ("pruned-looking") sequence; the last part of training shows all patches.
+    """
+    if share >= 1.0:
+        return None
+    objs = [np.flatnonzero(np.any(p, axis=0)) if p else np.zeros(0, np.int64) for p in patches_of]
+    k = max(max(len(o) for o in objs) + 1, int(round(share * S.NUM_PATCHES)))
+    k = min(k, S.NUM_PATCHES)
+    rows = []
+    for o in objs:
+        bg = np.setdiff1d(np.arange(S.NUM_PATCHES), o)
+        rows.append(np.sort(np.concatenate([o, rng.choice(bg, k - len(o), replace=False)])))
+    return torch.from_numpy(np.stack(rows))
+
+
+def subset_positions(ids: torch.Tensor, keep: torch.Tensor, img_start: int) -> torch.Tensor:
+    """position_ids of sequences built with K = keep.shape[1] image tokens, equal to those of the
+    full 256-token sequence for every token present."""
+    B, L = ids.shape
+    k = keep.shape[1]
+    pos = torch.arange(L).repeat(B, 1)
+    pos[:, img_start : img_start + k] = img_start + keep
+    pos[:, img_start + k :] += S.NUM_PATCHES - k
+    return pos
 
 
 def grounding_loss(captured, seqs, img_start: int, mass_on_answer: bool = False):
@@ -477,15 +552,24 @@ def train_stage2(args, clip, tok, processor, fh):
         max_obj = 3 if frac < args.curriculum[0] else 6 if frac < args.curriculum[1] else S.MAX_OBJECTS
         candidates = np.flatnonzero(pool.n_objects <= max_obj)
         idx = rng.choice(candidates, size=args.batch2, replace=False)
+        share = background_share(step, steps, *args.background)
+        keep = patch_subset([pool.patches[i] for i in idx], share, rng)
+        n_image = S.NUM_PATCHES if keep is None else keep.shape[1]
         # caption turns are long: give them to whole batches, so other batches stay short
         caption_p = float(rng.random() < args.caption_p)
         seqs = [build_sequence(vocab, make_turns(pool.objects[i], pool.patches[i], rng,
-                                                 int(rng.integers(args.turns[0], args.turns[1] + 1)), caption_p))
+                                                 int(rng.integers(args.turns[0], args.turns[1] + 1)), caption_p),
+                               n_image)
                 for i in idx]
         ids, labels, am = collate(seqs, tok.pad_token_id)
+        feats = pool.features[torch.from_numpy(idx)]
+        pos = None
+        if keep is not None:
+            feats = torch.gather(feats, 1, keep[..., None].expand(-1, -1, feats.shape[-1]))
+            pos = subset_positions(ids, keep, img_start)
         captured.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            logits = lm_forward(llava, ids, am, pool.features[torch.from_numpy(idx)])
+            logits = lm_forward(llava, ids, am, feats, pos)
         lm_loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten())
         g_loss, g_parts = grounding_loss(captured, seqs, img_start) if grounded else (torch.zeros(()), {})
         loss = lm_loss + args.grounding_weight * g_loss
@@ -505,7 +589,8 @@ def train_stage2(args, clip, tok, processor, fh):
             log(f"stage2 step {step}/{steps} {elapsed:.0f}s loss {lm_loss.item():.3f} grounding "
                 f"{g_loss.item():.3f} (" + " ".join(f"{k} {v:.2f}" for k, v in g_parts.items()) + f") held-out acc {acc['overall']:.3f} ("
                 + " ".join(f"{q} {acc[q]:.2f}" for q in S.QTYPES)
-                + f"; <=3 objects {acc['few_objects']:.2f}) max objects {max_obj} lr {sched.get_last_lr()[0]:.2e}", fh)
+                + f"; <=3 objects {acc['few_objects']:.2f}) max objects {max_obj} background {share:.2f} "
+                f"lr {sched.get_last_lr()[0]:.2e}", fh)
         if args.save_every2 and step % args.save_every2 == args.save_every2 - 1:
             llava.save_pretrained(args.out)  # a snapshot, so a long run can be cut short
             processor.save_pretrained(args.out)
@@ -557,6 +642,8 @@ def main(argv=None):
     p.add_argument("--stage1-steps", type=int, default=450)
     p.add_argument("--stage1-lr", type=float, default=1e-3)
     p.add_argument("--batch1", type=int, default=32)
+    p.add_argument("--object-weight", type=float, default=1.0,
+                   help="stage 1: extra weight of the dense heads' loss on object patches")
     p.add_argument("--stage2-steps", type=int, default=5000)
     p.add_argument("--stage2-lr", type=float, default=3e-3)
     p.add_argument("--batch2", type=int, default=16)
@@ -570,6 +657,9 @@ def main(argv=None):
     p.add_argument("--turns", type=int, nargs=2, default=(8, 12),
                    help="question/answer turns per image, drawn in [min, max]: the 256 image tokens "
                         "dominate the cost, so more turns give more answers per second")
+    p.add_argument("--background", type=float, nargs=2, default=(1.0, 0.0), metavar=("START", "UNTIL"),
+                   help="distractor curriculum: share of background patches shown at the start, "
+                        "rising to all at this fraction of the run (default: all patches throughout)")
     p.add_argument("--caption-p", type=float, default=0.25)
     p.add_argument("--grounding-weight", type=float, default=0.0,
                    help="weight of the auxiliary grounding loss (off by default: measured not to help)")
@@ -583,6 +673,8 @@ def main(argv=None):
     p.add_argument("--stage1-only", action="store_true")
     p.add_argument("--save-every", type=int, default=100, help="stage-1 snapshots to OUT/clip")
     args = p.parse_args(argv)
+    if args.grounding_weight > 0 and args.background[0] < 1:
+        p.error("--grounding-weight needs all patches in place; leave --background at its default")
 
     torch.set_num_threads(args.threads)
     random.seed(args.seed)

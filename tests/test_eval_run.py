@@ -126,6 +126,16 @@ def test_cli_eval_and_sweep(shapes_like, tmp_path, capsys):
     summary = json.loads((tmp_path / "e" / "summary.json").read_text())
     assert [r["method"] for r in summary["methods"]] == ["none", "e-adaprune:energy=0.9"]
     assert "| e-adaprune:energy=0.9 | 2 |" in capsys.readouterr().out
+    rc = main(["eval", "--model", shapes_like, "--task", "shapes-vqa", "--n", "2", "--method", "random:k=8",
+               "--timing", "0", "--no-flops", "--quiet", "--out", str(tmp_path / "nf")])
+    assert rc == 0  # no FLOPs counted: the columns stay empty, everything else is there
+    summary = json.loads((tmp_path / "nf" / "summary.json").read_text())
+    assert all(r["flops_per_sample"] is None and r["flops_ratio"] is None and r["n"] == 2 for r in summary["methods"])
+    assert json.loads((tmp_path / "nf" / "run.json").read_text())["flops"] is False
+    capsys.readouterr()
+    rc = main(["eval", "--model", shapes_like, "--task", "shapes-vqa", "--n", "2", "--method", "random:k=8",
+               "--timing", "0", "--quiet", "--out", str(tmp_path / "nf")])
+    assert rc == 2 and "other settings (flops)" in capsys.readouterr().err  # counted and uncounted never mix
     rc = main(["sweep", "--model", shapes_like, "--task", "shapes-vqa", "--n", "2", "--methods", "atp,e-adaprune",
                "--keeps", "0.5,0.25", "--energies", "0.9", "--timing", "0", "--quiet", "--out", str(tmp_path / "s")])
     assert rc == 0

@@ -46,3 +46,63 @@ def test_probe_reports_an_escape_step_or_none(tmp_path):
     out = _run(["scripts/probe_shapes_lm.py", "--types", "colour", "--max-objects", "1", "--scenes", "32",
                 "--seconds", "2", "--batch", "4"], tmp_path)
     assert "train answer accuracy" in out and "escape step:" in out
+
+
+def _train_shapes():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import train_shapes
+    finally:
+        sys.path.pop(0)
+    return train_shapes
+
+
+def test_patch_subset_keeps_every_object_patch_and_the_full_sequence_positions():
+    import numpy as np
+    import torch
+
+    from visprune.shapes import model as M
+    from visprune.shapes import scenes as S
+
+    T = _train_shapes()
+    vocab = T.Vocab(M.build_tokenizer())
+    rng = np.random.default_rng(0)
+    scenes = [S.random_scene(S.scene_rng(3, i, "train")) for i in range(4)]
+    patches = [T.object_patches(s) for s in scenes]
+    keep = T.patch_subset(patches, 0.1, rng)
+    assert keep.shape[0] == 4 and keep.shape[1] >= round(0.1 * S.NUM_PATCHES)
+    for row, p in zip(keep.numpy(), patches):
+        assert np.all(np.diff(row) > 0)  # ascending, no repeats
+        assert set(np.flatnonzero(np.any(p, axis=0))) <= set(row)  # every object patch is there
+    assert T.patch_subset(patches, 1.0, rng) is None
+
+    turns = [("what colour is the circle ?", "red", None, None)]
+    full, _, _ = T.build_sequence(vocab, turns)
+    part, _, _ = T.build_sequence(vocab, turns, n_image=keep.shape[1])
+    ids = torch.tensor([part] * 4)
+    pos = T.subset_positions(ids, keep, img_start=1 + len(vocab.words("USER:")))
+    img = np.flatnonzero(np.asarray(full) == vocab.image)
+    for b in range(4):
+        # image tokens sit where their patch sits in the full sequence; the text after is unmoved
+        np.testing.assert_array_equal(pos[b, img[0] : img[0] + keep.shape[1]].numpy(), img[keep[b].numpy()])
+        np.testing.assert_array_equal(pos[b, img[0] + keep.shape[1] :].numpy(), np.arange(img[-1] + 1, len(full)))
+        assert [part[i] for i in range(len(part)) if part[i] != vocab.image] == [t for t in full if t != vocab.image]
+    assert T.background_share(0, 100, 0.05, 0.5) == 0.05
+    assert T.background_share(50, 100, 0.05, 0.5) == 1.0 and T.background_share(99, 100, 1.0, 0.0) == 1.0
+
+
+@needs_clip
+def test_stage2_with_the_background_curriculum_and_stage1_with_object_weight(tmp_path):
+    shutil.copytree(shapes.clip_path(), tmp_path / "clip")
+    _run(["scripts/train_shapes.py", "--skip-stage1", "--out", str(tmp_path), "--stage2-steps", "4",
+          "--pool", "64", "--batch2", "4", "--monitor-n", "8", "--final-n", "3", "--eval-every", "3",
+          "--background", "0.1", "0.5"], tmp_path)
+    log = (tmp_path / "train_log.txt").read_text()
+    assert "background 0.10" in log and "background 1.00" in log  # the share rose to all patches
+    _run(["scripts/train_shapes.py", "--stage1-only", "--out", str(tmp_path / "s1"), "--stage1-steps", "2",
+          "--batch1", "4", "--save-every", "0"], tmp_path)
+    s1 = json.loads((tmp_path / "s1" / "stage1.json").read_text())
+    assert set(s1["object_patch_accuracy_heldout"]) == {"colour", "shape", "size", "part", "row", "col"}
+    out = subprocess.run([sys.executable, "scripts/train_shapes.py", "--grounding-weight", "1", "--background",
+                          "0.1", "0.5", "--out", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2 and "--background" in out.stderr

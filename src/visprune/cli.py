@@ -39,7 +39,7 @@ def _build_settings(args: argparse.Namespace, specs: list[str]):
         model=args.model, task=task, methods=methods, out=args.out, corruptions=corruptions,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, timing=args.timing, repeats=args.repeats,
         max_new_tokens=args.max_new_tokens, stop_after=args.stop_after, caption_tokenizer=args.caption_tokenizer,
-        progress=not args.quiet,
+        progress=not args.quiet, flops=args.flops,
     )
     from .evaluation.runner import check
 
@@ -88,6 +88,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing", type=int, default=10, help="samples timed per method (default 10, 0: none)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per sample after a warm-up (default 3)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation length (default: per task)")
+    p.add_argument("--no-flops", dest="flops", action="store_false",
+                   help="do not count FLOPs (saves one prefill per sample; FLOPs columns stay empty)")
     p.add_argument("--stop-after", type=int, default=None, help="evaluate at most K new samples per method, then stop")
     p.add_argument("--caption-tokenizer", default="auto", choices=["auto", "ptb", "simple", "none"],
                    help="caption tokenisation for CIDEr / BLEU (default auto: PTB when java is there)")

@@ -61,6 +61,7 @@ class EvalSettings:
     stop_after: int | None = None  # at most this many new samples per method and condition
     caption_tokenizer: str = "auto"
     progress: bool = True
+    flops: bool = True  # count each sample's prefill FLOPs (one extra prefill per sample)
 
 
 def parse_methods(specs: list[str]) -> list[Method]:
@@ -117,7 +118,8 @@ MANIFEST = "run.json"
 def manifest(s: EvalSettings) -> dict[str, Any]:
     """What the per-sample records depend on besides the method: a resumed run must match it."""
     return {"model": s.model, "task": s.task.name, "dtype": s.dtype,
-            "max_new_tokens": s.max_new_tokens or s.task.max_new_tokens, **s.task.meta}
+            "max_new_tokens": s.max_new_tokens or s.task.max_new_tokens, **s.task.meta,
+            **({} if s.flops else {"flops": False})}
 
 
 def _read_manifest(out: Path) -> dict | None:
@@ -178,7 +180,9 @@ def evaluate_shard(model, processor, task: Task, method: Method, examples: list[
                 total = [int((row == image_token).sum()) for row in inputs["input_ids"].cpu()]
                 kept = last_kept(model) if method.config is not None else [torch.arange(t) for t in total]
                 for i, e in enumerate(batch):
-                    flops, _ = count_flops(model, **model_inputs(model, processor, task, [e], [images[i]]))
+                    flops = None  # --no-flops: no extra prefill per sample
+                    if s.flops:
+                        flops, _ = count_flops(model, **model_inputs(model, processor, task, [e], [images[i]]))
                     pred = preds[i].strip()
                     rec = {"id": e.id, "prediction": pred, "references": e.references,
                            "score": task.score(pred, e.references), "kept_tokens": len(kept[i]),

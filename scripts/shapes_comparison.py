@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calib-seed", type=int, default=777)
     ap.add_argument("--calib-n", type=int, default=100)
     ap.add_argument("--budgets", default="64,32,16")
-    ap.add_argument("--runs", default="runs/comparison")
+    ap.add_argument("--runs", default=None, help="per-sample records (default runs/comparison-MODEL)")
     ap.add_argument("--docs", default="docs")
     args = ap.parse_args(argv)
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     group["cls:budget=iqr"] = ("cls+iqr (PruMerge rule)", None)
 
     task = build_task("shapes-vqa", n=args.n, seed=args.seed)
-    settings = EvalSettings(model=args.model, task=task, methods=parse_methods(["none", *specs]), out=Path(args.runs),
+    settings = EvalSettings(model=args.model, task=task, methods=parse_methods(["none", *specs]), out=Path(args.runs or f"runs/comparison-{args.model}"),
                             timing=3, repeats=3)
     summary = run(settings, loaded=(model, processor, text_encoder))
     rows = {r["method"]: r for r in summary["methods"]}

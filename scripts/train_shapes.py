@@ -17,7 +17,8 @@ without it) and the distractor curriculum (--background). scripts/probe_shapes_l
 recipes in minutes; with --oracle-features (perfect one-hot patch features) it showed the
 language model itself as the bottleneck: 0.44 on <=3-object scenes after 580 steps with all 256
 tokens, 0.56 with 5% of the background; colour questions alone on such scenes reached only ~0.7
-after 300-700 steps (init 0.15; 0.80 with init 0.02 and lr 1e-3). The grounding loss (heads taught where to look) did not help and is off by default.
+after 300-700 steps (init 0.15; 0.80 with init 0.02 and lr 1e-3). The grounding loss (heads
+taught where to look) did not help and is off by default.
 
 Stage 1: a small `CLIPModel` on scene/caption pairs: the contrastive loss, plus dense per-patch
 heads on the penultimate vision layer (the layer LLaVA reads) that predict colour, shape, size,
@@ -198,7 +199,7 @@ def patch_accuracy(clip, heads, n: int = 128) -> dict:
         scenes = [S.random_scene(S.scene_rng(MONITOR_SEED, i, "eval")) for i in range(b, b + 32)]
         out = clip.vision_model(pixel_values=pixels([s.image for s in scenes]), output_hidden_states=True)
         logits = heads(out.hidden_states[-2][:, 1:])
-        for s, i in zip(scenes, range(len(scenes))):
+        for i, s in enumerate(scenes):
             t = s.patch_targets()
             t["row"] = np.repeat(np.arange(S.GRID), S.GRID)
             t["col"] = np.tile(np.arange(S.GRID), S.GRID)

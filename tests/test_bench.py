@@ -9,7 +9,7 @@ from visprune.memory import LiveBytes
 from visprune.bench import bench, build_geometry, bench_meta, markdown, write_json, write_markdown_section
 
 FIELDS = {"method", "flops_ratio", "prefill_latency_ratio", "generate_latency_ratio", "overhead_fraction",
-          "peak_memory_ratio", "kv_cache_ratio", "efficiency", "kept_tokens", "config"}
+          "peak_memory_ratio", "kv_cache_ratio", "efficiency", "kept_tokens", "config", "host_reads_prefill"}
 
 
 def test_bench_tiny_writes_all_fields(tmp_path):
@@ -29,6 +29,8 @@ def test_bench_tiny_writes_all_fields(tmp_path):
     prompt_len = build_geometry("tiny").inputs["input_ids"].shape[1]  # 16 image placeholders + text
     assert abs(atp["kv_cache_ratio"] - (prompt_len - 8) / prompt_len) < 1e-9
     assert 0 < atp["peak_memory_ratio"] < 1
+    # pruning adds a few host reads per call (tests/test_host_reads.py bounds them)
+    assert 0 < atp["host_reads_prefill"] - none["host_reads_prefill"] <= 6
     table = markdown(data, "visprune bench --geometry tiny")
     assert "| atp:keep=0.5 | 8 |" in table
 

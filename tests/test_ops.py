@@ -80,6 +80,41 @@ def test_keep_indices_edge_cases():
         ops.keep_indices(torch.zeros(3), 1)
 
 
+def test_topk_mask_and_mask_indices_equal_keep_indices():
+    g = torch.Generator().manual_seed(6)
+    scores = torch.randint(0, 6, (6, 30), generator=g).float()  # many ties
+    scores[0, 3], scores[1, :4] = float("nan"), -math.inf
+    k = torch.randint(0, 34, (6,), generator=g)  # 0 and k > N included
+    mask = ops.topk_mask(scores, k)
+    got = ops.mask_indices(mask, mask.sum(-1).tolist())
+    for a, b in zip(got, ops.keep_indices(scores, k)):
+        assert torch.equal(a, b)
+    assert [len(a) for a in ops.mask_indices(mask)] == k.clamp(max=30).tolist()  # sizes read when not given
+    assert ops.topk_mask(scores, 2).sum(-1).tolist() == [2] * 6
+    with pytest.raises(ValueError, match="entries for 6 rows"):
+        ops.topk_mask(scores, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="sizes has 1 entries"):
+        ops.mask_indices(mask, [3])
+
+
+@pytest.mark.parametrize(
+    "name, fn, args",
+    [
+        ("topk_mask", ops.topk_mask, (torch.randn(2, 50), torch.tensor([5, 20]))),
+        ("normalize", ops.normalize, (torch.randn(2, 50), "minmax", torch.rand(2, 50) > 0.2)),
+        ("cls_attention", ops.cls_attention, (torch.randn(2, 51, 32), torch.randn(2, 51, 32), 4)),
+        ("energy_budget", ops.energy_budget, (torch.randn(2, 50, 16), 0.9, torch.rand(2, 50) > 0.2)),
+        ("ratio_budget", ops.ratio_budget, (torch.tensor([50, 7]), 0.25)),
+    ],
+)
+def test_hot_path_ops_compile_without_graph_breaks(name, fn, args):
+    """torch.compile traces each scoring / budget / selection op as one graph (fullgraph=True
+    fails on any graph break); the eager backend keeps this test free of code generation."""
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, fullgraph=True, backend="eager", dynamic=True)
+    assert torch.equal(compiled(*args), fn(*args))
+
+
 def test_ratio_budget_rounds_and_clamps():
     counts = torch.tensor([576, 16, 1, 10])
     assert ops.ratio_budget(counts, 0.25).tolist() == [144, 4, 1, 3]  # 2.5 rounds half up

@@ -1,4 +1,8 @@
-"""Ragged per-sample budgets to a padded batch: rebuild token rows after image tokens are dropped."""
+"""Ragged per-sample budgets to a padded batch: rebuild token rows after image tokens are dropped.
+
+Everything here stays on the tokens' device; the only values read back to the host are the
+placeholder total (a consistency check) and the new row width, one small read each.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,8 @@ def padding_side(attention_mask: torch.Tensor) -> str:
     """``"right"`` if some row ends in padding and none starts with it, else ``"left"``."""
     if attention_mask.shape[1] == 0:
         return "left"
-    starts = (attention_mask[:, 0] == 0).any()
-    ends = (attention_mask[:, -1] == 0).any()
-    return "right" if bool(ends) and not bool(starts) else "left"
+    starts, ends = torch.stack([(attention_mask[:, 0] == 0).any(), (attention_mask[:, -1] == 0).any()]).tolist()
+    return "right" if ends and not starts else "left"
 
 
 def keep_positions(
@@ -24,25 +27,44 @@ def keep_positions(
     row-major order in which the model scatters image features into the sequence.
     """
     is_image = input_ids == image_token_id
-    keep = attention_mask.bool() & ~is_image
-    rows, cols = is_image.nonzero(as_tuple=True)
-    if rows.numel() != image_token_keep.numel():
+    n = int(is_image.sum())
+    if n != image_token_keep.numel():
         raise ValueError(
-            f"the prompt has {rows.numel()} image placeholder tokens but the images give "
+            f"the prompt has {n} image placeholder tokens but the images give "
             f"{image_token_keep.numel()} features; build inputs with the model's processor"
         )
-    keep[rows[image_token_keep], cols[image_token_keep]] = True
+    keep = attention_mask.bool() & ~is_image
+    if n:
+        order = (is_image.flatten().long().cumsum(0) - 1).clamp_min(0).view_as(is_image)  # placeholder number
+        keep = keep | (is_image & image_token_keep.to(is_image.device)[order])
     return keep
+
+
+class RowPlan:
+    """Where each kept entry of a ``[B, L]`` row goes in the shortened, re-padded rows.
+
+    Made once per call and shared by every per-token tensor (ids, mask, labels, positions).
+    """
+
+    def __init__(self, keep: torch.Tensor, side: str = "left"):
+        if side not in ("left", "right"):
+            raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+        lengths = keep.sum(1)
+        self.width = int(lengths.max()) if lengths.numel() else 0
+        rank = keep.long().cumsum(1) - 1
+        if side == "left":
+            rank = rank + (self.width - lengths).unsqueeze(1)
+        self.dest = torch.where(keep, rank, self.width)  # dropped entries go to a spare column
+
+    def gather(self, values: torch.Tensor, pad_value) -> torch.Tensor:
+        """The kept entries of each row of ``values`` (``[B, L, ...]``); ``pad_value`` may be a
+        number or a 0-dim tensor (then nothing is read back)."""
+        out = values.new_empty((values.shape[0], self.width + 1, *values.shape[2:]))
+        out.fill_(pad_value)
+        index = self.dest.view(*self.dest.shape, *([1] * (values.dim() - 2))).expand_as(values)
+        return out.scatter_(1, index, values)[:, : self.width]
 
 
 def gather_rows(values: torch.Tensor, keep: torch.Tensor, pad_value, side: str = "left") -> torch.Tensor:
     """The kept entries of each row of ``values`` (``[B, L, ...]``), re-padded on ``side``."""
-    lengths = keep.sum(1)
-    width = int(lengths.max()) if lengths.numel() else 0
-    out = values.new_full((values.shape[0], width, *values.shape[2:]), pad_value)
-    rank = keep.long().cumsum(1) - 1
-    if side == "left":
-        rank = rank + (width - lengths).unsqueeze(1)
-    rows, cols = keep.nonzero(as_tuple=True)
-    out[rows, rank[rows, cols]] = values[rows, cols]
-    return out
+    return RowPlan(keep, side).gather(values, pad_value)

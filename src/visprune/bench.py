@@ -10,8 +10,10 @@ forced new tokens), ``overhead_fraction`` (visprune's own time: signal capture a
 scoring, budget, selection, input rebuild; over the unpruned end-to-end ``generate`` latency; also
 ``overhead_fraction_prefill`` over the unpruned prefill), ``peak_memory_ratio`` (peak bytes of
 tensors created during the prefill, weights excluded: activations and KV cache; CUDA: peak
-allocated above the weights), ``kv_cache_ratio`` (bytes of the KV cache after prefill) and
-``efficiency = flops_ratio / prefill_latency_ratio``.
+allocated above the weights), ``kv_cache_ratio`` (bytes of the KV cache after prefill),
+``efficiency = flops_ratio / prefill_latency_ratio`` and ``host_reads_prefill`` (reads of tensor
+data back into Python during one prefill, the model's own included: each is a host-device sync
+on a GPU; see :mod:`visprune.hostreads`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 
 from . import last_selection, prune_, unprune_
 from .flops import count_flops
+from .hostreads import count_host_reads
 from .memory import prefill_memory
 from .methods import Method, parse_method
 
@@ -161,12 +164,14 @@ def bench(
         try:
             flops, _ = count_flops(model, **inputs)
             peak, kv = prefill_memory(model, inputs, dev)
+            with torch.no_grad(), count_host_reads() as reads:
+                model(**inputs)
             kept = [len(k) for k in last_selection(model).kept] if m.config is not None else None
         finally:
             if m.config is not None:
                 unprune_(model)
         rows[m.label] = {"method": m.label, "config": m.to_dict()["config"], "flops": flops, "peak_bytes": peak,
-                         "kv_cache_bytes": kv, "kept_tokens": kept, "prefill_s": [], "generate_s": [], "overhead_s": []}
+                         "kv_cache_bytes": kv, "kept_tokens": kept, "host_reads": len(reads), "prefill_s": [], "generate_s": [], "overhead_s": []}
     for what in ("prefill", "generate"):
         for i in range(warmup + repeats):
             for m in all_methods:
@@ -203,6 +208,7 @@ def bench(
             "efficiency": flops_ratio / prefill_ratio,
             "peak_memory_ratio": r["peak_bytes"] / ref["peak_bytes"] if ref["peak_bytes"] else None,
             "kv_cache_ratio": r["kv_cache_bytes"] / ref["kv_cache_bytes"] if ref["kv_cache_bytes"] else None,
+            "host_reads_prefill": r["host_reads"],
         })
     return {"geometry": geo.name, "description": geo.description, "setup": _setup(dev, dtype, repeats, warmup, new_tokens),
             "results": results}
@@ -246,8 +252,8 @@ def markdown(report: dict, command: str) -> str:
         f"Command: `{command}`",
         "",
         "| method | kept tokens | FLOPs ratio | prefill latency ratio | efficiency | generate latency ratio "
-        "| overhead (of e2e / of prefill) | peak memory ratio | KV-cache ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| overhead (of e2e / of prefill) | peak memory ratio | KV-cache ratio | host reads per prefill |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         kept = "all" if r["kept_tokens"] is None else ", ".join(map(str, r["kept_tokens"]))
@@ -256,7 +262,8 @@ def markdown(report: dict, command: str) -> str:
         lines.append(
             f"| {r['method']} | {kept} | {r['flops_ratio']:.3f} | {r['prefill_latency_ratio']:.3f} | "
             f"{r['efficiency']:.2f} | {r['generate_latency_ratio']:.3f} | "
-            f"{100 * r['overhead_fraction']:.2f}% / {100 * r['overhead_fraction_prefill']:.2f}% | {mem} | {kv} |"
+            f"{100 * r['overhead_fraction']:.2f}% / {100 * r['overhead_fraction_prefill']:.2f}% | {mem} | {kv} | "
+            f"{r.get('host_reads_prefill', 'n/a')} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -82,12 +83,9 @@ class IqrBudget(Budget):
     """
 
     def __call__(self, ctx: ScoreContext, scores: torch.Tensor) -> torch.Tensor:
-        out = []
-        for row, cand in zip(scores.float(), ctx.candidates):
-            s = row[cand]
-            q1, q3 = torch.quantile(s, torch.tensor([0.25, 0.75], device=s.device, dtype=s.dtype))
-            out.append(int((s > q3 + 1.5 * (q3 - q1)).sum()))
-        k = torch.tensor(out, dtype=torch.int64).clamp(min=int(ctx.config.min_keep))
+        s = torch.where(ctx.candidates, scores.float(), torch.full_like(scores, math.nan, dtype=torch.float))
+        q1, q3 = torch.nanquantile(s, torch.tensor([0.25, 0.75], device=s.device), dim=-1)  # all images at once
+        k = (s > (q3 + 1.5 * (q3 - q1)).unsqueeze(-1)).sum(-1).clamp(min=int(ctx.config.min_keep))  # NaN > x is False
         if ctx.config.max_keep is not None:
             k = k.clamp(max=int(ctx.config.max_keep))
-        return torch.minimum(k, ctx.counts.cpu().to(torch.int64))
+        return torch.minimum(k, ctx.counts.to(torch.int64))

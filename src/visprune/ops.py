@@ -13,6 +13,8 @@ import torch
 __all__ = [
     "energy_budget",
     "keep_indices",
+    "topk_mask",
+    "mask_indices",
     "normalize",
     "cls_attention",
     "received_attention",
@@ -95,6 +97,42 @@ def keep_indices(scores: torch.Tensor, k: torch.Tensor | int | list[int]) -> lis
     order = torch.sort(s, dim=-1, descending=True, stable=True).indices
     kk = k.clamp(0, n).tolist()
     return [torch.sort(order[i, : kk[i]]).values for i in range(b)]
+
+
+def topk_mask(scores: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
+    """``[B, N]`` bool: the top-``k[b]`` entries of each row, with :func:`keep_indices`' rules
+    (ties to the lower index, NaN last, ``-inf`` only when ``k`` exceeds the finite scores).
+
+    ``k`` may stay on the scores' device: nothing is read back to the host, so a GPU never waits.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [B, N], got shape {tuple(scores.shape)}")
+    b, n = scores.shape
+    k = torch.as_tensor(k, dtype=torch.int64, device=scores.device).reshape(-1)
+    if k.numel() == 1 and b != 1:
+        k = k.expand(b)
+    if k.numel() != b:
+        raise ValueError(f"k has {k.numel()} entries for {b} rows of scores")
+    s = torch.nan_to_num(scores.detach().float(), nan=-math.inf)
+    order = torch.sort(s, dim=-1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n, device=scores.device).expand(b, n))
+    return rank < k.unsqueeze(-1)
+
+
+def mask_indices(mask: torch.Tensor, sizes: list[int] | None = None) -> list[torch.Tensor]:
+    """The ``True`` positions of each row of a ``[B, N]`` mask, ascending, one tensor per row.
+
+    ``sizes`` (the row sums, known on the host) makes this free of host-device synchronisation:
+    one stable sort, then views. Without it the row sums are read back once.
+    """
+    if mask.dim() != 2:
+        raise ValueError(f"mask must be [B, N], got shape {tuple(mask.shape)}")
+    if sizes is None:
+        sizes = mask.sum(-1).tolist()
+    if len(sizes) != mask.shape[0]:
+        raise ValueError(f"sizes has {len(sizes)} entries for {mask.shape[0]} rows")
+    order = torch.argsort((~mask).to(torch.uint8), dim=-1, stable=True)  # kept first, in index order
+    return [order[i, : int(sizes[i])] for i in range(mask.shape[0])]
 
 
 def normalize(scores: torch.Tensor, method: str = "minmax", valid: torch.Tensor | None = None) -> torch.Tensor:

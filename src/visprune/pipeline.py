@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 from . import ops
 from .adapters import Adapter, Encoded
 from .context import QUESTION_EMBEDS, QUESTION_TEXT, ScoreContext
+from .scorers import Scorer
 from .text import extract_question
 
 
@@ -51,16 +53,24 @@ class Selection:
 
 
 def image_rows(input_ids: torch.Tensor, image_token_id: int, lengths: list[int]) -> list[int]:
-    """The batch row of each image: features fill placeholders in row-major order."""
-    rows = (input_ids == image_token_id).nonzero(as_tuple=True)[0]
+    """The batch row of each image: features fill placeholders in row-major order.
+
+    Reads the placeholder count of each row back to the host once (one small tensor)."""
+    per_row = (input_ids == image_token_id).sum(1).tolist()
     total = sum(lengths)
-    if rows.numel() != total:
+    if sum(per_row) != total:
         raise ValueError(
-            f"the prompt has {rows.numel()} image placeholder tokens but the images give {total} features; "
+            f"the prompt has {sum(per_row)} image placeholder tokens but the images give {total} features; "
             "build inputs with the model's processor (one placeholder run per image)"
         )
-    starts = torch.tensor([0] + lengths[:-1]).cumsum(0).tolist()
-    return [int(rows[s]) for s in starts]
+    rows, row, filled = [], 0, 0
+    for n in lengths:  # the image starting at placeholder number `filled` sits in the row holding it
+        while filled >= per_row[row]:
+            filled -= per_row[row]
+            row += 1
+        rows.append(row)
+        filled += n
+    return rows
 
 
 def questions_for(
@@ -81,8 +91,8 @@ def questions_for(
         )
     image_id = adapter.image_token_id(model)
     out = []
-    for row, mask in zip(input_ids, attention_mask):
-        ids = row[(row != image_id) & mask.bool()].tolist()
+    for row, mask in zip(input_ids.tolist(), attention_mask.tolist()):  # one read each, not one per row
+        ids = [t for t, m in zip(row, mask) if m and t != image_id]
         text = tok.decode(ids, skip_special_tokens=True)
         out.append(extract_question(text, adapter.user_markers, adapter.assistant_markers))
     return out
@@ -141,15 +151,26 @@ def build_context(
 
 
 def decide(scorer: Any, budget: Any, ctx: ScoreContext, scores: torch.Tensor) -> tuple[list[torch.Tensor], Any]:
-    """Budget, selection and merging for given scores: (kept indices per image, merged features or None)."""
+    """Budget, selection and merging for given scores: (kept indices per image, merged features or None).
+
+    For scorers that keep the top-``k`` of their scores (the default :meth:`Scorer.select`) the
+    whole decision stays on the device and reads one small tensor back to the host, the kept
+    count of each image, however many images the call has. Scorers with their own selection
+    (DivPrune, pooling, VisionZip) get ``k`` on the host.
+    """
     if scores.shape != ctx.valid.shape:
         raise RuntimeError(f"scorer returned shape {tuple(scores.shape)}, expected {tuple(ctx.valid.shape)}")
-    k = torch.minimum(budget(ctx, scores).to(torch.int64).cpu(), ctx.counts.cpu())
-    top = scorer.select(ctx, scores, k)
-    kept = []
-    for i, idx in enumerate(top):
-        always = ctx.protected[i].nonzero(as_tuple=True)[0]
-        kept.append(torch.sort(torch.cat([idx.to(always.device), always])).values)
+    counts = ctx.counts
+    k = torch.minimum(budget(ctx, scores).to(counts.device, torch.int64), counts.to(torch.int64))
+    if type(scorer).select is Scorer.select:
+        masked = torch.where(ctx.candidates, scores.float(), torch.full_like(scores, -math.inf, dtype=torch.float))
+        keep = ops.topk_mask(masked, k)
+    else:
+        keep = torch.zeros_like(ctx.valid)
+        for i, idx in enumerate(scorer.select(ctx, scores, k.cpu())):
+            keep[i, idx.to(keep.device)] = True
+    keep = keep | ctx.protected
+    kept = ops.mask_indices(keep, keep.sum(-1).tolist())  # the one read-back
     return kept, scorer.merge(ctx, kept)
 
 

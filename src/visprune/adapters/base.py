@@ -13,7 +13,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .. import ops
-from ..batching import gather_rows, keep_positions, padding_side
+from ..batching import RowPlan, keep_positions, padding_side
 from ..context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
 from ..text import ASSISTANT_MARKERS, USER_MARKERS
 
@@ -102,15 +102,15 @@ class Adapter:
         image_id = self.image_token_id(model)
         keep = keep_positions(input_ids, attention_mask, image_id, sel.image_token_keep())
         side = side or padding_side(attention_mask)
-        pad_id = _pad_id(model, input_ids, attention_mask)
-        new_mask = gather_rows(attention_mask, keep, 0, side)
+        plan = RowPlan(keep, side)
+        new_mask = plan.gather(attention_mask, 0)
         extra = self.extra_inputs(model, image_inputs, kwargs, input_ids, attention_mask, keep, new_mask, side)
-        kwargs["input_ids"] = gather_rows(input_ids, keep, pad_id, side)
+        kwargs["input_ids"] = plan.gather(input_ids, _pad_id(model, input_ids, attention_mask))
         kwargs["attention_mask"] = new_mask
         for name, pad in PER_TOKEN.items():
             value = kwargs.get(name)
             if name != "attention_mask" and isinstance(value, torch.Tensor) and value.shape[:2] == input_ids.shape:
-                kwargs[name] = gather_rows(value, keep, pad, side)
+                kwargs[name] = plan.gather(value, pad)
         kwargs.update(extra)
         kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=sel.kept_features)}
         return kwargs, nullcontext()
@@ -133,15 +133,20 @@ class Adapter:
         return {}
 
 
-def _pad_id(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> int:
-    padded = input_ids[mask == 0]
-    if padded.numel():
-        return int(padded[0])
+def _pad_id(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The id the prompt pads with (its first padded token), else the configured pad id, else 0:
+    a 0-dim tensor on the prompt's device, so nothing is read back to the host."""
+    fallback = 0
     for cfg in (getattr(model, "generation_config", None), getattr(model.config, "text_config", None), model.config):
         pid = getattr(cfg, "pad_token_id", None)
         if isinstance(pid, int):
-            return pid
-    return 0
+            fallback = pid
+            break
+    pads = (mask == 0).flatten()
+    if not pads.numel():
+        return input_ids.new_tensor(fallback)
+    first = input_ids.flatten().index_select(0, pads.to(torch.uint8).argmax().view(1))[0]
+    return torch.where(pads.any(), first, input_ids.new_tensor(fallback))
 
 
 def encoder_layers(tower: nn.Module) -> nn.ModuleList:

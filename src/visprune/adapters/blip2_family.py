@@ -246,7 +246,8 @@ def _regather(values: torch.Tensor, keep: torch.Tensor, pad_value, insert: torch
     """The kept entries of each row, with the row's padding after its first ``insert[i]`` kept entries."""
     lengths = keep.sum(1)
     width = int(lengths.max()) if lengths.numel() else 0
-    out = values.new_full((values.shape[0], width, *values.shape[2:]), pad_value)
+    out = values.new_empty((values.shape[0], width, *values.shape[2:]))
+    out.fill_(pad_value)
     rank = keep.long().cumsum(1) - 1
     rank = rank + (rank >= insert[:, None]).long() * (width - lengths)[:, None]
     rows, cols = keep.nonzero(as_tuple=True)

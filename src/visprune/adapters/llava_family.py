@@ -102,8 +102,9 @@ class LlavaFamilyAdapter(Adapter):
             col += width
         if KEYS in needs:
             enc.keys = [s[:, col:] for s in per_image]
-        if not self.packs:
-            enc.grids = [_square(int((~p).sum())) for p in protected]
+        if not self.packs:  # one crop per image: only a kept [CLS] ("full" strategy) is protected
+            n_cls = int(strategy != "default" and tower_has_cls(tower))
+            enc.grids = [_square(f.shape[0] - n_cls) for f in features]
         return enc
 
 

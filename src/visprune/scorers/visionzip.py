@@ -44,31 +44,31 @@ class VisionZipScorer(Scorer):
         rest_mask[dominant] = False
         rest = rest_mask.nonzero(as_tuple=True)[0]
         if n_ctx == 0 or rest.numel() == 0:
-            return dominant, rest[:0], []
+            return dominant, rest[:0], (rest[:0], rest[:0])
         n_ctx = min(n_ctx, rest.numel())
         step = max(rest.numel() // n_ctx, 1)
-        targets = rest[::step][:n_ctx]
+        targets = rest[::step][:n_ctx].contiguous()
         others = rest[~torch.isin(rest, targets)]
         keys = torch.nn.functional.normalize(ctx.keys[i].float(), dim=-1)
-        if others.numel():
-            assign = (keys[others] @ keys[targets].T).argmax(-1)
-        else:
-            assign = others
-        groups = [torch.cat([t[None], others[assign == j]]) for j, t in enumerate(targets)]
-        return dominant, targets, groups
+        assign = (keys[others] @ keys[targets].T).argmax(-1) if others.numel() else others
+        return dominant, targets, (others, assign)
 
     def select(self, ctx: ScoreContext, scores: torch.Tensor, k: torch.Tensor) -> list[torch.Tensor]:
         return [torch.sort(torch.cat(self._split(ctx, scores, i, int(k[i]))[:2])).values for i in range(len(k))]
 
     def merge(self, ctx: ScoreContext, kept: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each contextual token becomes the mean of its target and the tokens assigned to it,
+        for all targets at once (a scatter-add, no loop over tokens)."""
         scores = self(ctx)
         out = []
         for i, idx in enumerate(kept):
             k = len(idx) - int(ctx.protected[i].sum())
-            _, targets, groups = self._split(ctx, scores, i, k)
+            _, targets, (others, assign) = self._split(ctx, scores, i, k)
             feats = ctx.features[i, idx].clone()
-            pos = {int(p): j for j, p in enumerate(idx.tolist())}
-            for t, g in zip(targets.tolist(), groups):
-                feats[pos[t]] = ctx.features[i, g].mean(0)
+            if targets.numel():
+                x = ctx.features[i]
+                sums = x[targets].float().index_add(0, assign, x[others].float())
+                sizes = torch.bincount(assign, minlength=len(targets)).to(sums) + 1
+                feats[torch.searchsorted(idx, targets)] = (sums / sizes[:, None]).to(feats.dtype)
             out.append(feats)
         return out

@@ -1,0 +1,87 @@
+"""The pruning hot path reads a fixed, small number of values back to the host per call.
+
+On a GPU every read of tensor data into Python (``.tolist()``, ``.item()``, ``int(t)``,
+``.cpu()``, ``nonzero``, boolean indexing) makes the host wait for the device. This machine has no
+GPU, so the reads are counted where they happen (``visprune.hostreads``). The count must not
+grow with the number of images in the call, and stays at the few reads that a ragged batch needs
+(the placeholder layout, the kept counts, the new row width).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import visprune
+from visprune import PruneConfig, prune_, random_models as T, unprune_
+from visprune.hostreads import count_host_reads
+from visprune.transform import _prepare
+
+QUESTIONS = ["what colour is the star ?", "how many circle ?", "is there a red square ?", "what shape is it ?"]
+METHODS = {
+    "atp": PruneConfig(scorer="atp", keep=0.25),
+    "e-adaprune": PruneConfig(scorer="cls", budget="energy", energy=0.9),
+    "atp+energy": PruneConfig(scorer="atp", budget="energy", energy=0.9),
+    "cls+iqr": PruneConfig(scorer="cls", budget="iqr"),
+}
+# image placeholder rows, kept counts, new row width, placeholder total check
+MAX_READS = 4
+# the questions: token ids and mask read once each (text-aware scorers only)
+TEXT_READS = 2
+
+
+@pytest.fixture(scope="module")
+def built():
+    return T.llava()
+
+
+def _reads(model, proc, n_images: int) -> list[str]:
+    imgs = T.images(n_images)
+    inputs = proc(images=imgs, text=[T.prompt(q) for q in QUESTIONS[:n_images]], return_tensors="pt", padding=True)
+    with torch.no_grad(), count_host_reads() as log:
+        _prepare(model, dict(inputs), side="left")
+    return log
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_reads_do_not_grow_with_the_batch(built, method):
+    model, proc = built
+    prune_(model, METHODS[method], processor=proc)
+    try:
+        one, four = _reads(model, proc, 1), _reads(model, proc, 4)
+    finally:
+        unprune_(model)
+    assert sorted(one) == sorted(four), (one, four)
+    allowed = MAX_READS + (TEXT_READS if method.startswith("atp") else 0)
+    assert len(four) <= allowed, four
+
+
+def test_counter_sees_each_kind_of_read():
+    x = torch.arange(6)
+    with count_host_reads() as log:
+        x.tolist()
+        int(x[0])
+        x[x > 2]
+        x.nonzero()
+        x.cpu()
+    assert log == ["tolist", "_local_scalar_dense", "index", "nonzero", "cpu"]
+
+
+@torch.no_grad()
+def test_selection_unchanged_by_the_device_side_path(built):
+    """The on-device top-k equals the index-list selection it replaced (the reference)."""
+    model, proc = built
+    imgs = T.images(4)
+    inputs = proc(images=imgs, text=[T.prompt(q) for q in QUESTIONS], return_tensors="pt", padding=True)
+    for cfg in METHODS.values():
+        prune_(model, cfg, processor=proc)
+        try:
+            model(**inputs)
+            sel = visprune.last_selection(model)
+        finally:
+            unprune_(model)
+        assert sel.scores is not None
+        for i, kept in enumerate(sel.kept):
+            k = len(kept)
+            ref = torch.sort(torch.sort(sel.scores[i], descending=True, stable=True).indices[:k]).values
+            assert torch.equal(kept, ref), (cfg, i)

@@ -76,3 +76,22 @@ def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
     assert "<!-- bench:tiny -->" in md.read_text() and "visprune bench --geometry tiny" in md.read_text()
     assert main(["bench", "--geometry", "huge"]) == 2
     assert "unknown geometry" in capsys.readouterr().err
+    assert main(["bench", "--geometry", "llava-1.5-7b", "--compile"]) == 2
+    assert "--compile needs timings" in capsys.readouterr().err
+    assert main(["bench", "--geometry", "tiny", "--method", "random:keep=0.5", "--repeats", "1", "--warmup", "1",
+                 "--new-tokens", "2", "--quiet", "--compile", "eager", "--markdown", str(md)]) == 0
+    assert "<!-- bench:tiny-compiled -->" in md.read_text() and "<!-- bench:tiny -->" in md.read_text()
+
+
+def test_bench_with_a_compiled_language_model(tmp_path):
+    """--compile: the same compiled module serves every method (pruned prompts are shorter) and the
+    eager one is back afterwards. The eager backend keeps the test free of code generation; the
+    inductor numbers are in BENCHMARKS.md."""
+    geo = build_geometry("tiny")
+    lm = geo.model.model.language_model
+    report = bench(geo, methods=["atp:keep=0.5", "e-adaprune:energy=0.9"], repeats=1, warmup=1, new_tokens=2,
+                   progress=None, compile="eager")
+    assert geo.model.model.language_model is lm
+    assert report["setup"]["compiled_language_model"] == "eager"
+    assert [r["kept_tokens"] for r in report["results"]][1] == [8]
+    assert "torch.compile(dynamic=True, backend=\"eager\")" in markdown(report, "visprune bench --compile eager")

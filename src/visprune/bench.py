@@ -132,10 +132,19 @@ def bench(
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: Callable[[str], None] | None = print,
+    compile: bool | str = False,
 ) -> dict:
-    """Run the benchmark; returns the JSON-ready report."""
+    """Run the benchmark; returns the JSON-ready report.
+
+    ``compile``: time with the language model under ``torch.compile(dynamic=True)`` (the same
+    compiled module for every method: pruned prompts only change its sequence length); a string
+    names the backend (default ``inductor``). FLOPs, memory and host reads are counted before
+    compiling; warm-up runs absorb the compilation.
+    """
     if repeats < 1 or warmup < 0:
         raise ValueError("repeats must be >= 1 and warmup >= 0")
+    if compile and warmup < 1:
+        raise ValueError("compile needs at least one warm-up run (it compiles there)")
     parsed = [parse_method(m) for m in methods if m != "none"]
     geo = geometry if isinstance(geometry, Geometry) else build_geometry(geometry, device, dtype)
     model, inputs = geo.model, geo.inputs
@@ -171,17 +180,16 @@ def bench(
             if m.config is not None:
                 unprune_(model)
         rows[m.label] = {"method": m.label, "config": m.to_dict()["config"], "flops": flops, "peak_bytes": peak,
-                         "kv_cache_bytes": kv, "kept_tokens": kept, "host_reads": len(reads), "prefill_s": [], "generate_s": [], "overhead_s": []}
-    for what in ("prefill", "generate"):
-        for i in range(warmup + repeats):
-            for m in all_methods:
-                seconds, overhead = run(m, what)
-                if i >= warmup:
-                    rows[m.label][f"{what}_s"].append(seconds)
-                    if what == "prefill":
-                        rows[m.label]["overhead_s"].append(overhead)
-            if progress:
-                progress(f"{what} round {i + 1}/{warmup + repeats}{' (warm-up)' if i < warmup else ''}")
+                         "kv_cache_bytes": kv, "kept_tokens": kept, "host_reads": len(reads),
+                         "prefill_s": [], "generate_s": [], "overhead_s": []}
+    eager_lm = model.model.language_model
+    if compile:
+        backend = compile if isinstance(compile, str) else "inductor"
+        model.model.language_model = torch.compile(eager_lm, dynamic=True, backend=backend)
+    try:
+        _time_all(run, all_methods, rows, warmup, repeats, progress)
+    finally:
+        model.model.language_model = eager_lm
     ref = rows["none"]
     ref_prefill = statistics.median(ref["prefill_s"])
     ref_generate = statistics.median(ref["generate_s"])
@@ -210,8 +218,23 @@ def bench(
             "kv_cache_ratio": r["kv_cache_bytes"] / ref["kv_cache_bytes"] if ref["kv_cache_bytes"] else None,
             "host_reads_prefill": r["host_reads"],
         })
-    return {"geometry": geo.name, "description": geo.description, "setup": _setup(dev, dtype, repeats, warmup, new_tokens),
-            "results": results}
+    setup = _setup(dev, dtype, repeats, warmup, new_tokens)
+    setup["compiled_language_model"] = (compile if isinstance(compile, str) else "inductor") if compile else False
+    return {"geometry": geo.name, "description": geo.description, "setup": setup, "results": results}
+
+
+def _time_all(run, methods: list[Method], rows: dict, warmup: int, repeats: int, progress) -> None:
+    """Prefill then generate timings, methods interleaved run by run."""
+    for what in ("prefill", "generate"):
+        for i in range(warmup + repeats):
+            for m in methods:
+                seconds, overhead = run(m, what)
+                if i >= warmup:
+                    rows[m.label][f"{what}_s"].append(seconds)
+                    if what == "prefill":
+                        rows[m.label]["overhead_s"].append(overhead)
+            if progress:
+                progress(f"{what} round {i + 1}/{warmup + repeats}{' (warm-up)' if i < warmup else ''}")
 
 
 def _setup(device: torch.device, dtype: torch.dtype, repeats: int, warmup: int, new_tokens: int) -> dict:
@@ -246,7 +269,9 @@ def markdown(report: dict, command: str) -> str:
         f"### `{report['geometry']}`: {report['description']}",
         "",
         f"Measured on {s['device']} ({s['device_name']}, {s['cpu_threads']} threads), {s['dtype']}, batch 1, "
-        f"median of {s['repeats']} runs after {s['warmup']} warm-up runs, {s['new_tokens']} new tokens; "
+        + (f"language model under `torch.compile(dynamic=True, backend=\"{s['compiled_language_model']}\")`, "
+           if s.get("compiled_language_model") else "")
+        + f"median of {s['repeats']} runs after {s['warmup']} warm-up runs, {s['new_tokens']} new tokens; "
         f"torch {s['torch']}, transformers {s['transformers']}.",
         "",
         f"Command: `{command}`",

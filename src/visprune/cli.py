@@ -116,19 +116,22 @@ def _bench(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown geometry {args.geometry!r}; valid: {', '.join(GEOMETRIES)}")
     command = "visprune " + " ".join(shlex.quote(a) for a in (args.argv or []))
     if args.geometry == "llava-1.5-7b" and not args.device.startswith("cuda"):
+        if args.compile:
+            raise UsageError("--compile needs timings; llava-1.5-7b off a GPU only counts FLOPs on the meta device")
         report = bench_meta(methods) if methods else bench_meta()
         text = _meta_markdown(report, command)
     else:
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
         kwargs = dict(repeats=args.repeats, warmup=args.warmup, new_tokens=args.new_tokens, device=args.device,
-                      dtype=dtype, progress=None if args.quiet else print)
+                      dtype=dtype, progress=None if args.quiet else print, compile=args.compile)
         report = bench(args.geometry, methods, **kwargs) if methods else bench(args.geometry, **kwargs)
         text = markdown(report, command)
     print(text)
     if args.json:
         write_json(report, args.json)
     if args.markdown:
-        write_markdown_section(Path(args.markdown), args.geometry, text)
+        key = args.geometry + ("-compiled" if args.compile else "")
+        write_markdown_section(Path(args.markdown), key, text)
     return 0
 
 
@@ -187,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--new-tokens", type=int, default=32, help="forced new tokens of the generate timing (default 32)")
     be.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     be.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    be.add_argument("--compile", nargs="?", const="inductor", default=False, metavar="BACKEND",
+                    help="time with the language model under torch.compile(dynamic=True), backend inductor unless "
+                         "named; written to its own BENCHMARKS.md section")
     be.add_argument("--quiet", action="store_true")
     be.set_defaults(func=_bench)
 

@@ -106,3 +106,32 @@ def test_stage2_with_the_background_curriculum_and_stage1_with_object_weight(tmp
     out = subprocess.run([sys.executable, "scripts/train_shapes.py", "--grounding-weight", "1", "--background",
                           "0.1", "0.5", "--out", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2 and "--background" in out.stderr
+
+
+def test_count_questions_take_their_share_with_answers_near_uniform():
+    """Training count questions follow the evaluation's answers (uniform 1..4), not what a fixed
+    scene happens to allow most often ("1")."""
+    import collections
+
+    import numpy as np
+
+    ts = _train_shapes()
+    from visprune.shapes import scenes as S
+
+    rng = np.random.default_rng(0)
+    types, answers = collections.Counter(), collections.Counter()
+    for i in range(300):
+        scene = S.random_scene(S.scene_rng(3, i, "train"))
+        for q, a, _, _ in ts.make_turns(scene.objects, ts.object_patches(scene), rng, 10, 0.0):
+            qtype = "count" if q.startswith("how many") else "other"
+            types[qtype] += 1
+            if qtype == "count":
+                answers[a] += 1
+                noun = q[len("how many "): -len(" are there ?")]
+                n = sum(o.colour == noun.split()[0] if noun.endswith(" objects") else S.PLURALS[o.shape] == noun
+                        for o in scene.objects)
+                assert str(n) == a, (q, a)
+    share = types["count"] / sum(types.values())
+    assert 0.15 < share < 0.25  # one of five types
+    freq = np.array([answers[str(c)] for c in range(1, 5)]) / sum(answers.values())
+    assert freq.min() > 0.15 and freq.max() < 0.35, freq

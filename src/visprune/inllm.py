@@ -101,15 +101,12 @@ def fastv_hooks(model: nn.Module, state: Any, sel: Any, ctx: Any, input_ids: tor
             keep = keep.repeat_interleave(expand, dim=0)
             counts = keep.sum(1)
             width = int(counts.max())
-            index = torch.empty(keep.shape[0], width, dtype=torch.long, device=keep.device)
-            valid = torch.zeros(keep.shape[0], width, dtype=torch.bool, device=keep.device)
-            for b in range(keep.shape[0]):
-                pos = keep[b].nonzero(as_tuple=True)[0]
-                pad = width - len(pos)
-                index[b, :pad] = pos[0]
-                index[b, pad:] = pos
-                valid[b, pad:] = True
-            plan.update(index=index, valid=valid)
+            # each row's kept positions, ascending, left-padded with copies of its first one
+            order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)
+            slot = torch.arange(width, device=keep.device)
+            pad = (width - counts).unsqueeze(1)
+            index = order.gather(1, (slot - pad).clamp_min(0))
+            plan.update(index=index, valid=slot >= pad)
         return None
 
     def shorten(module, args, kwargs):

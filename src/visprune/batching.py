@@ -1,12 +1,59 @@
 """Ragged per-sample budgets to a padded batch: rebuild token rows after image tokens are dropped.
 
-Everything here stays on the tokens' device; the only values read back to the host are the
-placeholder total (a consistency check) and the new row width, one small read each.
+Everything here stays on the tokens' device. What the host must know (where the image
+placeholders are, how long the rows become) comes from :class:`PromptLayout`, the prompt's token
+ids and mask read back once per call; without one, the placeholder total and the new row width
+are read back instead, one small read each.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass
+class PromptLayout:
+    """A call's prompt on the host: token ids and attention mask, one list per row.
+
+    Read once per call (``read``: a single small device-to-host copy), so that the image rows, the
+    questions, the padding side and the pruned row widths need no further reads.
+    """
+
+    ids: list[list[int]]
+    mask: list[list[int]]
+    image_token_id: int
+
+    @classmethod
+    def read(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token_id: int) -> "PromptLayout":
+        ids, mask = torch.stack([input_ids, attention_mask.to(input_ids.dtype)]).tolist()
+        return cls(ids, mask, int(image_token_id))
+
+    @property
+    def placeholders(self) -> list[int]:
+        """Image placeholder tokens per row."""
+        return [sum(t == self.image_token_id for t in row) for row in self.ids]
+
+    @property
+    def text_lengths(self) -> list[int]:
+        """Attended tokens per row that are not image placeholders."""
+        return [sum(1 for t, m in zip(row, mask) if m and t != self.image_token_id) for row, mask in zip(self.ids, self.mask)]
+
+    def padding_side(self) -> str:
+        """As :func:`padding_side`, from the host copy."""
+        if not self.mask or not self.mask[0]:
+            return "left"
+        starts = any(m[0] == 0 for m in self.mask)
+        ends = any(m[-1] == 0 for m in self.mask)
+        return "right" if ends and not starts else "left"
+
+    def pruned_width(self, image_rows: list[int], kept_per_image: list[int]) -> int:
+        """The longest row once each image keeps ``kept_per_image`` of its placeholders."""
+        lengths = self.text_lengths
+        for row, k in zip(image_rows, kept_per_image):
+            lengths[row] += k
+        return max(lengths, default=0)
 
 
 def padding_side(attention_mask: torch.Tensor) -> str:
@@ -18,16 +65,21 @@ def padding_side(attention_mask: torch.Tensor) -> str:
 
 
 def keep_positions(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token_id: int, image_token_keep: torch.Tensor
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    image_token_id: int,
+    image_token_keep: torch.Tensor,
+    placeholders: int | None = None,
 ) -> torch.Tensor:
     """``[B, L]`` bool: the positions that survive.
 
     Text tokens survive unless they are padding; image placeholder tokens survive where
     ``image_token_keep`` says so. ``image_token_keep`` has one entry per image placeholder, in the
     row-major order in which the model scatters image features into the sequence.
+    ``placeholders``: their total if the host knows it (else it is read back for the check).
     """
     is_image = input_ids == image_token_id
-    n = int(is_image.sum())
+    n = int(is_image.sum()) if placeholders is None else placeholders
     if n != image_token_keep.numel():
         raise ValueError(
             f"the prompt has {n} image placeholder tokens but the images give "
@@ -46,11 +98,14 @@ class RowPlan:
     Made once per call and shared by every per-token tensor (ids, mask, labels, positions).
     """
 
-    def __init__(self, keep: torch.Tensor, side: str = "left"):
+    def __init__(self, keep: torch.Tensor, side: str = "left", width: int | None = None):
+        """``width``: the longest kept row if the host knows it (else it is read back)."""
         if side not in ("left", "right"):
             raise ValueError(f"side must be 'left' or 'right', got {side!r}")
         lengths = keep.sum(1)
-        self.width = int(lengths.max()) if lengths.numel() else 0
+        if width is None:
+            width = int(lengths.max()) if lengths.numel() else 0
+        self.width = width
         rank = keep.long().cumsum(1) - 1
         if side == "left":
             rank = rank + (self.width - lengths).unsqueeze(1)

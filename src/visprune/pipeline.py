@@ -11,6 +11,7 @@ import torch
 
 from . import ops
 from .adapters import Adapter, Encoded
+from .batching import PromptLayout
 from .context import QUESTION_EMBEDS, QUESTION_TEXT, ScoreContext
 from .scorers import Scorer
 from .text import extract_question
@@ -30,6 +31,7 @@ class Selection:
     questions: list[str] | None = None  # per image, when a text-aware scorer read them
 
     merged: list[torch.Tensor] | None = None  # features a merging scorer put at the kept positions
+    layout: PromptLayout | None = None  # the call's prompt on the host (image rows, row widths)
 
     @property
     def overhead_seconds(self) -> float:
@@ -52,32 +54,28 @@ class Selection:
         return torch.cat(masks)
 
 
-def image_rows(input_ids: torch.Tensor, image_token_id: int, lengths: list[int]) -> list[int]:
-    """The batch row of each image: features fill placeholders in row-major order.
-
-    Reads the placeholder count of each row back to the host once (one small tensor)."""
-    per_row = (input_ids == image_token_id).sum(1).tolist()
+def image_rows(placeholders: list[int], lengths: list[int]) -> list[int]:
+    """The batch row of each image, from the placeholder count of each row (features fill
+    placeholders in row-major order)."""
     total = sum(lengths)
-    if sum(per_row) != total:
+    if sum(placeholders) != total:
         raise ValueError(
-            f"the prompt has {sum(per_row)} image placeholder tokens but the images give {total} features; "
+            f"the prompt has {sum(placeholders)} image placeholder tokens but the images give {total} features; "
             "build inputs with the model's processor (one placeholder run per image)"
         )
     rows, row, filled = [], 0, 0
     for n in lengths:  # the image starting at placeholder number `filled` sits in the row holding it
-        while filled >= per_row[row]:
-            filled -= per_row[row]
+        while filled >= placeholders[row]:
+            filled -= placeholders[row]
             row += 1
         rows.append(row)
         filled += n
     return rows
 
 
-def questions_for(
-    model: Any, adapter: Adapter, processor: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, override
-) -> list[str]:
+def questions_for(model: Any, adapter: Adapter, processor: Any, layout: PromptLayout, override) -> list[str]:
     """The question of each batch row: the override, or the prompt decoded and cleaned."""
-    b = input_ids.shape[0]
+    b = len(layout.ids)
     if override is not None:
         qs = [override] * b if isinstance(override, str) else list(override)
         if len(qs) != b:
@@ -91,7 +89,7 @@ def questions_for(
         )
     image_id = adapter.image_token_id(model)
     out = []
-    for row, mask in zip(input_ids.tolist(), attention_mask.tolist()):  # one read each, not one per row
+    for row, mask in zip(layout.ids, layout.mask):
         ids = [t for t, m in zip(row, mask) if m and t != image_id]
         text = tok.decode(ids, skip_special_tokens=True)
         out.append(extract_question(text, adapter.user_markers, adapter.assistant_markers))
@@ -115,7 +113,7 @@ def question_embeddings(model: Any, processor: Any, questions: list[str] | None,
 
 
 def build_context(
-    state: Any, model: Any, input_ids, attention_mask, image_inputs: dict, question_override
+    state: Any, model: Any, input_ids, attention_mask, image_inputs: dict, question_override, layout: PromptLayout
 ) -> tuple[Encoded, ScoreContext, list[int], float]:
     """Encode the images of one call and gather what the scorer and budget need."""
     cfg, adapter, scorer = state.config, state.adapter, state.scorer
@@ -123,7 +121,7 @@ def build_context(
     enc = adapter.encode(model, image_inputs, scorer.needs, cfg)
     encode_seconds = time.perf_counter() - t0
     lengths = [f.shape[0] for f in enc.features]
-    rows = enc.image_rows if enc.image_rows is not None else image_rows(input_ids, adapter.image_token_id(model), lengths)
+    rows = enc.image_rows if enc.image_rows is not None else image_rows(layout.placeholders, lengths)
     with torch.no_grad():
         feats, valid = ops.pad_ragged([f.detach() for f in enc.features])
         protected, _ = ops.pad_ragged(enc.protected, value=False)
@@ -140,7 +138,7 @@ def build_context(
         if QUESTION_TEXT in needs or QUESTION_EMBEDS in needs:
             qs = None
             if QUESTION_TEXT in needs or state.processor is not None or question_override is not None:
-                qs = questions_for(model, adapter, state.processor, input_ids, attention_mask, question_override)
+                qs = questions_for(model, adapter, state.processor, layout, question_override)
                 ctx.questions = [qs[r] for r in rows]
             if QUESTION_EMBEDS in needs:
                 per_row = question_embeddings(
@@ -174,9 +172,13 @@ def decide(scorer: Any, budget: Any, ctx: ScoreContext, scores: torch.Tensor) ->
     return kept, scorer.merge(ctx, kept)
 
 
-def select(state: Any, model: Any, input_ids, attention_mask, image_inputs: dict, question_override) -> Selection:
+def select(
+    state: Any, model: Any, input_ids, attention_mask, image_inputs: dict, question_override, layout: PromptLayout
+) -> Selection:
     """Encode the images of one call and choose the tokens each keeps."""
-    enc, ctx, rows, encode_seconds = build_context(state, model, input_ids, attention_mask, image_inputs, question_override)
+    enc, ctx, rows, encode_seconds = build_context(
+        state, model, input_ids, attention_mask, image_inputs, question_override, layout
+    )
     start = time.perf_counter()
     with torch.no_grad():
         scores = state.scorer(ctx)
@@ -190,4 +192,5 @@ def select(state: Any, model: Any, input_ids, attention_mask, image_inputs: dict
         scores=scores.detach(),
         questions=ctx.questions,
         merged=merged,
+        layout=layout,
     )

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .adapters import Adapter, get_adapter
+from .batching import PromptLayout
 from .budgets import BUDGETS, Budget
 from .config import PruneConfig
 from .inllm import fastv_hooks
@@ -181,9 +182,10 @@ def _prepare(model: nn.Module, kwargs: dict, side: str | None):
     if mask is None:
         mask = torch.ones_like(input_ids)
     image_inputs = {k: kwargs.pop(k) for k in state.adapter.image_input_keys if k in kwargs}
+    layout = PromptLayout.read(input_ids, mask, state.adapter.image_token_id(model))  # the prompt, read once
     if getattr(state.scorer, "in_llm", False):
-        return _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, question, side)
-    sel = select(state, model, input_ids, mask, image_inputs, question)
+        return _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, question, side, layout)
+    sel = select(state, model, input_ids, mask, image_inputs, question, layout)
     state.last = sel
     t0 = time.perf_counter()
     kwargs, context = state.adapter.apply(model, sel, kwargs, input_ids, mask, image_inputs, side)
@@ -191,11 +193,12 @@ def _prepare(model: nn.Module, kwargs: dict, side: str | None):
     return kwargs, input_ids, context
 
 
-def _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, question, side):
+def _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, question, side, layout):
     """In-LLM scorers (FastV): every visual token enters the LM; layer hooks prune inside it."""
-    enc, ctx, rows, encode_seconds = build_context(state, model, input_ids, mask, image_inputs, question)
+    enc, ctx, rows, encode_seconds = build_context(state, model, input_ids, mask, image_inputs, question, layout)
     everything = [torch.arange(f.shape[0], device=f.device) for f in enc.features]
-    sel = Selection(encoded=enc, kept=everything, image_rows=rows, score_seconds=0.0, encode_seconds=encode_seconds)
+    sel = Selection(encoded=enc, kept=everything, image_rows=rows, score_seconds=0.0, encode_seconds=encode_seconds,
+                    layout=layout)
     state.last = sel
     kwargs, context = state.adapter.apply(model, sel, kwargs, input_ids, mask, image_inputs, side)
     stack = contextlib.ExitStack()

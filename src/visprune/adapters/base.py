@@ -13,7 +13,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .. import ops
-from ..batching import RowPlan, keep_positions, padding_side
+from ..batching import RowPlan, keep_positions
 from ..context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
 from ..text import ASSISTANT_MARKERS, USER_MARKERS
 
@@ -100,9 +100,10 @@ class Adapter:
         hooks during the call (BLIP-2, IDEFICS) override this and return a context manager.
         """
         image_id = self.image_token_id(model)
-        keep = keep_positions(input_ids, attention_mask, image_id, sel.image_token_keep())
-        side = side or padding_side(attention_mask)
-        plan = RowPlan(keep, side)
+        layout = sel.layout  # the prompt on the host: no read-back for the checks and the new width
+        keep = keep_positions(input_ids, attention_mask, image_id, sel.image_token_keep(), sum(layout.placeholders))
+        side = side or layout.padding_side()
+        plan = RowPlan(keep, side, layout.pruned_width(sel.image_rows, [len(k) for k in sel.kept]))
         new_mask = plan.gather(attention_mask, 0)
         extra = self.extra_inputs(model, image_inputs, kwargs, input_ids, attention_mask, keep, new_mask, side)
         kwargs["input_ids"] = plan.gather(input_ids, _pad_id(model, input_ids, attention_mask))

@@ -96,19 +96,17 @@ def questions_for(model: Any, adapter: Adapter, processor: Any, layout: PromptLa
     return out
 
 
-def question_embeddings(model: Any, processor: Any, questions: list[str] | None, input_ids, attention_mask, image_id):
+def question_embeddings(model: Any, processor: Any, questions: list[str] | None, layout: PromptLayout, device):
     """Language-model input embeddings of each row's question tokens."""
     emb = model.get_input_embeddings()
     tok = getattr(processor, "tokenizer", processor)
     rows = []
-    for i in range(input_ids.shape[0]):
+    for i, (row, mask) in enumerate(zip(layout.ids, layout.mask)):
         if questions is not None and tok is not None and hasattr(tok, "__call__"):
             ids = tok(questions[i], add_special_tokens=False)["input_ids"]
-            ids = torch.tensor(ids, dtype=torch.long, device=input_ids.device)
         else:  # no tokenizer: every text token of the prompt
-            row = input_ids[i]
-            ids = row[(row != image_id) & attention_mask[i].bool()]
-        rows.append(emb(ids).detach())
+            ids = [t for t, m in zip(row, mask) if m and t != layout.image_token_id]
+        rows.append(emb(torch.tensor(ids, dtype=torch.long, device=device)).detach())
     return rows
 
 
@@ -141,9 +139,7 @@ def build_context(
                 qs = questions_for(model, adapter, state.processor, layout, question_override)
                 ctx.questions = [qs[r] for r in rows]
             if QUESTION_EMBEDS in needs:
-                per_row = question_embeddings(
-                    model, state.processor, qs, input_ids, attention_mask, adapter.image_token_id(model)
-                )
+                per_row = question_embeddings(model, state.processor, qs, layout, input_ids.device)
                 ctx.question_embeds = [per_row[r] for r in rows]
     return enc, ctx, rows, encode_seconds
 

@@ -8,6 +8,7 @@ are read back instead, one small read each.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -24,11 +25,13 @@ class PromptLayout:
     ids: list[list[int]]
     mask: list[list[int]]
     image_token_id: int
+    read_seconds: float = 0.0  # what the read cost (part of visprune's overhead)
 
     @classmethod
     def read(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token_id: int) -> "PromptLayout":
+        t0 = time.perf_counter()
         ids, mask = torch.stack([input_ids, attention_mask.to(input_ids.dtype)]).tolist()
-        return cls(ids, mask, int(image_token_id))
+        return cls(ids, mask, int(image_token_id), time.perf_counter() - t0)
 
     @property
     def placeholders(self) -> list[int]:

@@ -35,8 +35,10 @@ class Selection:
 
     @property
     def overhead_seconds(self) -> float:
-        """visprune's own work: signal capture and alignment, scoring, selection, input rebuild."""
-        return self.encode_seconds - self.encoded.model_seconds + self.score_seconds + self.apply_seconds
+        """visprune's own work: reading the prompt layout, signal capture and alignment, scoring,
+        selection, input rebuild."""
+        layout = self.layout.read_seconds if self.layout is not None else 0.0
+        return layout + self.encode_seconds - self.encoded.model_seconds + self.score_seconds + self.apply_seconds
 
     @property
     def kept_features(self) -> list[torch.Tensor]:

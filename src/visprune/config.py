@@ -35,9 +35,8 @@ class PruneConfig:
         alpha: ATP fusion weight in ``[0, 1]``: ``alpha * norm(saliency) + (1 - alpha) * norm(text)``.
             Default 0.75, measured (docs/defaults.md): the best of 0.25 / 0.5 / 0.75 in grounding
             recall on the shapes proving ground at every budget tried.
-        norm: per-image normalisation of the ATP terms: ``minmax`` (default; best in grounding
-            recall, accuracy within noise of the others: docs/defaults.md), ``softmax``, ``rank``
-            or ``none``.
+        norm: per-image normalisation of the ATP terms: ``minmax`` (default; measured best, see
+            docs/defaults.md), ``softmax``, ``rank`` or ``none``.
         layer: vision layer whose attention gives the saliency, as an index into the tower's
             ``hidden_states`` (transformers' ``vision_feature_layer`` convention: ``-2`` is the
             penultimate layer's output, i.e. the attention inside that layer). ``None``: the layer

@@ -108,9 +108,9 @@ def test_stage2_with_the_background_curriculum_and_stage1_with_object_weight(tmp
     assert out.returncode == 2 and "--background" in out.stderr
 
 
-def test_count_questions_take_their_share_with_answers_near_uniform():
-    """Training count questions follow the evaluation's answers (uniform 1..4), not what a fixed
-    scene happens to allow most often ("1")."""
+def test_balanced_counts_take_their_share_with_answers_near_uniform():
+    """--balanced-counts: training count questions follow the evaluation's answers (uniform 1..4),
+    not what a fixed scene happens to allow most often ("1")."""
     import collections
 
     import numpy as np
@@ -122,7 +122,7 @@ def test_count_questions_take_their_share_with_answers_near_uniform():
     types, answers = collections.Counter(), collections.Counter()
     for i in range(300):
         scene = S.random_scene(S.scene_rng(3, i, "train"))
-        for q, a, _, _ in ts.make_turns(scene.objects, ts.object_patches(scene), rng, 10, 0.0):
+        for q, a, _, _ in ts.make_turns(scene.objects, ts.object_patches(scene), rng, 10, 0.0, balanced_counts=True):
             qtype = "count" if q.startswith("how many") else "other"
             types[qtype] += 1
             if qtype == "count":

@@ -185,6 +185,14 @@ def test_trained_shapes_model(tmp_path):
     assert rows["atp:keep=0.25"]["config"]["text_encoder"] == str(shapes.clip_path())
     assert rows["cls:keep=0.25"]["config"]["text_encoder"] is None
     assert rows["none"]["grounding_recall"] == 1.0 and rows["atp:keep=0.25"]["kept_tokens"]["mean"] == 64
+    # the same checkpoint given as a folder (as scripts/train_shapes.py --out writes one) brings its CLIP too
+    by_path = EvalSettings(model=str(shapes.CHECKPOINT), task=build_task("shapes-vqa", n=8, seed=7),
+                           methods=parse_methods(["atp:keep=0.25"]), out=tmp_path / "by_path", timing=0, repeats=1,
+                           progress=False)
+    same = {r["method"]: r for r in run(by_path)["methods"]}["atp:keep=0.25"]
+    assert same["config"]["text_encoder"] == str(shapes.CHECKPOINT / "clip")
+    assert same["accuracy"] == rows["atp:keep=0.25"]["accuracy"]
+    assert same["grounding_recall"] == rows["atp:keep=0.25"]["grounding_recall"]
 
 
 @pytest.mark.parametrize("arch", ["llava_next", "llava_onevision"])

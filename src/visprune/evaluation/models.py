@@ -54,7 +54,10 @@ def load_model(spec: str, device: str, dtype: str):
             processor = AutoProcessor.from_pretrained(spec)
         except (OSError, ValueError, KeyError) as err:
             raise TaskError(f"--model {spec}: cannot load it ({err})") from None
-        text_encoder = None
+        # a folder written by scripts/train_shapes.py carries its CLIP (text tower included), as the
+        # bundled one does: ATP's relevance then comes from it, not from the language model's embeddings
+        clip = Path(spec).expanduser() / "clip"
+        text_encoder = str(clip) if (clip / "config.json").is_file() else None
     model.to(device).eval()
     tok = getattr(processor, "tokenizer", processor)
     tok.padding_side = "left"

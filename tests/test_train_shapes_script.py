@@ -11,6 +11,9 @@ import pytest
 from visprune import shapes
 
 ROOT = Path(__file__).resolve().parents[1]
+needs_checkpoint = pytest.mark.skipif(
+    not (shapes.CHECKPOINT / "config.json").is_file(), reason="no bundled shapes checkpoint"
+)
 needs_clip = pytest.mark.skipif(
     not (shapes.clip_path() / "config.json").is_file(), reason="no bundled shapes CLIP"
 )
@@ -135,3 +138,11 @@ def test_balanced_counts_take_their_share_with_answers_near_uniform():
     assert 0.15 < share < 0.25  # one of five types
     freq = np.array([answers[str(c)] for c in range(1, 5)]) / sum(answers.values())
     assert freq.min() > 0.15 and freq.max() < 0.35, freq
+
+
+@needs_checkpoint
+def test_probe_positions_runs_on_the_bundled_checkpoint(tmp_path):
+    out = _run(["scripts/probe_positions.py", str(shapes.CHECKPOINT), "--n", "10"], tmp_path)
+    lines = [line for line in out.splitlines() if line.startswith(str(shapes.CHECKPOINT))]
+    assert [line.split()[1] for line in lines] == ["full", "compacted", "original"]
+    assert all("all " in line and "count " in line for line in lines)

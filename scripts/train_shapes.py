@@ -581,6 +581,10 @@ def train_stage2(args, clip, tok, processor, fh):
         candidates = np.flatnonzero(pool.n_objects <= max_obj)
         idx = rng.choice(candidates, size=args.batch2, replace=False)
         share = background_share(step, steps, *args.background)
+        # this batch pruned-looking (thinned and compacted)? No draw at 0, so the default stream is unchanged
+        compact = args.compact_p > 0 and rng.random() < args.compact_p
+        if compact:
+            share = min(share, float(rng.uniform(0.05, 0.5)))
         keep = patch_subset([pool.patches[i] for i in idx], share, rng)
         n_image = S.NUM_PATCHES if keep is None else keep.shape[1]
         # caption turns are long: give them to whole batches, so other batches stay short
@@ -595,7 +599,7 @@ def train_stage2(args, clip, tok, processor, fh):
         pos = None
         if keep is not None:
             feats = torch.gather(feats, 1, keep[..., None].expand(-1, -1, feats.shape[-1]))
-            pos = subset_positions(ids, keep, img_start)
+            pos = None if compact else subset_positions(ids, keep, img_start)
         captured.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             logits = lm_forward(llava, ids, am, feats, pos)
@@ -690,6 +694,9 @@ def main(argv=None):
                    help="distractor curriculum: share of background patches shown at the start, rising "
                         "to all at this fraction of the run (default 0.05 0.6; 1 0: all patches throughout)")
     p.add_argument("--caption-p", type=float, default=0.25)
+    p.add_argument("--compact-p", type=float, default=0.0,
+                   help="share of stage-2 batches shown as pre-LLM pruning shows them: background thinned to "
+                        "5-50%% and the image tokens compacted (default 0: positions always kept)")
     p.add_argument("--balanced-counts", action="store_true",
                    help="count questions at a fifth of the turns with answers near uniform 1..4 (count_answer); "
                         "off: measured to make a model that fails once tokens are dropped (see STATUS)")
@@ -705,8 +712,10 @@ def main(argv=None):
     p.add_argument("--stage1-only", action="store_true")
     p.add_argument("--save-every", type=int, default=100, help="stage-1 snapshots to OUT/clip")
     args = p.parse_args(argv)
-    if args.grounding_weight > 0 and args.background[0] < 1:
-        p.error("--grounding-weight needs all patches in place; leave --background at its default")
+    if not 0.0 <= args.compact_p <= 1.0:
+        p.error("--compact-p must be in [0, 1]")
+    if args.grounding_weight > 0 and (args.background[0] < 1 or args.compact_p > 0):
+        p.error("--grounding-weight needs all patches in place: use it with --background 1 0 and no --compact-p")
 
     torch.set_num_threads(args.threads)
     random.seed(args.seed)

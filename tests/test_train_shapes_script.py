@@ -109,6 +109,11 @@ def test_stage2_with_the_background_curriculum_and_stage1_with_object_weight(tmp
     out = subprocess.run([sys.executable, "scripts/train_shapes.py", "--grounding-weight", "1", "--background",
                           "0.1", "0.5", "--out", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2 and "--background" in out.stderr
+    _run(["scripts/train_shapes.py", "--skip-stage1", "--out", str(tmp_path), "--stage2-steps", "3",
+          "--pool", "64", "--batch2", "4", "--monitor-n", "8", "--final-n", "3", "--eval-every", "3",
+          "--compact-p", "1", "--balanced-counts"], tmp_path)
+    args = json.loads((tmp_path / "metrics.json").read_text())["args"]
+    assert args["compact_p"] == 1.0 and args["balanced_counts"] is True
 
 
 def test_balanced_counts_take_their_share_with_answers_near_uniform():

@@ -16,7 +16,9 @@ against this checkpoint's 0.737 on 1,000 questions of seed 31337 (count 0.405 ag
 H and run I (the same flag) fall apart as soon as visual tokens are dropped from the sequence
 (ATP keeping 64 of 256: 0.41 against 0.73 unpruned; exists 1.00 -> 0.15, count 0.30 -> 0.05),
 while FastV, which keeps every position, keeps 0.715. A proving ground for pruning cannot be
-that, so the flag is off and this checkpoint stays. Stage 1 reaches 1.000 held-out per-patch
+that, so the flag is off and this checkpoint stays (scripts/probe_positions.py: H reads the
+question's distance to the image, which compaction changes). Run J (--balanced-counts --compact-p
+0.3) is indifferent to compaction but scored 0.693 here, 0.715 on the 1,000 (side 0.535). Stage 1 reaches 1.000 held-out per-patch
 accuracy on object patches for every head and 0.99 caption retrieval at batch 32. Two changes took
 stage 2 from the question-only prior (0.29-0.39 in every earlier run, see train_log.txt) to this:
 the object-patch term of the stage-1 dense loss (--object-weight; shape per patch was 0.70

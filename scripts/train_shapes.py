@@ -18,8 +18,9 @@ H and run I (the same flag) fall apart as soon as visual tokens are dropped from
 while FastV, which keeps every position, keeps 0.715. A proving ground for pruning cannot be
 that, so the flag is off and this checkpoint stays (scripts/probe_positions.py: H reads the
 question's distance to the image, which compaction changes). Run J (--balanced-counts --compact-p
-0.3) is indifferent to compaction but scored 0.693 here, 0.715 on the 1,000 (side 0.535). Stage 1 reaches 1.000 held-out per-patch
-accuracy on object patches for every head and 0.99 caption retrieval at batch 32. Two changes took
+0.3) is indifferent to compaction but scored 0.693 here, 0.715 on the 1,000 (side 0.535).
+Stage 1 reaches 1.000 held-out per-patch accuracy on object patches for every head and 0.99
+caption retrieval at batch 32. Two changes took
 stage 2 from the question-only prior (0.29-0.39 in every earlier run, see train_log.txt) to this:
 the object-patch term of the stage-1 dense loss (--object-weight; shape per patch was 0.70
 without it) and the distractor curriculum (--background). scripts/probe_shapes_lm.py measures

@@ -182,9 +182,9 @@ def bench(
         rows[m.label] = {"method": m.label, "config": m.to_dict()["config"], "flops": flops, "peak_bytes": peak,
                          "kv_cache_bytes": kv, "kept_tokens": kept, "host_reads": len(reads),
                          "prefill_s": [], "generate_s": [], "overhead_s": []}
+    backend = (compile if isinstance(compile, str) else "inductor") if compile else None
     eager_lm = model.model.language_model
-    if compile:
-        backend = compile if isinstance(compile, str) else "inductor"
+    if backend:
         model.model.language_model = torch.compile(eager_lm, dynamic=True, backend=backend)
     try:
         _time_all(run, all_methods, rows, warmup, repeats, progress)
@@ -219,7 +219,7 @@ def bench(
             "host_reads_prefill": r["host_reads"],
         })
     setup = _setup(dev, dtype, repeats, warmup, new_tokens)
-    setup["compiled_language_model"] = (compile if isinstance(compile, str) else "inductor") if compile else False
+    setup["compiled_language_model"] = backend or False
     return {"geometry": geo.name, "description": geo.description, "setup": setup, "results": results}
 
 

@@ -92,11 +92,8 @@ def keep_indices(scores: torch.Tensor, k: torch.Tensor | int | list[int]) -> lis
     k = torch.as_tensor(k, dtype=torch.int64).reshape(-1)
     if k.numel() != b:
         raise ValueError(f"k has {k.numel()} entries for {b} rows of scores")
-    s = torch.nan_to_num(scores.detach().float(), nan=-math.inf)
-    # A stable descending sort keeps equal scores in index order, so ties go to the lower index.
-    order = torch.sort(s, dim=-1, descending=True, stable=True).indices
-    kk = k.clamp(0, n).tolist()
-    return [torch.sort(order[i, : kk[i]]).values for i in range(b)]
+    kk = k.clamp(0, n)
+    return mask_indices(topk_mask(scores, kk), kk.tolist())
 
 
 def topk_mask(scores: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
@@ -114,6 +111,7 @@ def topk_mask(scores: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
     if k.numel() != b:
         raise ValueError(f"k has {k.numel()} entries for {b} rows of scores")
     s = torch.nan_to_num(scores.detach().float(), nan=-math.inf)
+    # A stable descending sort keeps equal scores in index order, so ties go to the lower index.
     order = torch.sort(s, dim=-1, descending=True, stable=True).indices
     rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n, device=scores.device).expand(b, n))
     return rank < k.unsqueeze(-1)

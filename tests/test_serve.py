@@ -148,7 +148,7 @@ def test_viewer_in_headless_chromium(url, tmp_path):
 
         cards = driver.find_elements(By.CSS_SELECTOR, "#results .card")
         assert [c.get_attribute("data-label") for c in cards] == [
-            "none (unpruned)", "atp:keep=0.25", "e-adaprune:energy=0.9995", "random:keep=0.25"]
+            "none (unpruned)", "atp:keep=0.25", "e-adaprune:energy=0.9998", "random:keep=0.25"]
         for c in cards:
             img = c.find_element(By.CSS_SELECTOR, "img.overlay")
             assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) == 224

@@ -31,7 +31,7 @@ def test_stage2_runs_saves_and_reloads_with_the_grounding_loss(tmp_path):
     shutil.copytree(shapes.clip_path(), tmp_path / "clip")
     _run(["scripts/train_shapes.py", "--skip-stage1", "--out", str(tmp_path), "--stage2-steps", "3",
           "--pool", "64", "--batch2", "4", "--monitor-n", "8", "--final-n", "5", "--eval-every", "2",
-          "--grounding-weight", "1", "--background", "1", "0", "--init", "0.1"], tmp_path)
+          "--grounding-weight", "1", "--background", "1", "0", "--compact-p", "0", "--init", "0.1"], tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["heldout"]["n"] == 5 and 0.0 <= metrics["heldout"]["overall"] <= 1.0
     assert metrics["args"]["init"] == 0.1 and metrics["grounding_loss"]["weight"] == 1.0

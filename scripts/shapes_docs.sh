@@ -2,8 +2,9 @@
 # Regenerate everything in the repo that describes the bundled shapes model, after a retrain
 # (python scripts/train_shapes.py): its held-out and caption numbers, the demo pictures, the
 # all-methods comparison, the tuned defaults, the lmms-eval table's runs and the viewer picture.
-# About 30 minutes on CPU. The README's tables and docs/lmms_eval.md are then edited by hand from
-# the files named at the end (every number there comes from one of these commands).
+# About 13 minutes with THREADS=2 on a 2-core CPU (2026-11-22). The README's tables and
+# docs/lmms_eval.md are then edited by hand from the files named at the end (every number there
+# comes from one of these commands).
 #
 #     ./scripts/shapes_docs.sh            # 1 thread (THREADS=2 for both cores); the demo uses torch's default
 #
@@ -46,11 +47,13 @@ step "lmms-eval, three bundled tasks -> runs/lmms-*/ (docs/lmms_eval.md table)"
 tasks="$($PY -m visprune.integrations.lmms_tasks)"
 for args in "method=none" "method=atp,keep=0.25"; do
   out="runs/lmms-${args//[=,.]/-}"
-  rm -rf "$out"
+  rm -rf "$out" && mkdir -p "$out"
   HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 .venv/bin/lmms-eval --model visprune \
     --model_args "pretrained=shapes,$args" \
     --tasks visprune_shapes,visprune_shapes_mc,visprune_shapes_2round \
-    --include_path "$tasks" --output_path "$out/" 2>&1 | grep -E "^\|" || true
+    --include_path "$tasks" --output_path "$out/" > "$out/log.txt" 2>&1 \
+    || { tail -20 "$out/log.txt"; exit 1; }
+  echo "$args:"; grep -E "^\|" "$out/log.txt"
 done
 
 step "viewer picture -> docs/viewer.png"

@@ -21,7 +21,7 @@ from PIL import Image
 
 from visprune import shapes
 from visprune.serve import browser
-from visprune.serve.inference import Engine, bundled_examples, load
+from visprune.serve.inference import DEFAULT_METHODS, Engine, bundled_examples, load
 from visprune.serve.server import MAX_UPLOAD_BYTES, InputError, decode_image, make_server
 
 TRAINED = (shapes.CHECKPOINT / "config.json").is_file()
@@ -149,8 +149,7 @@ def test_viewer_in_headless_chromium(url, tmp_path):
         wait.until(lambda d: "on example 2 (224 \u00d7 224 px)" in d.find_element(By.ID, "status").text)
 
         cards = driver.find_elements(By.CSS_SELECTOR, "#results .card")
-        assert [c.get_attribute("data-label") for c in cards] == [
-            "none (unpruned)", "atp:keep=0.25", "e-adaprune:energy=0.9998", "random:keep=0.25"]
+        assert [c.get_attribute("data-label") for c in cards] == ["none (unpruned)", *DEFAULT_METHODS]
         for c in cards:
             img = c.find_element(By.CSS_SELECTOR, "img.overlay")
             assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) == 224

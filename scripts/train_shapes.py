@@ -60,6 +60,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -551,6 +552,11 @@ def train_stage2(args, clip, tok, processor, fh):
     missing = llava.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
     log(f"vision tower loaded from stage 1: {missing}", fh)
     llava.model.vision_tower.requires_grad_(False)
+    if args.init_from is not None:  # projector and language model of a saved checkpoint
+        trained = LlavaForConditionalGeneration.from_pretrained(args.init_from)
+        keep = {k: v for k, v in trained.state_dict().items() if "vision_tower" not in k}
+        llava.load_state_dict(keep, strict=False)
+        log(f"projector and language model initialised from {args.init_from}", fh)
     grounded = args.grounding_weight > 0
     if grounded:  # attention maps for the grounding loss
         llava.model.language_model.config._attn_implementation = "eager"
@@ -580,8 +586,10 @@ def train_stage2(args, clip, tok, processor, fh):
     img_start = 1 + len(vocab.words("USER:"))
     t0 = time.time()
     history = []
+    pace = Pace()
     llava.train()
     for step in range(steps):
+        pace.start()
         frac = step / steps
         max_obj = 3 if frac < args.curriculum[0] else 6 if frac < args.curriculum[1] else S.MAX_OBJECTS
         candidates = np.flatnonzero(pool.n_objects <= max_obj)
@@ -617,11 +625,15 @@ def train_stage2(args, clip, tok, processor, fh):
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        pace.stop()
         if step % args.eval_every == 0 or step == steps - 1:
             captured.clear()
             for h in hooks:
                 h.remove()
+            pace_line = pace.report(opt)
+            t_eval = time.time()
             acc = fast_eval(llava, vocab, monitor, monitor_feats)
+            t_eval = time.time() - t_eval
             hooks = hook()
             elapsed = time.time() - t0
             history.append({"step": step, "seconds": round(elapsed), "max_objects": int(max_obj), **acc})
@@ -630,6 +642,8 @@ def train_stage2(args, clip, tok, processor, fh):
                 + " ".join(f"{q} {acc[q]:.2f}" for q in S.QTYPES)
                 + f"; <=3 objects {acc['few_objects']:.2f}) max objects {max_obj} background {share:.2f} "
                 f"lr {sched.get_last_lr()[0]:.2e}", fh)
+            log(f"  {pace_line} (monitor {t_eval:.1f}s)", fh)
+            pace.restart()
         if args.save_every2 and step % args.save_every2 == args.save_every2 - 1:
             llava.save_pretrained(args.out)  # a snapshot, so a long run can be cut short
             processor.save_pretrained(args.out)
@@ -641,6 +655,58 @@ def train_stage2(args, clip, tok, processor, fh):
 
 
 # ----------------------------------------------------------------------------- main
+
+
+class Pace:
+    """Where the time of the training steps goes, per logging interval (evaluation excluded):
+    wall seconds per step, this process's CPU seconds per step (user and system), the host's
+    steal time (CPU taken by other guests of a virtual machine) and the share of subnormal
+    values in the optimizer state (slow arithmetic on x86). Logged because long runs measured
+    slower per step than short runs of the same recipe, and nothing else explained it."""
+
+    def __init__(self):
+        self.mark = None
+        self.restart()
+
+    @staticmethod
+    def _cpu():
+        t = os.times()
+        return t.user, t.system
+
+    @staticmethod
+    def _steal() -> float:
+        try:
+            with open("/proc/stat") as f:
+                fields = f.readline().split()
+            return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+
+    def start(self):
+        self.mark = time.perf_counter()
+
+    def stop(self):
+        self.wall += time.perf_counter() - self.mark
+        self.steps += 1
+
+    def report(self, opt) -> str:
+        user, system = self._cpu()
+        steal = self._steal()
+        n = max(self.steps, 1)
+        cpu = user - self.cpu0[0] + system - self.cpu0[1]
+        states = [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v) and v.numel() > 1]
+        sub = sum(int(((v != 0) & (v.abs() < torch.finfo(v.dtype).tiny)).sum()) for v in states)
+        total = sum(v.numel() for v in states) or 1
+        line = (f"pace {self.wall / n:.3f} s/step, process cpu {cpu / n:.3f} s/step "
+                f"(system {(system - self.cpu0[1]) / n:.3f}), host steal {(steal - self.steal0) / n:.3f} s/step, "
+                f"subnormal optimizer state {sub / total:.2%}")
+        self.restart()
+        return line
+
+    def restart(self):
+        """Start a new interval (after the monitor, whose time is not counted)."""
+        self.steps, self.wall = 0, 0.0
+        self.cpu0, self.steal0 = self._cpu(), self._steal()
 
 
 def cosine(opt, warmup: int, total: int):
@@ -711,6 +777,9 @@ def main(argv=None):
                    help="weight of the auxiliary grounding loss (off by default: measured not to help)")
     p.add_argument("--curriculum", type=float, nargs=2, default=(0.2, 0.4),
                    help="fractions of stage 2 at which scenes grow from <=3 to <=6 to all objects")
+    p.add_argument("--init-from", type=Path, default=None, metavar="DIR",
+                   help="start stage 2 from the projector and language model of a saved checkpoint "
+                        "(same sizes; for diagnosis and fine-tuning, not part of the recipe)")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--monitor-n", type=int, default=300)
     p.add_argument("--final-n", type=int, default=300)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from visprune import shapes
 
@@ -114,6 +115,24 @@ def test_stage2_with_the_background_curriculum_and_stage1_with_object_weight(tmp
           "--compact-p", "1", "--balanced-counts"], tmp_path)
     args = json.loads((tmp_path / "metrics.json").read_text())["args"]
     assert args["compact_p"] == 1.0 and args["balanced_counts"] is True
+
+
+@needs_checkpoint
+def test_init_from_starts_stage2_from_a_saved_checkpoint_and_the_log_shows_the_pace(tmp_path):
+    """--init-from loads the projector and language model (at lr 0 they come out unchanged);
+    every monitor line is followed by where the steps' time went."""
+    from safetensors.torch import load_file
+
+    shutil.copytree(shapes.clip_path(), tmp_path / "clip")
+    _run(["scripts/train_shapes.py", "--skip-stage1", "--out", str(tmp_path), "--stage2-steps", "2",
+          "--pool", "64", "--batch2", "4", "--monitor-n", "8", "--final-n", "3", "--eval-every", "1",
+          "--stage2-lr", "0", "--init-from", str(shapes.CHECKPOINT)], tmp_path)
+    ours, bundled = load_file(tmp_path / "model.safetensors"), load_file(shapes.CHECKPOINT / "model.safetensors")
+    lm = [k for k in bundled if "vision_tower" not in k]
+    assert lm and all(torch.equal(ours[k], bundled[k]) for k in lm)
+    log = (tmp_path / "train_log.txt").read_text()
+    assert "initialised from" in log
+    assert log.count("s/step, process cpu") == 2 and "subnormal optimizer state" in log
 
 
 def test_balanced_counts_take_their_share_with_answers_near_uniform():

@@ -15,6 +15,7 @@ NORMS = ("minmax", "softmax", "rank", "none")
 DEFAULT_KEEP = 0.5
 DEFAULT_ENERGY = 0.95
 CUTS = (None, "query", "vit")
+POSITIONS = (None, "compact", "original")
 
 
 @dataclass
@@ -59,6 +60,14 @@ class PruneConfig:
             still sees every query, so this saves only Q-Former cross-attention). Other
             architectures have one cut and ignore it.
         seed: seed of the ``random`` scorer.
+        positions: the language-model positions of what survives pre-LLM pruning. ``"compact"``
+            (the LLaVA family's default): the kept tokens are numbered afresh, as if the prompt had
+            been that short. ``"original"``: every kept token keeps the position it has in the
+            unpruned prompt and decoding continues after the unpruned length, as FastV and
+            Qwen2-VL's M-RoPE keep them; for models that learnt to read where image tokens sit
+            (``scripts/probe_positions.py`` measures it). ``None``: the architecture's own way.
+            ``"original"`` runs on the LLaVA family, Qwen2-VL and in-LLM scorers (FastV);
+            ``"compact"`` on everything but Qwen2-VL and in-LLM scorers.
     """
 
     scorer: Any = "atp"
@@ -78,6 +87,7 @@ class PruneConfig:
     text_sign: float = 1.0
     cut: str | None = None
     seed: int = 0
+    positions: str | None = None
 
     def __post_init__(self) -> None:
         self.scorer = _resolve(self.scorer, SCORERS, Scorer, "scorer")
@@ -117,6 +127,8 @@ class PruneConfig:
             raise ValueError(f"text_sign must be +1 or -1, got {self.text_sign!r}")
         if self.cut not in CUTS:
             raise ValueError(f"unknown cut {self.cut!r}; valid: {', '.join(str(c) for c in CUTS)}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"unknown positions {self.positions!r}; valid: {', '.join(str(p) for p in POSITIONS)}")
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
 

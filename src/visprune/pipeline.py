@@ -32,6 +32,7 @@ class Selection:
 
     merged: list[torch.Tensor] | None = None  # features a merging scorer put at the kept positions
     layout: PromptLayout | None = None  # the call's prompt on the host (image rows, row widths)
+    original_positions: bool = False  # PruneConfig.positions == "original": kept tokens keep their positions
 
     @property
     def overhead_seconds(self) -> float:
@@ -191,4 +192,5 @@ def select(
         questions=ctx.questions,
         merged=merged,
         layout=layout,
+        original_positions=state.config.positions == "original",
     )

@@ -57,6 +57,8 @@ class Adapter:
     image_input_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
     #: scoring signals this architecture cannot provide (checked by ``prune_``)
     unsupported: ClassVar[dict[str, str]] = {}
+    #: values of ``PruneConfig.positions`` this architecture honours, its own way first
+    position_modes: ClassVar[tuple[str, ...]] = ("compact",)
     user_markers: ClassVar[tuple[str, ...]] = USER_MARKERS
     assistant_markers: ClassVar[tuple[str, ...]] = ASSISTANT_MARKERS
 
@@ -78,6 +80,16 @@ class Adapter:
                     f"scorer {config.scorer_name!r} cannot run on {model.config.model_type}: {self.unsupported[signal]}"
                 )
 
+    def check_positions(self, model: nn.Module, config: Any, scorer: Any) -> None:
+        """Raise ``TypeError`` if ``config.positions`` cannot be honoured (called by ``prune_``).
+        In-LLM scorers (FastV) keep every position by construction."""
+        modes = ("original",) if getattr(scorer, "in_llm", False) else self.position_modes
+        if config.positions is not None and config.positions not in modes:
+            raise TypeError(
+                f"positions={config.positions!r} cannot run with scorer {config.scorer_name!r} on "
+                f"{model.config.model_type}, which supports: {', '.join(modes)}"
+            )
+
     def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
         raise NotImplementedError
 
@@ -96,9 +108,14 @@ class Adapter:
         Default (models that take ``mm_encoder_outputs``): drop the placeholders of dropped tokens
         from ``input_ids`` and every per-token tensor, re-pad on ``side`` (the input's own side
         for ``forward``, left for ``generate``), and hand the kept features over as
-        ``mm_encoder_outputs`` so the vision tower does not run twice. Architectures that need
-        hooks during the call (BLIP-2, IDEFICS) override this and return a context manager.
+        ``mm_encoder_outputs`` so the vision tower does not run twice. With
+        ``sel.original_positions``, the kept tokens also get the ``position_ids`` the unpruned call
+        would have given them (``generate``: from the attention mask, as ``generate`` numbers them;
+        ``forward``: ``0 .. L-1``, the language model's default), and ``generate`` extends them.
+        Architectures that need hooks during the call (BLIP-2, IDEFICS) override this and return a
+        context manager.
         """
+        for_generate = side is not None  # generate passes "left", forward None
         image_id = self.image_token_id(model)
         layout = sel.layout  # the prompt on the host: no read-back for the checks and the new width
         keep = keep_positions(input_ids, attention_mask, image_id, sel.image_token_keep(), sum(layout.placeholders))
@@ -113,6 +130,8 @@ class Adapter:
             if name != "attention_mask" and isinstance(value, torch.Tensor) and value.shape[:2] == input_ids.shape:
                 kwargs[name] = plan.gather(value, pad)
         kwargs.update(extra)
+        if sel.original_positions and "position_ids" not in extra:
+            kwargs["position_ids"] = plan.gather(unpruned_positions(attention_mask, for_generate), 0)
         kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=sel.kept_features)}
         return kwargs, nullcontext()
 
@@ -132,6 +151,14 @@ class Adapter:
         ``keep`` is the ``[B, L]`` mask of surviving positions of the original rows.
         """
         return {}
+
+
+def unpruned_positions(attention_mask: torch.Tensor, for_generate: bool) -> torch.Tensor:
+    """``[B, L]`` position ids the language model gives the unpruned prompt: ``generate`` counts
+    the attended tokens (padding at 0), ``forward`` numbers every slot ``0 .. L-1``."""
+    if for_generate:
+        return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    return torch.arange(attention_mask.shape[1], device=attention_mask.device).expand(attention_mask.shape)
 
 
 def _pad_id(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

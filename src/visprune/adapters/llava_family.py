@@ -32,6 +32,7 @@ class LlavaFamilyAdapter(Adapter):
         "batch_num_images",
     )
     packs = False
+    position_modes = ("compact", "original")
 
     def check(self, model: nn.Module) -> None:
         base = getattr(model, "model", None)

@@ -69,6 +69,7 @@ class Qwen2VLAdapter(Adapter):
 
     model_types = ("qwen2_vl",)
     image_input_keys = ("pixel_values", "image_grid_thw")
+    position_modes = ("original",)  # M-RoPE positions of the kept tokens are always kept (extra_inputs)
     unsupported = {
         PATCH_HIDDEN: "the CLIP 'text' scorer needs a CLIP vision tower; Qwen's tower shares no space with a CLIP "
         "text tower: use scorer='lmtext' (ATP uses it when no text_encoder is set)"

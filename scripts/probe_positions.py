@@ -1,16 +1,18 @@
 """Does a shapes checkpoint care where the pruned image tokens sit? First-answer-token accuracy with
 all 256 image tokens, and with 64 (every object patch plus random background, an oracle pruning)
 fed either compacted (positions 0..63 of the image, what pre-LLM pruning such as ATP feeds) or at
-their original positions (what FastV keeps).
+their original positions (what FastV keeps, and pre-LLM pruning with PruneConfig(positions="original")).
 
     python scripts/probe_positions.py src/visprune/shapes/checkpoint [/tmp/other_checkpoint ...]
 
-Measured 2026-11-22 (300 held-out questions, seed 12345): the bundled checkpoint (run K, trained
-with compacted batches, --compact-p 0.2) 0.78 full, 0.80 compacted, 0.76 at original positions;
-the previous one (run G) 0.71, 0.72, 0.70; run H (--balanced-counts, no compacted batches) 0.73,
+Measured 2026-11-22 (300 held-out questions, seed 12345): the bundled checkpoint (run M, trained
+with compacted batches, --compact-p 0.2) 0.83 full, 0.79 compacted, 0.79 at original positions;
+run K 0.78, 0.80, 0.76; run G 0.71, 0.72, 0.70; run H (--balanced-counts, no compacted batches) 0.73,
 0.46, 0.73: H reads the question's distance to the image, which compaction changes, so it fails
 under pre-LLM pruning (exists 0.98 -> 0.18, colour 0.75 -> 0.40) while the same 64 tokens at their
-own positions are as good as all 256.
+own positions are as good as all 256. With the library's own pruning on H (`visprune eval --model
+/tmp/runH --task shapes-vqa --n 200 --method atp:k=64 --method atp:k=64,positions=original`):
+ATP keeping 64 tokens 0.430 compacted, 0.710 at original positions, 0.710 unpruned.
 """
 
 from __future__ import annotations

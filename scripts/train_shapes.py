@@ -1,25 +1,39 @@
 """Train the shapes proving ground's VLM on CPU and write it to src/visprune/shapes/checkpoint/.
 
-    python scripts/train_shapes.py                     # full recipe: stage 1 ~25 min (measured on 1 thread), stage 2 ~101 min (2 threads)
+    python scripts/train_shapes.py                     # full recipe: stage 1 ~10 min, stage 2 ~61 min (2 threads, jemalloc)
     python scripts/train_shapes.py --stage1-only       # stage 1 alone, then resume stage 2 with:
     python scripts/train_shapes.py --skip-stage1
     python scripts/train_shapes.py --stage1-steps 40 --stage2-steps 40 --pool 256 \
         --monitor-n 64 --final-n 20 --eval-every 20 --out /tmp/ck                # smoke run
 
-STATUS (measured 2026-11-22): the defaults made the bundled checkpoint (run K in train_log.txt;
-stage 2 on 2 threads with nothing else running, 101 min, after the bundled stage 1 of 25 min on 1
-thread: over the 90 minutes aimed for). Held-out accuracy 0.777 through from_pretrained + generate
-(300 questions, seed 12345; chance 0.319): colour 0.85, shape 0.90, count 0.62 (chance 0.25),
-exists 1.00, side 0.52 (chance 0.50); 0.790 on 1,000 questions of seed 31337 (colour 0.875, shape
-0.935, count 0.525, exists 0.99, side 0.625). Short of the 85% aimed for; side questions are now
-the weak spot. What K changed against the previous checkpoint (run G: 0.707 here, 0.737 on the
-1,000, count 0.300, side 0.710; 4500 steps on 1 thread): count questions at their fair share with
-answers near uniform 1..4 (--balanced-counts; before, 13% of the turns and mostly "1"), a fifth
-of the batches compacted as pre-LLM pruning presents them (--compact-p 0.2), 10,000 steps, an
-earlier curriculum. --balanced-counts alone (runs H, I) made models that read the question's
-distance to the image and collapse once visual tokens are dropped (ATP keeping 64 of 256: 0.41
-against 0.73 unpruned), which --compact-p prevents: scripts/probe_positions.py gives K 0.78 with
-all 256 tokens, 0.80 with 64 compacted and 0.76 with the same 64 at their original positions.
+Install jemalloc first (apt-get install libjemalloc2): the script re-executes itself under it.
+
+STATUS (measured 2026-11-22): the defaults made the bundled checkpoint (run M in train_log.txt):
+stage 2 on 2 threads under jemalloc with nothing else running took 59.4 min (61 min with the
+scene pool and the final evaluation), after the bundled stage 1 (made earlier on 1 thread; on 2
+threads under jemalloc a 100-step run measured 0.39 s per step, about 10 min for its 1,500
+steps): about 71 minutes in all, inside the 90 aimed for. Held-out accuracy 0.827 through
+from_pretrained + generate (300 questions, seed 12345; chance 0.319): colour 0.97, shape 0.93,
+count 0.65 (chance 0.25), exists 1.00, side 0.58 (chance 0.50); 0.833 on 1,000 questions of seed
+31337 (colour 0.950, shape 0.975, count 0.600, exists 1.000, side 0.640). Short of the 85% aimed
+for; side and count questions are the weak spots. Side accuracy falls with the number of other
+objects that share the referenced object's colour or shape (0.72 with none, 0.68 with one, 0.54
+with two or more, 300 side questions of seed 4242; scripts/shapes_errors.py), and is 0.72 even
+with none: the model finds a colour-and-shape conjunction imprecisely and reads the position of
+what it found poorly.
+What M changed against the previous checkpoint (run K: 0.777 here, 0.790 on the 1,000; 10,000
+steps of 8-12 turns): 12-20 question turns per image (the 256 image tokens dominate the cost, so
+more turns are more answers per second), 9,000 steps, and jemalloc. Run L was M under glibc's
+malloc: the time per token rose step by step (70 us at step 250, 95 us at step 2,750; about 40% of
+py-spy's samples inside malloc; RSS 7.6 GB), which is why K took 101 min; M logged identical
+losses and monitor accuracies at about half the time per step. Still from K: count questions at
+their fair share with answers near uniform 1..4 (--balanced-counts; before, 13% of the turns and
+mostly "1") and a fifth of the batches compacted as pre-LLM pruning presents them (--compact-p
+0.2). --balanced-counts alone (runs H, I) made models that read the question's distance to the
+image and collapse once visual tokens are dropped (ATP keeping 64 of 256: 0.43 against 0.71
+unpruned; 0.71 with positions="original"), which --compact-p prevents: scripts/probe_positions.py
+gives M 0.83 with all 256 tokens, 0.79 with 64 compacted and 0.79 with the same 64 at their
+original positions.
 Stage 1 reaches 1.000 held-out per-patch accuracy on object patches for every head and 0.99
 caption retrieval at batch 32. Two changes took
 stage 2 from the question-only prior (0.29-0.39 in every earlier run, see train_log.txt) to this:
@@ -657,12 +671,39 @@ def train_stage2(args, clip, tok, processor, fh):
 # ----------------------------------------------------------------------------- main
 
 
+JEMALLOC = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib64/libjemalloc.so.2", "/usr/lib/libjemalloc.so.2")
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"  # keep freed pages: no page faults to get them back
+
+
+def use_jemalloc(choice: str) -> str:
+    """Run this script under jemalloc when it is installed (``apt-get install libjemalloc2``): the
+    process re-executes itself with it preloaded. Measured (see STATUS): under glibc's malloc a
+    long stage 2 slowed down step by step (about 40% of the samples of an aged process inside
+    malloc's internals; RSS 7.6 GB after 3000 steps), while a fresh process of the same
+    configuration ran 0.60-0.64 s per step; under jemalloc without page purging, 0.46-0.48 s.
+    Returns the allocator in use, for the log."""
+    if "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        return "jemalloc (LD_PRELOAD)"
+    if choice == "system":
+        return "system malloc (--allocator system)"
+    lib = next((p for p in JEMALLOC if os.path.exists(p)), None)
+    if lib is None:
+        print("note: libjemalloc2 is not installed (apt-get install libjemalloc2); glibc's malloc makes long runs "
+              "slower step by step (see STATUS in this script)", file=sys.stderr)
+        return "system malloc (no libjemalloc2)"
+    env = dict(os.environ, LD_PRELOAD=lib, MALLOC_CONF=os.environ.get("MALLOC_CONF", JEMALLOC_CONF))
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    raise AssertionError("unreachable")
+
+
 class Pace:
     """Where the time of the training steps goes, per logging interval (evaluation excluded):
     wall seconds per step, this process's CPU seconds per step (user and system), the host's
     steal time (CPU taken by other guests of a virtual machine) and the share of subnormal
     values in the optimizer state (slow arithmetic on x86). Logged because long runs measured
-    slower per step than short runs of the same recipe, and nothing else explained it."""
+    slower per step than short runs of the same recipe; it showed glibc's malloc as the cause
+    (see use_jemalloc)."""
 
     def __init__(self):
         self.mark = None
@@ -749,7 +790,7 @@ def main(argv=None):
     p.add_argument("--batch1", type=int, default=32)
     p.add_argument("--object-weight", type=float, default=1.0,
                    help="stage 1: extra weight of the dense heads' loss on object patches")
-    p.add_argument("--stage2-steps", type=int, default=10000)
+    p.add_argument("--stage2-steps", type=int, default=9000)
     p.add_argument("--stage2-lr", type=float, default=2e-3)
     p.add_argument("--batch2", type=int, default=16)
     p.add_argument("--init", type=float, default=0.15,
@@ -759,7 +800,7 @@ def main(argv=None):
     p.add_argument("--lm-layers", type=int, default=4)
     p.add_argument("--save-every2", type=int, default=1000, help="stage-2 snapshots to OUT")
     p.add_argument("--pool", type=int, default=12000, help="training scenes cached for stage 2")
-    p.add_argument("--turns", type=int, nargs=2, default=(8, 12),
+    p.add_argument("--turns", type=int, nargs=2, default=(12, 20),
                    help="question/answer turns per image, drawn in [min, max]: the 256 image tokens "
                         "dominate the cost, so more turns give more answers per second")
     p.add_argument("--background", type=float, nargs=2, default=(0.05, 0.45), metavar=("START", "UNTIL"),
@@ -780,6 +821,9 @@ def main(argv=None):
     p.add_argument("--init-from", type=Path, default=None, metavar="DIR",
                    help="start stage 2 from the projector and language model of a saved checkpoint "
                         "(same sizes; for diagnosis and fine-tuning, not part of the recipe)")
+    p.add_argument("--allocator", choices=("jemalloc", "system"), default="jemalloc",
+                   help="memory allocator: jemalloc when installed (default; the script re-executes itself "
+                        "with it preloaded), or the system's malloc, measured to slow long runs down")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--monitor-n", type=int, default=300)
     p.add_argument("--final-n", type=int, default=300)
@@ -793,12 +837,14 @@ def main(argv=None):
     if args.grounding_weight > 0 and (args.background[0] < 1 or args.compact_p > 0):
         p.error("--grounding-weight needs all patches in place: use it with --background 1 0 --compact-p 0")
 
+    allocator = use_jemalloc(args.allocator)
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     fh = open(args.out / "train_log.txt", "a" if args.skip_stage1 else "w")
     log(f"args: {vars(args)}", fh)
+    log(f"allocator: {allocator}", fh)
     t_all = time.time()
 
     tok = M.build_tokenizer()
@@ -840,6 +886,7 @@ def main(argv=None):
         "checkpoint_bytes": size,
         "device": "cpu",
         "threads": args.threads,
+        "allocator": allocator,
         "grounding_loss": {"targets": GROUNDING, "weight": args.grounding_weight},
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "torch": torch.__version__,

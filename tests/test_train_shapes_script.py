@@ -133,6 +133,11 @@ def test_init_from_starts_stage2_from_a_saved_checkpoint_and_the_log_shows_the_p
     log = (tmp_path / "train_log.txt").read_text()
     assert "initialised from" in log
     assert log.count("s/step, process cpu") == 2 and "subnormal optimizer state" in log
+    # jemalloc where installed (the script re-executes itself with it), else the system's malloc
+    allocator = json.loads((tmp_path / "metrics.json").read_text())["allocator"]
+    installed = any(Path(p).exists() for p in _train_shapes().JEMALLOC)
+    assert allocator == ("jemalloc (LD_PRELOAD)" if installed else "system malloc (no libjemalloc2)")
+    assert f"allocator: {allocator}" in log
 
 
 def test_balanced_counts_take_their_share_with_answers_near_uniform():
@@ -170,3 +175,27 @@ def test_probe_positions_runs_on_the_bundled_checkpoint(tmp_path):
     lines = [line for line in out.splitlines() if line.startswith(str(shapes.CHECKPOINT))]
     assert [line.split()[1] for line in lines] == ["full", "compacted", "original"]
     assert all("all " in line and "count " in line for line in lines)
+
+
+def _script(name):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+@needs_checkpoint
+def test_shapes_errors_splits_side_questions_and_scores_caption_positions(tmp_path):
+    errors = _script("shapes_errors")
+    model, processor = shapes.load()
+    groups = errors.side_by_partial_matches(model, processor, n=6, seed=4242)
+    assert groups["all"][0] == 6 and sum(n for k, (n, _) in groups.items() if k != "all") == 6
+    assert all(0.0 <= acc <= 1.0 for _, acc in groups.values())
+    folder = tmp_path / "samples" / "clean" / "none"
+    folder.mkdir(parents=True)
+    sample = {"prediction": "big red circle at row 2 column 3 , small blue cross at row 9 column 0 .",
+              "references": ["small blue cross at row 9 column 9 , big red circle at row 2 column 4 ."]}
+    (folder / "0.jsonl").write_text(json.dumps(sample) + "\n")
+    c = errors.caption_positions(tmp_path)
+    assert c["matched"] == 2 and c["row_exact"] == 1.0 and c["col_exact"] == 0.0 and c["col_within_1"] == 0.5

@@ -67,7 +67,9 @@ class PruneConfig:
             Qwen2-VL's M-RoPE keep them; for models that learnt to read where image tokens sit
             (``scripts/probe_positions.py`` measures it). ``None``: the architecture's own way.
             ``"original"`` runs on the LLaVA family, Qwen2-VL and in-LLM scorers (FastV);
-            ``"compact"`` on everything but Qwen2-VL and in-LLM scorers.
+            ``"compact"`` on everything but Qwen2-VL and in-LLM scorers. ``generate`` continues the
+            positions by itself; a decoding loop written by hand around ``forward`` must pass the
+            following ``position_ids`` itself (the prompt's last kept position + 1, + 2, ...).
     """
 
     scorer: Any = "atp"

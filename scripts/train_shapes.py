@@ -24,8 +24,8 @@ what it found poorly.
 What M changed against the previous checkpoint (run K: 0.777 here, 0.790 on the 1,000; 10,000
 steps of 8-12 turns): 12-20 question turns per image (the 256 image tokens dominate the cost, so
 more turns are more answers per second), 9,000 steps, and jemalloc. Run L was M under glibc's
-malloc: the time per token rose step by step (70 us at step 250, 95 us at step 2,750; about 40% of
-py-spy's samples inside malloc; RSS 7.6 GB), which is why K took 101 min; M logged identical
+malloc: the time per token rose step by step (70 us at step 250, 95 us at step 2,750; about 30% of
+py-spy's samples inside malloc; RSS 7.6 GB), the likely reason K took 101 min; M logged identical
 losses and monitor accuracies at about half the time per step. Still from K: count questions at
 their fair share with answers near uniform 1..4 (--balanced-counts; before, 13% of the turns and
 mostly "1") and a fifth of the batches compacted as pre-LLM pruning presents them (--compact-p
@@ -678,7 +678,7 @@ JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"  # keep freed pages: no pa
 def use_jemalloc(choice: str) -> str:
     """Run this script under jemalloc when it is installed (``apt-get install libjemalloc2``): the
     process re-executes itself with it preloaded. Measured (see STATUS): under glibc's malloc a
-    long stage 2 slowed down step by step (about 40% of the samples of an aged process inside
+    long stage 2 slowed down step by step (about 30% of the samples of an aged process inside
     malloc's internals; RSS 7.6 GB after 3000 steps), while a fresh process of the same
     configuration ran 0.60-0.64 s per step; under jemalloc without page purging, 0.46-0.48 s.
     Returns the allocator in use, for the log."""

@@ -26,3 +26,21 @@ def assert_batched_equals_one_by_one(model, inputs, singles, max_new_tokens=6, n
         new = single[0, one["input_ids"].shape[1] :]
         assert torch.equal(new, new_batch[i, : len(new)]), f"sample {i}: generated tokens differ"
     return kept
+
+
+@torch.no_grad()
+def pruned_generate_positions(model, processor, inputs, config, max_new_tokens=3):
+    """Prune with ``config``, generate, unprune: the ``position_ids`` the language model received
+    at each call (prefill first), and the kept indices."""
+    seen = []
+    hook = model.model.language_model.register_forward_pre_hook(
+        lambda _m, _a, kw: seen.append(kw["position_ids"].clone()), with_kwargs=True
+    )
+    visprune.prune_(model, config, processor=processor)
+    try:
+        model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        kept = visprune.last_kept(model)
+    finally:
+        visprune.unprune_(model)
+        hook.remove()
+    return seen, kept

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import visprune
-from helpers import assert_batched_equals_one_by_one
+from helpers import assert_batched_equals_one_by_one, pruned_generate_positions
 from visprune import PruneConfig, prune_, unprune_
 from visprune import random_models as T
 from visprune.methods import parse_method
@@ -65,16 +65,7 @@ def test_forward_equals_the_unpruned_model_with_the_dropped_tokens_masked_out(bu
 @torch.no_grad()
 def test_generate_prefills_at_the_original_positions_and_decodes_after_the_unpruned_length(built):
     model, proc, inputs, _ = built
-    seen = []
-    hook = model.model.language_model.register_forward_pre_hook(
-        lambda _m, _a, kw: seen.append(kw["position_ids"].clone()), with_kwargs=True)
-    prune_(model, PruneConfig(scorer="cls", keep=0.25, positions="original"), processor=proc)
-    try:
-        model.generate(**inputs, max_new_tokens=3, do_sample=False)
-        kept = visprune.last_kept(model)
-    finally:
-        unprune_(model)
-        hook.remove()
+    seen, kept = pruned_generate_positions(model, proc, inputs, PruneConfig(scorer="cls", keep=0.25, positions="original"))
     full = inputs["attention_mask"]
     unpruned = (full.cumsum(-1) - 1).masked_fill(full == 0, 0)
     mask = _dropped_masked_out(model, inputs, kept)

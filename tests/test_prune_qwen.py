@@ -6,7 +6,7 @@ from transformers import AttentionInterface
 from transformers.models.qwen2_vl.modeling_qwen2_vl import eager_attention_forward
 
 import visprune
-from helpers import assert_batched_equals_one_by_one
+from helpers import assert_batched_equals_one_by_one, pruned_generate_positions
 from visprune import PruneConfig, prune_, unprune_
 from visprune import random_models as T
 from visprune.scorers.pool import pool_shape
@@ -48,17 +48,7 @@ def test_kept_tokens_keep_their_original_3d_positions(built):
         inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"],
         image_grid_thw=inputs["image_grid_thw"], attention_mask=inputs["attention_mask"],
     )
-    seen = []
-    hook = model.model.language_model.register_forward_pre_hook(
-        lambda _m, _a, kw: seen.append(kw["position_ids"].clone()), with_kwargs=True
-    )
-    prune_(model, PruneConfig(scorer="cls", keep=0.25), processor=proc)
-    try:
-        model.generate(**inputs, max_new_tokens=3, do_sample=False)
-        kept = visprune.last_kept(model)
-    finally:
-        unprune_(model)
-        hook.remove()
+    seen, kept = pruned_generate_positions(model, proc, inputs, PruneConfig(scorer="cls", keep=0.25))
     image_id = model.config.image_token_id
     prefill, first_decode = seen[0], seen[1]
     assert prefill.shape[0] == 4  # text positions, then temporal / height / width

@@ -22,6 +22,9 @@ step() { echo; echo "== $*"; }
 step "position probe (full / compacted / original positions should agree)"
 $PY scripts/probe_positions.py "$CK"
 
+step "position readout (column at the object's patch: tower, language-model input, each layer)"
+$PY scripts/probe_readout.py "$CK"
+
 step "held-out accuracy, 1,000 questions of seed 31337 -> runs/heldout1000/summary.md"
 rm -rf runs/heldout1000
 $V eval --model shapes --task shapes-vqa --n 1000 --seed 31337 --method none --no-flops --timing 0 \

@@ -1,6 +1,6 @@
 """Train the shapes proving ground's VLM on CPU and write it to src/visprune/shapes/checkpoint/.
 
-    python scripts/train_shapes.py                     # full recipe: stage 1 ~10 min, stage 2 ~61 min (2 threads, jemalloc)
+    python scripts/train_shapes.py                     # full recipe: stage 1 ~10 min, stage 2 ~65 min (2 threads, jemalloc)
     python scripts/train_shapes.py --stage1-only       # stage 1 alone, then resume stage 2 with:
     python scripts/train_shapes.py --skip-stage1
     python scripts/train_shapes.py --stage1-steps 40 --stage2-steps 40 --pool 256 \
@@ -8,20 +8,25 @@
 
 Install jemalloc first (apt-get install libjemalloc2): the script re-executes itself under it.
 
-STATUS (measured 2026-11-22): the defaults made the bundled checkpoint (run M in train_log.txt):
-stage 2 on 2 threads under jemalloc with nothing else running took 59.4 min (61 min with the
+STATUS (measured 2026-11-22): the defaults made the bundled checkpoint (run N in train_log.txt):
+stage 2 on 2 threads under jemalloc with nothing else running took 63.2 min (64.9 min with the
 scene pool and the final evaluation), after the bundled stage 1 (made earlier on 1 thread; on 2
 threads under jemalloc a 100-step run measured 0.39 s per step, about 10 min for its 1,500
-steps): about 71 minutes in all, inside the 90 aimed for. Held-out accuracy 0.827 through
-from_pretrained + generate (300 questions, seed 12345; chance 0.319): colour 0.97, shape 0.93,
-count 0.65 (chance 0.25), exists 1.00, side 0.58 (chance 0.50); 0.833 on 1,000 questions of seed
-31337 (colour 0.950, shape 0.975, count 0.600, exists 1.000, side 0.640). Short of the 85% aimed
-for; side and count questions are the weak spots. Side accuracy falls with the number of other
-objects that share the referenced object's colour or shape (0.72 with none, 0.68 with one, 0.54
-with two or more, 300 side questions of seed 4242; scripts/shapes_errors.py), and is 0.72 even
-with none: the model finds a colour-and-shape conjunction imprecisely and reads the position of
-what it found poorly.
-What M changed against the previous checkpoint (run K: 0.777 here, 0.790 on the 1,000; 10,000
+steps): about 75 minutes in all, inside the 90 aimed for. Held-out accuracy 0.833 through
+from_pretrained + generate (300 questions, seed 12345; chance 0.319): colour 0.90, shape 0.90,
+count 0.68 (chance 0.25), exists 0.98, side 0.70 (chance 0.50); 0.838 on 1,000 questions of seed
+31337 (colour 0.910, shape 0.895, count 0.670, exists 0.975, side 0.740). Short of the 85% aimed
+for; count questions (mostly off by one) and side questions are the weak spots.
+What N changed against run M (0.827 here, 0.833 on the 1,000, side 0.64 there): the training-only
+position heads (--position-weight, PositionHeads). Linear probes on M (scripts/probe_readout.py)
+read the column of an object's patch at 1.00 from the tower, 0.57 from the projector's output and
+0.08 after layer 2 (chance 0.06): stage 2 had learnt to throw position away, and side questions
+sat near chance all run (monitor 0.45-0.60). On N: 1.00, 0.98, 0.94, and the monitor's side
+accuracy passed 0.7 by step 2,750. Colour and shape fell a little (0.95 -> 0.91, 0.975 -> 0.895 on
+the 1,000), side rose 0.64 -> 0.74 and count 0.60 -> 0.67. Fine-tuning M for 1,000 more steps, with
+the usual question mix or with side and count questions weighted up, did not help (pilots P0/P1 in
+train_log.txt: 0.820 and 0.813 against M's 0.827).
+What M changed against the run before it (K: 0.777 here, 0.790 on the 1,000; 10,000
 steps of 8-12 turns): 12-20 question turns per image (the 256 image tokens dominate the cost, so
 more turns are more answers per second), 9,000 steps, and jemalloc. Run L was M under glibc's
 malloc: the time per token rose step by step (70 us at step 250, 95 us at step 2,750; about 30% of
@@ -32,8 +37,8 @@ mostly "1") and a fifth of the batches compacted as pre-LLM pruning presents the
 0.2). --balanced-counts alone (runs H, I) made models that read the question's distance to the
 image and collapse once visual tokens are dropped (ATP keeping 64 of 256: 0.43 against 0.71
 unpruned; 0.71 with positions="original"), which --compact-p prevents: scripts/probe_positions.py
-gives M 0.83 with all 256 tokens, 0.79 with 64 compacted and 0.79 with the same 64 at their
-original positions.
+gives N 0.83 with all 256 tokens, 0.80 with 64 compacted and 0.76 with the same 64 at their
+original positions (M: 0.83, 0.79, 0.79).
 Stage 1 reaches 1.000 held-out per-patch accuracy on object patches for every head and 0.99
 caption retrieval at batch 32. Two changes took
 stage 2 from the question-only prior (0.29-0.39 in every earlier run, see train_log.txt) to this:
@@ -61,7 +66,10 @@ must find them among ~250 background tokens; and a fifth of the batches (--compa
 5-50% of the background and compacted, as pre-LLM pruning presents them, so the model cannot come
 to depend on where the image tokens sit. Documented because both may make the model more
 tolerant of dropped background tokens (what pruning does) than a model trained on full images
-only. Optional auxiliary grounding loss (--grounding-weight; documented
+only. Training-only position heads (--position-weight, on by default) read every image token's
+row and column from the projector's output and the hidden states after layers 1 and 2, so the
+language model keeps where each patch is; they are not saved. Optional auxiliary grounding loss
+(--grounding-weight; documented
 because it shapes attention, and so what attention-based pruners such as FastV see): the heads
 listed in GROUNDING are taught to look at the patches the question is about (ground-truth masks).
 
@@ -105,6 +113,9 @@ GROUNDED_LAYERS = tuple(sorted({layer for layer, _, _ in GROUNDING}))
 _ATTR_WORDS = {**{c: ("colour", c) for c in S.COLOUR_NAMES}, **{s: ("shape", s) for s in S.SHAPES},
                **{p: ("shape", s) for s, p in S.PLURALS.items()}, **{z: ("size", z) for z in S.SIZES}}
 COUNT_TILT = 2.0  # count answers drawn with weight count**COUNT_TILT among those a scene allows
+# hidden states (0: the projector's output, the language model's input; i: after layer i) whose
+# image tokens the training-only position heads read (--position-weight)
+POSITION_SITES = (0, 1, 2)
 MONITOR_SEED = 777  # held-out samples watched during training (eval split)
 FINAL_SEED = 12345  # held-out samples of metrics.json (eval split)
 
@@ -445,15 +456,44 @@ def collate(seqs, pad_id: int):
     return ids, labels, am
 
 
-def lm_forward(llava, ids, am, feats, position_ids=None):
-    """LLaVA's forward from cached tower features (the stock path minus the frozen tower)."""
+def lm_forward(llava, ids, am, feats, position_ids=None, hidden_states: bool = False):
+    """LLaVA's forward from cached tower features (the stock path minus the frozen tower).
+    Returns the logits, and with `hidden_states` also the language model's hidden states."""
     inner = llava.model
     emb = inner.get_input_embeddings()(ids)
     img = inner.multi_modal_projector(feats.to(emb.dtype))
     mask = (ids == llava.config.image_token_index).unsqueeze(-1).expand_as(emb)
     emb = emb.masked_scatter(mask, img.to(emb.dtype))
-    out = inner.language_model(inputs_embeds=emb, attention_mask=am, position_ids=position_ids)
-    return llava.lm_head(out.last_hidden_state)
+    out = inner.language_model(inputs_embeds=emb, attention_mask=am, position_ids=position_ids,
+                               output_hidden_states=hidden_states)
+    logits = llava.lm_head(out.last_hidden_state)
+    return (logits, out.hidden_states) if hidden_states else logits
+
+
+class PositionHeads(nn.Module):
+    """Training-only linear heads that read each image token's row and column from the hidden
+    states at POSITION_SITES; they are not part of the saved model.
+
+    Why: linear probes on run M (the tower's features read the column of an object's patch at
+    1.00, its projector's output at 0.57 and the language model after layer 2 at 0.08) showed
+    that stage 2 learnt to throw position away before the language model could use it, so side
+    questions stayed near chance. The heads make the projector and the first layers keep it."""
+
+    def __init__(self, hidden: int, sites=POSITION_SITES):
+        super().__init__()
+        self.sites = tuple(sites)
+        self.heads = nn.ModuleList(nn.Linear(hidden, 2 * S.GRID) for _ in self.sites)
+
+    def forward(self, hidden_states, image_mask: torch.Tensor, patch_index: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of row and column over the image tokens (`image_mask` [B, T]) whose
+        patch numbers are `patch_index` [B, K], in the order they appear."""
+        index = patch_index.flatten()
+        loss = torch.zeros(())
+        for site, head in zip(self.sites, self.heads):
+            logits = head(hidden_states[site][image_mask]).float()
+            loss = loss + F.cross_entropy(logits[:, : S.GRID], index // S.GRID)
+            loss = loss + F.cross_entropy(logits[:, S.GRID :], index % S.GRID)
+        return loss / (2 * len(self.sites))
 
 
 def background_share(step: int, steps: int, start: float, until: float) -> float:
@@ -592,7 +632,9 @@ def train_stage2(args, clip, tok, processor, fh):
 
     hooks = hook()
 
+    position_heads = PositionHeads(cfg.text_config.hidden_size) if args.position_weight > 0 else None
     params = [p for p in llava.parameters() if p.requires_grad]
+    params += list(position_heads.parameters()) if position_heads is not None else []
     opt = torch.optim.AdamW(params, lr=args.stage2_lr, weight_decay=0.01)
     steps = args.stage2_steps
     sched = cosine(opt, warmup=min(150, steps // 10), total=steps)
@@ -630,10 +672,14 @@ def train_stage2(args, clip, tok, processor, fh):
             pos = None if compact else subset_positions(ids, keep, img_start)
         captured.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            logits = lm_forward(llava, ids, am, feats, pos)
+            logits, hidden = lm_forward(llava, ids, am, feats, pos, hidden_states=True)
+            p_loss = torch.zeros(())
+            if position_heads is not None:
+                patch_index = torch.arange(S.NUM_PATCHES).expand(len(idx), -1) if keep is None else keep
+                p_loss = position_heads(hidden, ids == llava.config.image_token_index, patch_index)
         lm_loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten())
         g_loss, g_parts = grounding_loss(captured, seqs, img_start) if grounded else (torch.zeros(()), {})
-        loss = lm_loss + args.grounding_weight * g_loss
+        loss = lm_loss + args.grounding_weight * g_loss + args.position_weight * p_loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -651,7 +697,7 @@ def train_stage2(args, clip, tok, processor, fh):
             hooks = hook()
             elapsed = time.time() - t0
             history.append({"step": step, "seconds": round(elapsed), "max_objects": int(max_obj), **acc})
-            log(f"stage2 step {step}/{steps} {elapsed:.0f}s loss {lm_loss.item():.3f} grounding "
+            log(f"stage2 step {step}/{steps} {elapsed:.0f}s loss {lm_loss.item():.3f} position {p_loss.item():.3f} grounding "
                 f"{g_loss.item():.3f} (" + " ".join(f"{k} {v:.2f}" for k, v in g_parts.items()) + f") held-out acc {acc['overall']:.3f} ("
                 + " ".join(f"{q} {acc[q]:.2f}" for q in S.QTYPES)
                 + f"; <=3 objects {acc['few_objects']:.2f}) max objects {max_obj} background {share:.2f} "
@@ -814,6 +860,9 @@ def main(argv=None):
     p.add_argument("--balanced-counts", action=argparse.BooleanOptionalAction, default=True,
                    help="count questions at a fifth of the turns with answers near uniform 1..4 (count_answer; "
                         "default on; --no-balanced-counts: as the scenes allow, 13%% of turns, mostly 1)")
+    p.add_argument("--position-weight", type=float, default=1.0,
+                   help="weight of the training-only heads that read each image token's row and column from "
+                        "the projector's output and the first two layers (PositionHeads; 0: off, as before run N)")
     p.add_argument("--grounding-weight", type=float, default=0.0,
                    help="weight of the auxiliary grounding loss (off by default: measured not to help)")
     p.add_argument("--curriculum", type=float, nargs=2, default=(0.2, 0.4),

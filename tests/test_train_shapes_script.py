@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from visprune import shapes
 
@@ -167,6 +168,53 @@ def test_balanced_counts_take_their_share_with_answers_near_uniform():
     assert 0.15 < share < 0.25  # one of five types
     freq = np.array([answers[str(c)] for c in range(1, 5)]) / sum(answers.values())
     assert freq.min() > 0.15 and freq.max() < 0.35, freq
+
+
+def test_position_heads_read_each_image_token_at_its_own_patch_number():
+    """PositionHeads pairs the image tokens, in order, with their patch numbers, also for a
+    thinned and compacted subset: hidden states that spell out row and column give a loss near 0,
+    the same states against shuffled patch numbers a high one."""
+    ts = _train_shapes()
+    from visprune.shapes import scenes as S
+
+    heads = ts.PositionHeads(hidden=2 * S.GRID, sites=(0,))
+    with torch.no_grad():
+        heads.heads[0].weight.copy_(torch.eye(2 * S.GRID) * 50)
+        heads.heads[0].bias.zero_()
+    keep = torch.stack([torch.sort(torch.randperm(S.NUM_PATCHES)[:40]).values for _ in range(3)])  # [3, 40]
+    lead, tail = 4, 6
+    mask = torch.zeros(3, lead + 40 + tail, dtype=torch.bool)
+    mask[:, lead : lead + 40] = True
+    h = torch.randn(3, lead + 40 + tail, 2 * S.GRID) * 0.1
+    h[:, lead : lead + 40] = torch.cat([F.one_hot(keep // S.GRID, S.GRID), F.one_hot(keep % S.GRID, S.GRID)], -1).float()
+    assert heads((h,), mask, keep).item() < 1e-3
+    shuffled = keep[:, torch.randperm(40)]
+    assert heads((h,), mask, shuffled).item() > 5.0
+
+
+@needs_clip
+def test_stage2_trains_the_position_heads_and_saves_no_trace_of_them(tmp_path):
+    shutil.copytree(shapes.clip_path(), tmp_path / "clip")
+    _run(["scripts/train_shapes.py", "--skip-stage1", "--out", str(tmp_path), "--stage2-steps", "12",
+          "--pool", "64", "--batch2", "4", "--monitor-n", "8", "--final-n", "3", "--eval-every", "11",
+          "--background", "1", "0", "--compact-p", "0.5", "--position-weight", "1"], tmp_path)
+    losses = [float(line.split(" position ")[1].split()[0]) for line in
+              (tmp_path / "train_log.txt").read_text().splitlines() if " position " in line and "stage2 step" in line]
+    assert len(losses) == 2 and losses[1] < 0.5 * losses[0]  # 2 x ln 16 = 5.5 at the start
+    model, _ = shapes.load(tmp_path)
+    bundled, _ = shapes.load()
+    assert model.state_dict().keys() == bundled.state_dict().keys()
+
+
+@needs_checkpoint
+def test_probe_readout_reads_position_from_the_tower(tmp_path):
+    readout = _script("probe_readout")
+    r = readout.readout(shapes.CHECKPOINT, n=400, seed=777)  # 80 side questions, 24 held out
+    assert r["side_questions"] >= 60
+    assert list(r["patch"])[:2] == ["tower", "LM input"] and len(r["answer"]) == len(r["patch"]) - 1
+    # stage 1's dense heads put the column in the features: 0.83 left/right here (1.00 with --n 3000)
+    assert r["patch"]["tower"]["side"] > 0.7
+    assert all(0.0 <= v <= 1.0 for site in r["patch"].values() for v in site.values())
 
 
 @needs_checkpoint

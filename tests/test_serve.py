@@ -210,9 +210,12 @@ def test_command_line_serves_until_interrupted():
     import subprocess
     import sys
 
+    # a shell runs background jobs with SIGINT ignored, and Python only turns SIGINT into
+    # KeyboardInterrupt when it starts with the default action: give the server a terminal's Ctrl-C
     proc = subprocess.Popen([sys.executable, "-m", "visprune.serve", "--port", "0", "--quiet", "--repeats", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)

@@ -672,9 +672,11 @@ def train_stage2(args, clip, tok, processor, fh):
             pos = None if compact else subset_positions(ids, keep, img_start)
         captured.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            logits, hidden = lm_forward(llava, ids, am, feats, pos, hidden_states=True)
             p_loss = torch.zeros(())
-            if position_heads is not None:
+            if position_heads is None:
+                logits = lm_forward(llava, ids, am, feats, pos)
+            else:
+                logits, hidden = lm_forward(llava, ids, am, feats, pos, hidden_states=True)
                 patch_index = torch.arange(S.NUM_PATCHES).expand(len(idx), -1) if keep is None else keep
                 p_loss = position_heads(hidden, ids == llava.config.image_token_index, patch_index)
         lm_loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten())

@@ -113,9 +113,11 @@ def test_stage2_with_the_background_curriculum_and_stage1_with_object_weight(tmp
     assert out.returncode == 2 and "--background" in out.stderr
     _run(["scripts/train_shapes.py", "--skip-stage1", "--out", str(tmp_path), "--stage2-steps", "3",
           "--pool", "64", "--batch2", "4", "--monitor-n", "8", "--final-n", "3", "--eval-every", "3",
-          "--compact-p", "1", "--balanced-counts"], tmp_path)
+          "--compact-p", "1", "--balanced-counts", "--position-weight", "0"], tmp_path)
     args = json.loads((tmp_path / "metrics.json").read_text())["args"]
-    assert args["compact_p"] == 1.0 and args["balanced_counts"] is True
+    assert args["compact_p"] == 1.0 and args["balanced_counts"] is True and args["position_weight"] == 0.0
+    last_run = (tmp_path / "train_log.txt").read_text().split("args: ")[-1]  # the log is appended per run
+    assert [line for line in last_run.splitlines() if "stage2 step" in line and " position 0.000 " in line]
 
 
 @needs_checkpoint

@@ -5,10 +5,12 @@ their original positions (what FastV keeps, and pre-LLM pruning with PruneConfig
 
     python scripts/probe_positions.py src/visprune/shapes/checkpoint [/tmp/other_checkpoint ...]
 
-Measured 2026-11-22 (300 held-out questions, seed 12345): the bundled checkpoint (run N, trained
-with compacted batches, --compact-p 0.2) 0.83 full, 0.80 compacted, 0.76 at original positions;
-run M 0.83, 0.79, 0.79; run K 0.78, 0.80, 0.76; run G 0.71, 0.72, 0.70; run H (--balanced-counts, no compacted batches) 0.73,
-0.46, 0.73: H reads the question's distance to the image, which compaction changes, so it fails
+Measured 2026-11-22 (300 held-out questions, seed 12345): the bundled checkpoint (run S, trained
+with compacted batches, --compact-p 0.2, and the grounding phase with --finetune-compact-p 0.2) 0.88
+full, 0.80 compacted, 0.77 at original positions (count 0.75, 0.42, 0.32); a grounding phase
+without compacted batches (pilot Q1) 0.88, 0.77, 0.75 (count 0.70, 0.40, 0.22); run N 0.83, 0.80,
+0.76; run M 0.83, 0.79, 0.79; run K 0.78, 0.80, 0.76; run G 0.71, 0.72, 0.70; run H
+(--balanced-counts, no compacted batches) 0.73, 0.46, 0.73: H reads the question's distance to the image, which compaction changes, so it fails
 under pre-LLM pruning (exists 0.98 -> 0.18, colour 0.75 -> 0.40) while the same 64 tokens at their
 own positions are as good as all 256. With the library's own pruning on H (`visprune eval --model
 /tmp/runH --task shapes-vqa --n 200 --method atp:k=64 --method atp:k=64,positions=original`):

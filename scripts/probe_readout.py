@@ -13,9 +13,12 @@ Measured 2026-11-22 (`--n 3000`, 600 side questions, seed 777) on run M (trained
 heads): the tower reads the column at 1.00, the projector's output at 0.57, the hidden state after
 layer 1 at 0.14 and after layer 2 at 0.08 (chance 0.06); left/right 0.99, 0.80, 0.64, 0.51. Stage 2
 had learnt to throw position away, which is why train_shapes.py now trains with PositionHeads. On
-run N, trained with them (the bundled checkpoint): column 1.00, 0.98, 0.98, 0.94 (0.71 after the
-last layer); the answer reads from the last prompt token at 0.74 from layer 2 on (M: 0.52-0.56),
-though the object's column itself does not (0.04-0.11): the model carries the side, not the column.
+run N, trained with them: column 1.00, 0.98, 0.98, 0.94 (0.71 after the last layer); the answer
+reads from the last prompt token at 0.74 from layer 2 on (M: 0.52-0.56), though the object's
+column itself does not (0.04-0.11): the model carries the side, not the column. On run S (N plus
+the grounding phase, the bundled checkpoint): column 1.00, 0.99, 0.97, 0.97 (0.73 after the last
+layer); the answer reads at 0.71 after layer 2, 0.92 after layer 3 and 0.96 after layer 4, the
+object's column at 0.11-0.14.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Train the shapes proving ground's VLM on CPU and write it to src/visprune/shapes/checkpoint/.
 
-    python scripts/train_shapes.py                     # full recipe: stage 1 ~10 min, stage 2 ~65 min (2 threads, jemalloc)
+    python scripts/train_shapes.py                     # full recipe: stage 1 ~10 min, stage 2 ~65 min, grounding phase ~9 min (2 threads, jemalloc)
     python scripts/train_shapes.py --stage1-only       # stage 1 alone, then resume stage 2 with:
     python scripts/train_shapes.py --skip-stage1
     python scripts/train_shapes.py --stage1-steps 40 --stage2-steps 40 --pool 256 \
@@ -8,15 +8,29 @@
 
 Install jemalloc first (apt-get install libjemalloc2): the script re-executes itself under it.
 
-STATUS (measured 2026-11-22): the defaults made the bundled checkpoint (run N in train_log.txt):
-stage 2 on 2 threads under jemalloc with nothing else running took 63.2 min (64.9 min with the
-scene pool and the final evaluation), after the bundled stage 1 (made earlier on 1 thread; on 2
-threads under jemalloc a 100-step run measured 0.39 s per step, about 10 min for its 1,500
-steps): about 75 minutes in all, inside the 90 aimed for. Held-out accuracy 0.833 through
-from_pretrained + generate (300 questions, seed 12345; chance 0.319): colour 0.90, shape 0.90,
-count 0.68 (chance 0.25), exists 0.98, side 0.70 (chance 0.50); 0.838 on 1,000 questions of seed
-31337 (colour 0.910, shape 0.895, count 0.670, exists 0.975, side 0.740). Short of the 85% aimed
-for; count questions (mostly off by one) and side questions are the weak spots.
+STATUS (measured 2026-11-22): the defaults made the bundled checkpoint (run S in train_log.txt):
+run N's stage 2 (2 threads under jemalloc, nothing else running: 63.2 min, 64.9 with the scene
+pool and the final evaluation) after the bundled stage 1 (made earlier on 1 thread; on 2 threads
+under jemalloc a 100-step run measured 0.39 s per step, about 10 min for its 1,500 steps), then
+the grounding phase (--finetune-steps 1000; run from N's weights with --init-from on 1 thread
+beside another run, 16 min; on 2 threads alone 300 of its steps measured 0.51 s per step, about
+9 min for all): about 84 minutes in all, inside the 90 aimed for, though the parts were run
+separately, not from scratch in one go. Held-out accuracy 0.880 through from_pretrained +
+generate (300 questions, seed 12345; chance 0.319): colour 0.90, shape 0.88, count 0.75 (chance
+0.25), exists 0.97, side 0.90 (chance 0.50); 0.870 on 1,000 questions of seed 31337 (colour
+0.895, shape 0.910, count 0.635, exists 0.975, side 0.935).
+What the grounding phase changed against run N (0.833 here, 0.838 on the 1,000, side 0.740 and
+count 0.670 there): 1,000 steps at lr 5e-4 on full scenes with the auxiliary grounding loss
+(GROUNDING: attribute words -> their objects' patches and the answer position -> the attribute
+words in layer 0, the answer position -> the question's patches in layer 2) on the full-image
+batches, and a fifth of the batches compacted without it. Side rose to 0.935, count fell to
+0.635. Pilots in train_log.txt, each from N's weights: the answer target in layer 1 (R1) 0.880 /
+0.859, but FastV ranks tokens by that very attention map and scored 0.88 at every budget; no
+answer target (S1) 0.853 / 0.817; no compacted batches (Q1) 0.880 / 0.859 but more lost when
+tokens are dropped (scripts/probe_positions.py 0.88 / 0.77 / 0.75, count 0.40 with 64 compacted
+tokens; S: 0.88 / 0.80 / 0.77); 0.4 of the batches compacted (R2) 0.877 / 0.839; no grounding
+loss (Q0) 0.827 on the 300. ATP keeping 64 / 32 / 16 tokens scores 0.835 / 0.740 / 0.675 on S
+(visprune eval --n 200; N 0.795 / 0.755 / 0.670).
 What N changed against run M (0.827 here, 0.833 on the 1,000, side 0.64 there): the training-only
 position heads (--position-weight, PositionHeads). Linear probes on M (scripts/probe_readout.py)
 read the column of an object's patch at 1.00 from the tower, 0.57 from the projector's output and
@@ -48,7 +62,8 @@ recipes in minutes; with --oracle-features (perfect one-hot patch features) it s
 language model itself as the bottleneck: 0.44 on <=3-object scenes after 580 steps with all 256
 tokens, 0.56 with 5% of the background; colour questions alone on such scenes reached only ~0.7
 after 300-700 steps (init 0.15; 0.80 with init 0.02 and lr 1e-3). The grounding loss (heads
-taught where to look) did not help and is off by default.
+taught where to look) did not help those models, which could not yet read position; it is off in
+stage 2 and on in the grounding phase after it.
 
 Stage 1: a small `CLIPModel` on scene/caption pairs: the contrastive loss, plus dense per-patch
 heads on the penultimate vision layer (the layer LLaVA reads) that predict colour, shape, size,
@@ -69,9 +84,16 @@ tolerant of dropped background tokens (what pruning does) than a model trained o
 only. Training-only position heads (--position-weight, on by default) read every image token's
 row and column from the projector's output and the hidden states after layers 1 and 2, so the
 language model keeps where each patch is; they are not saved. Optional auxiliary grounding loss
-(--grounding-weight; documented
-because it shapes attention, and so what attention-based pruners such as FastV see): the heads
-listed in GROUNDING are taught to look at the patches the question is about (ground-truth masks).
+(--grounding-weight, off in stage 2; documented because it shapes attention, and so what
+attention-based pruners such as FastV see; see GROUNDING): the heads listed in GROUNDING are taught to look at
+the patches the question is about (ground-truth masks), on the batches that show all 256 patches
+in place.
+
+Grounding phase (--finetune-steps, after stage 2): the same training from stage 2's weights with
+a fresh optimizer and fresh position heads, all objects and all background from the start, lr
+5e-4, the grounding loss at weight 1 (--finetune-grounding) and a fifth of the batches thinned and
+compacted without it (--finetune-compact-p), so side questions learn to find the asked-about
+object among look-alikes without the model coming to need all its image tokens.
 
 Training scenes come from the "train" split (a separate random stream from every evaluation
 seed); held-out numbers use `shapes.make_samples(..., split="eval")`.
@@ -104,12 +126,27 @@ from visprune.shapes import scenes as S
 #             the patches of every object with that attribute: its own embedding suffices.
 #   "words":  in layer 0, the token that predicts the answer looks up the question's attribute
 #             words (a text-to-text lookup), so that after layer 0 it knows what is asked about.
-#   "answer": in layer 1, the token that predicts the answer looks up the patches of the objects
-#             the question is about (ground-truth masks): a conjunction of the words it gathered.
+#   "answer": in layer --answer-layer (default 2; 1 before run S), the token that predicts the
+#             answer looks up the patches of the objects the question is about (ground-truth
+#             masks): a conjunction of the words it gathered. Not layer 1: FastV with K=2 ranks
+#             the image tokens by layer 1's attention from that very token, which would then be a
+#             map taught from the ground truth (pilot R1: FastV at 0.88 with any budget down to 16).
 # Only the distribution *within* the target region (image or question) is supervised for
 # "answer", so the share of attention left on the text (which a count can be read from) stays free.
-GROUNDING = ((0, 0, "attr"), (0, 1, "words"), (1, 0, "answer"))
-GROUNDED_LAYERS = tuple(sorted({layer for layer, _, _ in GROUNDING}))
+
+
+def grounding_targets(answer_layer: int | None) -> tuple:
+    """The (layer, head, kind) entries of the grounding loss; `answer_layer` None drops "answer"."""
+    return ((0, 0, "attr"), (0, 1, "words")) + (((answer_layer, 0, "answer"),) if answer_layer is not None else ())
+
+
+def grounded_layers(targets) -> tuple:
+    return tuple(sorted({layer for layer, _, _ in targets}))
+
+
+ANSWER_LAYER = 2  # --answer-layer's default: past layer 1, whose attention FastV (K=2) ranks tokens by
+GROUNDING = grounding_targets(ANSWER_LAYER)
+GROUNDED_LAYERS = grounded_layers(GROUNDING)
 _ATTR_WORDS = {**{c: ("colour", c) for c in S.COLOUR_NAMES}, **{s: ("shape", s) for s in S.SHAPES},
                **{p: ("shape", s) for s, p in S.PLURALS.items()}, **{z: ("size", z) for z in S.SIZES}}
 COUNT_TILT = 2.0  # count answers drawn with weight count**COUNT_TILT among those a scene allows
@@ -535,14 +572,15 @@ def subset_positions(ids: torch.Tensor, keep: torch.Tensor, img_start: int) -> t
     return pos
 
 
-def grounding_loss(captured, seqs, img_start: int, mass_on_answer: bool = False):
+def grounding_loss(captured, seqs, img_start: int, mass_on_answer: bool = False, targets=GROUNDING):
     """Cross-entropy between each GROUNDING head's attention, renormalised over its target region
     (the image for "attr"/"answer", the tokens before it for "words"), and the uniform
     distribution on the targets; "attr" and "words" (and "answer" if mass_on_answer) also pay
     -log(attention mass on the targets). Returns (mean loss, {kind: loss})."""
     terms, parts = [], {}
-    for layer, head, kind in GROUNDING:
-        att = captured[GROUNDED_LAYERS.index(layer)]  # [B, H, L, L]
+    layers = grounded_layers(targets)
+    for layer, head, kind in targets:
+        att = captured[layers.index(layer)]  # [B, H, L, L]
         targets = [(b, p, t) for b, (_, _, g) in enumerate(seqs) for k, p, t in g if k == kind]
         if not targets:
             continue
@@ -597,7 +635,9 @@ def fast_eval(llava, vocab, samples, feats) -> dict:
     return per
 
 
-def train_stage2(args, clip, tok, processor, fh):
+def new_llava(args, clip, tok, fh):
+    """Stage 2's model: stage 1's vision tower (frozen), a fresh projector and Llama, or those of
+    --init-from."""
     from transformers import LlavaForConditionalGeneration
 
     torch.manual_seed(args.seed + 1)
@@ -611,24 +651,41 @@ def train_stage2(args, clip, tok, processor, fh):
         keep = {k: v for k, v in trained.state_dict().items() if "vision_tower" not in k}
         llava.load_state_dict(keep, strict=False)
         log(f"projector and language model initialised from {args.init_from}", fh)
+    return llava
+
+
+def finetune_args(args) -> argparse.Namespace:
+    """The grounding phase's settings: stage 2's, with all objects and all background from the
+    start, its own steps, learning rate, grounding weight and share of compacted batches."""
+    return argparse.Namespace(**{**vars(args), "stage2_steps": args.finetune_steps, "stage2_lr": args.finetune_lr,
+                                 "grounding_weight": args.finetune_grounding, "compact_p": args.finetune_compact_p,
+                                 "curriculum": (0.0, 0.0), "background": (1.0, 0.0)})
+
+
+def train_stage2(args, llava, tok, processor, fh, pool=None, phase: str = "stage2"):
+    """Train the projector and language model of `llava` in place. `phase` is "stage2" or
+    "finetune" (the grounding phase after it: its own random stream). Returns (llava, info, pool);
+    pass the pool on to the next phase so the tower features are cached once."""
     grounded = args.grounding_weight > 0
-    if grounded:  # attention maps for the grounding loss
-        llava.model.language_model.config._attn_implementation = "eager"
     vocab = Vocab(tok)
     check_sequence(vocab, processor)
+    cfg = llava.config
+    lm_config = llava.model.language_model.config
 
-    pool = Pool(args.pool, 10 * args.seed + 2, llava.model.vision_tower, fh=fh)
+    if pool is None:
+        pool = Pool(args.pool, 10 * args.seed + 2, llava.model.vision_tower, fh=fh)
     monitor = S.make_samples(args.monitor_n, MONITOR_SEED)
     monitor_feats = torch.cat([tower_features(llava.model.vision_tower, [np.asarray(s.image) for s in monitor[b : b + 64]])
                                for b in range(0, len(monitor), 64)])
 
     captured: list[torch.Tensor] = []
+    targets = grounding_targets(None if args.answer_layer < 0 else args.answer_layer)
 
     def hook():
         if not grounded:
             return []
         return [llava.model.language_model.layers[i].self_attn.register_forward_hook(
-            lambda mod, inp, out: captured.append(out[1])) for i in GROUNDED_LAYERS]
+            lambda mod, inp, out: captured.append(out[1])) for i in grounded_layers(targets)]
 
     hooks = hook()
 
@@ -638,7 +695,7 @@ def train_stage2(args, clip, tok, processor, fh):
     opt = torch.optim.AdamW(params, lr=args.stage2_lr, weight_decay=0.01)
     steps = args.stage2_steps
     sched = cosine(opt, warmup=min(150, steps // 10), total=steps)
-    rng = np.random.default_rng([10 * args.seed + 3])
+    rng = np.random.default_rng([10 * args.seed + 3] + ([1] if phase == "finetune" else []))
     img_start = 1 + len(vocab.words("USER:"))
     t0 = time.time()
     history = []
@@ -671,6 +728,9 @@ def train_stage2(args, clip, tok, processor, fh):
             feats = torch.gather(feats, 1, keep[..., None].expand(-1, -1, feats.shape[-1]))
             pos = None if compact else subset_positions(ids, keep, img_start)
         captured.clear()
+        # the grounding loss needs attention maps (eager attention) and all 256 patches in place
+        ground_now = grounded and keep is None
+        lm_config._attn_implementation = "eager" if ground_now else "sdpa"
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             p_loss = torch.zeros(())
             if position_heads is None:
@@ -680,7 +740,7 @@ def train_stage2(args, clip, tok, processor, fh):
                 patch_index = torch.arange(S.NUM_PATCHES).expand(len(idx), -1) if keep is None else keep
                 p_loss = position_heads(hidden, ids == llava.config.image_token_index, patch_index)
         lm_loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten())
-        g_loss, g_parts = grounding_loss(captured, seqs, img_start) if grounded else (torch.zeros(()), {})
+        g_loss, g_parts = grounding_loss(captured, seqs, img_start, targets=targets) if ground_now else (torch.zeros(()), {})
         loss = lm_loss + args.grounding_weight * g_loss + args.position_weight * p_loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -699,7 +759,7 @@ def train_stage2(args, clip, tok, processor, fh):
             hooks = hook()
             elapsed = time.time() - t0
             history.append({"step": step, "seconds": round(elapsed), "max_objects": int(max_obj), **acc})
-            log(f"stage2 step {step}/{steps} {elapsed:.0f}s loss {lm_loss.item():.3f} position {p_loss.item():.3f} grounding "
+            log(f"{phase} step {step}/{steps} {elapsed:.0f}s loss {lm_loss.item():.3f} position {p_loss.item():.3f} grounding "
                 f"{g_loss.item():.3f} (" + " ".join(f"{k} {v:.2f}" for k, v in g_parts.items()) + f") held-out acc {acc['overall']:.3f} ("
                 + " ".join(f"{q} {acc[q]:.2f}" for q in S.QTYPES)
                 + f"; <=3 objects {acc['few_objects']:.2f}) max objects {max_obj} background {share:.2f} "
@@ -711,9 +771,9 @@ def train_stage2(args, clip, tok, processor, fh):
             processor.save_pretrained(args.out)
     for h in hooks:
         h.remove()
-    llava.model.language_model.config._attn_implementation = "sdpa"
+    lm_config._attn_implementation = "sdpa"
     llava.config.text_config._attn_implementation = "sdpa"
-    return llava, {"seconds": time.time() - t0, "history": history}
+    return llava, {"seconds": time.time() - t0, "steps": steps, "history": history}, pool
 
 
 # ----------------------------------------------------------------------------- main
@@ -866,12 +926,25 @@ def main(argv=None):
                    help="weight of the training-only heads that read each image token's row and column from "
                         "the projector's output and the first two layers (PositionHeads; 0: off, as before run N)")
     p.add_argument("--grounding-weight", type=float, default=0.0,
-                   help="weight of the auxiliary grounding loss (off by default: measured not to help)")
+                   help="stage 2: weight of the auxiliary grounding loss, on batches with all 256 patches in "
+                        "place (off by default: it did not help before the position heads)")
+    p.add_argument("--finetune-steps", type=int, default=1000,
+                   help="grounding phase after stage 2: all objects and all background from the start, "
+                        "fresh optimizer and position heads (0: none, as before run S)")
+    p.add_argument("--finetune-lr", type=float, default=5e-4)
+    p.add_argument("--answer-layer", type=int, default=ANSWER_LAYER,
+                   help="layer whose head 0 the grounding loss teaches to look from the answer position at the "
+                        "question's patches (-1: none); FastV ranks tokens by layer K-1's attention from there")
+    p.add_argument("--finetune-grounding", type=float, default=1.0,
+                   help="grounding phase: weight of the grounding loss (on its full-image batches)")
+    p.add_argument("--finetune-compact-p", type=float, default=0.2,
+                   help="grounding phase: share of batches thinned and compacted as in stage 2 (no grounding "
+                        "loss on them); 0 made a model that loses more when tokens are dropped (pilot Q1)")
     p.add_argument("--curriculum", type=float, nargs=2, default=(0.2, 0.4),
                    help="fractions of stage 2 at which scenes grow from <=3 to <=6 to all objects")
     p.add_argument("--init-from", type=Path, default=None, metavar="DIR",
                    help="start stage 2 from the projector and language model of a saved checkpoint "
-                        "(same sizes; for diagnosis and fine-tuning, not part of the recipe)")
+                        "(same sizes; with --stage2-steps 0 only the grounding phase runs on it)")
     p.add_argument("--allocator", choices=("jemalloc", "system"), default="jemalloc",
                    help="memory allocator: jemalloc when installed (default; the script re-executes itself "
                         "with it preloaded), or the system's malloc, measured to slow long runs down")
@@ -885,8 +958,14 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not 0.0 <= args.compact_p <= 1.0:
         p.error("--compact-p must be in [0, 1]")
-    if args.grounding_weight > 0 and (args.background[0] < 1 or args.compact_p > 0):
-        p.error("--grounding-weight needs all patches in place: use it with --background 1 0 --compact-p 0")
+    if not 0.0 <= args.finetune_compact_p <= 1.0:
+        p.error("--finetune-compact-p must be in [0, 1]")
+    if not -1 <= args.answer_layer < args.lm_layers:
+        p.error(f"--answer-layer must be -1 (none) or a layer of the language model, 0..{args.lm_layers - 1}")
+    if args.finetune_steps < 0 or args.stage2_steps < 0:
+        p.error("step counts must be >= 0")
+    if args.stage2_steps == 0 and args.init_from is None:
+        p.error("--stage2-steps 0 needs --init-from (a trained projector and language model to fine-tune)")
 
     allocator = use_jemalloc(args.allocator)
     torch.set_num_threads(args.threads)
@@ -922,7 +1001,11 @@ def main(argv=None):
     if args.stage1_only:
         return
 
-    llava, s2 = train_stage2(args, clip, tok, processor, fh)
+    llava = new_llava(args, clip, tok, fh)
+    llava, s2, pool = train_stage2(args, llava, tok, processor, fh)
+    s3 = None
+    if args.finetune_steps > 0:
+        llava, s3, _ = train_stage2(finetune_args(args), llava, tok, processor, fh, pool=pool, phase="finetune")
     llava.save_pretrained(args.out)
     processor.save_pretrained(args.out)
     log(f"saved to {args.out}", fh)
@@ -933,12 +1016,14 @@ def main(argv=None):
         "heldout": res,
         "stage1": s1,
         "stage2": s2,
+        "finetune": s3,
         "train_seconds_total": time.time() - t_all,
         "checkpoint_bytes": size,
         "device": "cpu",
         "threads": args.threads,
         "allocator": allocator,
-        "grounding_loss": {"targets": GROUNDING, "weight": args.grounding_weight},
+        "grounding_loss": {"targets": grounding_targets(None if args.answer_layer < 0 else args.answer_layer),
+                           "weight": args.grounding_weight, "finetune_weight": args.finetune_grounding},
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "torch": torch.__version__,
     }

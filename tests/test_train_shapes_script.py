@@ -28,18 +28,31 @@ def _run(args, tmp_path):
     return out.stdout
 
 
+def _logged(log: str, phase: str) -> list[str]:
+    return [line for line in log.splitlines() if f"] {phase} step " in line]
+
+
 @needs_clip
-def test_stage2_runs_saves_and_reloads_with_the_grounding_loss(tmp_path):
+def test_stage2_then_the_grounding_phase_run_save_and_reload(tmp_path):
+    """Stage 2 with the grounding loss on every (full-image) batch, then the grounding phase with
+    every batch compacted: the grounding loss is paid on full images only."""
     shutil.copytree(shapes.clip_path(), tmp_path / "clip")
     _run(["scripts/train_shapes.py", "--skip-stage1", "--out", str(tmp_path), "--stage2-steps", "3",
           "--pool", "64", "--batch2", "4", "--monitor-n", "8", "--final-n", "5", "--eval-every", "2",
-          "--grounding-weight", "1", "--background", "1", "0", "--compact-p", "0", "--init", "0.1"], tmp_path)
+          "--grounding-weight", "1", "--background", "1", "0", "--compact-p", "0", "--init", "0.1",
+          "--finetune-steps", "2", "--finetune-compact-p", "1"], tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["heldout"]["n"] == 5 and 0.0 <= metrics["heldout"]["overall"] <= 1.0
     assert metrics["args"]["init"] == 0.1 and metrics["grounding_loss"]["weight"] == 1.0
     assert [h["step"] for h in metrics["stage2"]["history"]] == [0, 2]  # every 2nd step, the last included
+    assert metrics["finetune"]["steps"] == 2 and [h["step"] for h in metrics["finetune"]["history"]] == [0, 1]
+    # the answer head is taught in layer 2, not in layer 1 whose attention FastV (K=2) ranks tokens by
+    assert metrics["grounding_loss"]["targets"] == [[0, 0, "attr"], [0, 1, "words"], [2, 0, "answer"]]
     log = (tmp_path / "train_log.txt").read_text()
-    assert "grounding" in log and "held-out acc" in log
+    stage2, phase = _logged(log, "stage2"), _logged(log, "finetune")
+    assert len(stage2) == 2 and all(" grounding 0.000 " not in line and "attr " in line for line in stage2)
+    assert len(phase) == 2 and all(" grounding 0.000 () " in line for line in phase)
+    assert "held-out acc" in log
     model, processor = shapes.load(tmp_path)  # the real loading path on what the script wrote
     assert model.config.text_config.initializer_range == 0.1
     s = shapes.make_samples(n=1, seed=5)[0]
@@ -101,19 +114,21 @@ def test_stage2_with_the_background_curriculum_and_stage1_with_object_weight(tmp
     shutil.copytree(shapes.clip_path(), tmp_path / "clip")
     _run(["scripts/train_shapes.py", "--skip-stage1", "--out", str(tmp_path), "--stage2-steps", "4",
           "--pool", "64", "--batch2", "4", "--monitor-n", "8", "--final-n", "3", "--eval-every", "3",
-          "--background", "0.1", "0.5"], tmp_path)
+          "--background", "0.1", "0.5", "--finetune-steps", "0"], tmp_path)
     log = (tmp_path / "train_log.txt").read_text()
     assert "background 0.10" in log and "background 1.00" in log  # the share rose to all patches
     _run(["scripts/train_shapes.py", "--stage1-only", "--out", str(tmp_path / "s1"), "--stage1-steps", "2",
           "--batch1", "4", "--save-every", "0"], tmp_path)
     s1 = json.loads((tmp_path / "s1" / "stage1.json").read_text())
     assert set(s1["object_patch_accuracy_heldout"]) == {"colour", "shape", "size", "part", "row", "col"}
-    out = subprocess.run([sys.executable, "scripts/train_shapes.py", "--grounding-weight", "1", "--background",
-                          "0.1", "0.5", "--out", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 2 and "--background" in out.stderr
+    for bad, flag in ((["--stage2-steps", "0"], "--init-from"), (["--finetune-compact-p", "2"], "--finetune-compact-p"),
+                      (["--answer-layer", "4"], "--answer-layer")):
+        out = subprocess.run([sys.executable, "scripts/train_shapes.py", *bad, "--out", str(tmp_path / "x")],
+                             cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 2 and flag in out.stderr
     _run(["scripts/train_shapes.py", "--skip-stage1", "--out", str(tmp_path), "--stage2-steps", "3",
           "--pool", "64", "--batch2", "4", "--monitor-n", "8", "--final-n", "3", "--eval-every", "3",
-          "--compact-p", "1", "--balanced-counts", "--position-weight", "0"], tmp_path)
+          "--compact-p", "1", "--balanced-counts", "--position-weight", "0", "--finetune-steps", "0"], tmp_path)
     args = json.loads((tmp_path / "metrics.json").read_text())["args"]
     assert args["compact_p"] == 1.0 and args["balanced_counts"] is True and args["position_weight"] == 0.0
     last_run = (tmp_path / "train_log.txt").read_text().split("args: ")[-1]  # the log is appended per run
@@ -129,7 +144,7 @@ def test_init_from_starts_stage2_from_a_saved_checkpoint_and_the_log_shows_the_p
     shutil.copytree(shapes.clip_path(), tmp_path / "clip")
     _run(["scripts/train_shapes.py", "--skip-stage1", "--out", str(tmp_path), "--stage2-steps", "2",
           "--pool", "64", "--batch2", "4", "--monitor-n", "8", "--final-n", "3", "--eval-every", "1",
-          "--stage2-lr", "0", "--init-from", str(shapes.CHECKPOINT)], tmp_path)
+          "--stage2-lr", "0", "--finetune-steps", "0", "--init-from", str(shapes.CHECKPOINT)], tmp_path)
     ours, bundled = load_file(tmp_path / "model.safetensors"), load_file(shapes.CHECKPOINT / "model.safetensors")
     lm = [k for k in bundled if "vision_tower" not in k]
     assert lm and all(torch.equal(ours[k], bundled[k]) for k in lm)
@@ -141,6 +156,16 @@ def test_init_from_starts_stage2_from_a_saved_checkpoint_and_the_log_shows_the_p
     installed = any(Path(p).exists() for p in _train_shapes().JEMALLOC)
     assert allocator == ("jemalloc (LD_PRELOAD)" if installed else "system malloc (no libjemalloc2)")
     assert f"allocator: {allocator}" in log
+
+
+def test_grounding_targets_follow_the_answer_layer():
+    """--answer-layer moves the answer head's target (default layer 2, past FastV's ranking layer)
+    or drops it (-1); the hooks capture exactly the layers the targets name."""
+    ts = _train_shapes()
+    assert ts.GROUNDING == ts.grounding_targets(ts.ANSWER_LAYER) and ts.ANSWER_LAYER == 2
+    assert ts.grounding_targets(None) == ((0, 0, "attr"), (0, 1, "words"))
+    assert ts.grounded_layers(ts.grounding_targets(2)) == (0, 2)
+    assert ts.grounded_layers(ts.grounding_targets(0)) == (0,)
 
 
 def test_balanced_counts_take_their_share_with_answers_near_uniform():
@@ -199,7 +224,7 @@ def test_stage2_trains_the_position_heads_and_saves_no_trace_of_them(tmp_path):
     shutil.copytree(shapes.clip_path(), tmp_path / "clip")
     _run(["scripts/train_shapes.py", "--skip-stage1", "--out", str(tmp_path), "--stage2-steps", "12",
           "--pool", "64", "--batch2", "4", "--monitor-n", "8", "--final-n", "3", "--eval-every", "11",
-          "--background", "1", "0", "--compact-p", "0.5", "--position-weight", "1"], tmp_path)
+          "--background", "1", "0", "--compact-p", "0.5", "--position-weight", "1", "--finetune-steps", "0"], tmp_path)
     losses = [float(line.split(" position ")[1].split()[0]) for line in
               (tmp_path / "train_log.txt").read_text().splitlines() if " position " in line and "stage2 step" in line]
     assert len(losses) == 2 and losses[1] < 0.5 * losses[0]  # 2 x ln 16 = 5.5 at the start

@@ -26,11 +26,11 @@ from .methods import Method
 DEFAULT_METHODS = (
     "none",
     "atp:keep=0.125",
-    "e-adaprune:energy=0.994",
+    "e-adaprune:energy=0.9945",
     "random:keep=0.125",
-    "atp:budget=energy,energy=0.994",
+    "atp:budget=energy,energy=0.9945",
     "atp:keep=0.25",
-    "e-adaprune:energy=0.9994",
+    "e-adaprune:energy=0.9995",
     "random:keep=0.25",
 )
 OVERLAY_METHODS = 4  # columns of the overlay sheet: the first methods of the list

@@ -131,6 +131,7 @@ from visprune.shapes import scenes as S
 #             masks): a conjunction of the words it gathered. Not layer 1: FastV with K=2 ranks
 #             the image tokens by layer 1's attention from that very token, which would then be a
 #             map taught from the ground truth (pilot R1: FastV at 0.88 with any budget down to 16).
+#             FastV with K=3 reads layer 2's map and is such an oracle on run S (README).
 # Only the distribution *within* the target region (image or question) is supervised for
 # "answer", so the share of attention left on the text (which a count can be read from) stays free.
 

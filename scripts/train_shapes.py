@@ -3,7 +3,8 @@
     python scripts/train_shapes.py                     # full recipe: stage 1 ~10 min, stage 2 ~65 min, grounding phase ~9 min (2 threads, jemalloc)
     python scripts/train_shapes.py --stage1-only       # stage 1 alone, then resume stage 2 with:
     python scripts/train_shapes.py --skip-stage1
-    python scripts/train_shapes.py --stage1-steps 40 --stage2-steps 40 --pool 256 \
+    python scripts/train_shapes.py --skip-stage1 --init-from DIR --stage2-steps 0   # the grounding phase alone
+    python scripts/train_shapes.py --stage1-steps 40 --stage2-steps 40 --finetune-steps 20 --pool 256 \
         --monitor-n 64 --final-n 20 --eval-every 20 --out /tmp/ck                # smoke run
 
 Install jemalloc first (apt-get install libjemalloc2): the script re-executes itself under it.

@@ -143,6 +143,11 @@ def grounding_targets(answer_layer: int | None) -> tuple:
     return ((0, 0, "attr"), (0, 1, "words")) + (((answer_layer, 0, "answer"),) if answer_layer is not None else ())
 
 
+def run_targets(args) -> tuple:
+    """The grounding targets a run's --answer-layer names (-1: no "answer" target)."""
+    return grounding_targets(None if args.answer_layer < 0 else args.answer_layer)
+
+
 def grounded_layers(targets) -> tuple:
     return tuple(sorted({layer for layer, _, _ in targets}))
 
@@ -682,7 +687,7 @@ def train_stage2(args, llava, tok, processor, fh, pool=None, phase: str = "stage
                                for b in range(0, len(monitor), 64)])
 
     captured: list[torch.Tensor] = []
-    targets = grounding_targets(None if args.answer_layer < 0 else args.answer_layer)
+    targets = run_targets(args)
 
     def hook():
         if not grounded:
@@ -1025,8 +1030,8 @@ def main(argv=None):
         "device": "cpu",
         "threads": args.threads,
         "allocator": allocator,
-        "grounding_loss": {"targets": grounding_targets(None if args.answer_layer < 0 else args.answer_layer),
-                           "weight": args.grounding_weight, "finetune_weight": args.finetune_grounding},
+        "grounding_loss": {"targets": run_targets(args), "weight": args.grounding_weight,
+                           "finetune_weight": args.finetune_grounding},
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "torch": torch.__version__,
     }

@@ -44,3 +44,9 @@ def pruned_generate_positions(model, processor, inputs, config, max_new_tokens=3
         visprune.unprune_(model)
         hook.remove()
     return seen, kept
+
+
+def on(inputs, device, dtype=None) -> dict:
+    """Processor outputs on ``device``; floating tensors (pixels) in ``dtype`` when given."""
+    return {k: v.to(device, dtype) if v.is_floating_point() and dtype is not None else v.to(device)
+            for k, v in dict(inputs).items()}

@@ -6,10 +6,12 @@ import torch
 
 from visprune.memory import LiveBytes
 
-from visprune.bench import bench, build_geometry, bench_meta, markdown, write_json, write_markdown_section
+from visprune.bench import (LLAVA_7B_PARAMETERS, _llava_7b, bench, bench_meta, build_geometry, markdown, write_json,
+                            write_markdown_section)
 
 FIELDS = {"method", "flops_ratio", "prefill_latency_ratio", "generate_latency_ratio", "overhead_fraction",
-          "peak_memory_ratio", "kv_cache_ratio", "efficiency", "kept_tokens", "config", "host_reads_prefill"}
+          "peak_memory_ratio", "kv_cache_ratio", "efficiency", "kept_tokens", "config", "host_reads_prefill",
+          "cuda_syncs_prefill"}
 
 
 def test_bench_tiny_writes_all_fields(tmp_path):
@@ -31,6 +33,7 @@ def test_bench_tiny_writes_all_fields(tmp_path):
     assert 0 < atp["peak_memory_ratio"] < 1
     # pruning adds a few host reads per call (tests/test_host_reads.py bounds them)
     assert 0 < atp["host_reads_prefill"] - none["host_reads_prefill"] <= 6
+    assert atp["cuda_syncs_prefill"] is None  # counted on CUDA only
     table = markdown(data, "visprune bench --geometry tiny")
     assert "| atp:keep=0.5 | 8 |" in table
 
@@ -95,3 +98,65 @@ def test_bench_with_a_compiled_language_model(tmp_path):
     assert report["setup"]["compiled_language_model"] == "eager"
     assert [r["kept_tokens"] for r in report["results"]][1] == [8]
     assert "torch.compile(dynamic=True, backend=\"eager\")" in markdown(report, "visprune bench --compile eager")
+
+
+def test_llava_7b_geometry_is_real_size():
+    """Built on the meta device (no memory): LLaVA-1.5-7B's parameter count, in the asked dtype,
+    with 576 image placeholders in the prompt and every prompt id inside the vocabulary."""
+    from visprune.bench import QUESTION
+    from visprune.random_models import images, prompt
+
+    geo = build_geometry("llava-1.5-7b", device="meta", dtype=torch.bfloat16)
+    params = list(geo.model.parameters())
+    assert sum(p.numel() for p in params) == LLAVA_7B_PARAMETERS
+    assert {p.dtype for p in params} == {torch.bfloat16} and {p.device.type for p in params} == {"meta"}
+    assert geo.inputs["pixel_values"].dtype == torch.bfloat16
+    model, proc = _llava_7b("meta", torch.bfloat16)
+    ids = proc(images=images(1, size=(336, 336)), text=[prompt(QUESTION)], return_tensors="pt")["input_ids"]
+    assert ids.shape == geo.inputs["input_ids"].shape
+    assert int((ids == model.config.image_token_id).sum()) == 576
+    assert int(ids.max()) < model.config.text_config.vocab_size
+
+
+def test_llava_7b_code_path_runs_at_full_width():
+    """The real-size geometry's code path, one or two layers deep (full widths and vocabulary), on CPU."""
+    model, proc = _llava_7b("cpu", torch.float32, layers=(2, 1))  # the features come from layer -2
+    assert model.config.text_config.hidden_size == 4096 and model.config.text_config.vocab_size == 32064
+    from visprune.bench import Geometry, QUESTION
+    from visprune.random_models import images, prompt
+
+    inputs = dict(proc(images=images(1, size=(336, 336)), text=[prompt(QUESTION)], return_tensors="pt"))
+    report = bench(Geometry("llava-1.5-7b", model, inputs, "one layer deep"), methods=["atp:keep=0.25"],
+                   repeats=1, warmup=0, new_tokens=2, progress=None)
+    atp = report["results"][1]
+    assert atp["kept_tokens"] == [144] and 0 < atp["flops_ratio"] < 1
+
+
+def test_bench_devices(capsys):
+    from visprune.cli import _bench_device, _check_host_memory, main
+    from visprune.evaluation.tasks import TaskError
+
+    assert _bench_device("small", "cpu") == "cpu"
+    assert _bench_device("llava-1.5-7b", "meta") == "meta"
+    assert _bench_device("llava-1.5-7b", "auto") == ("cuda" if torch.cuda.is_available() else "meta")
+    assert main(["bench", "--geometry", "small", "--device", "meta"]) == 2
+    assert "counts FLOPs at llava-1.5-7b only" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["bench", "--geometry", "tiny", "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    try:
+        _check_host_memory(2**60, "float32")
+    except TaskError as err:
+        assert "GiB available" in str(err)
+    else:
+        raise AssertionError("an exabyte of weights was not refused")
+
+
+def test_the_overhead_clock_runs_without_cuda():
+    """``clock.synchronized()`` (used on CUDA by the benchmark) is a no-op without a device."""
+    from visprune import clock
+
+    with clock.synchronized():
+        t0 = clock.now()
+        t1 = clock.now()
+    assert t1 >= t0

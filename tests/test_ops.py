@@ -149,3 +149,11 @@ def test_attention_rows_equal_full_softmax():
 def test_pad_ragged():
     out, mask = ops.pad_ragged([torch.ones(2, 3), torch.ones(4, 3)], value=-1.0)
     assert out.shape == (2, 4, 3) and mask.sum().item() == 6 and out[0, 3, 0] == -1.0
+
+
+def test_to_device_copies_host_tensors_unchanged():
+    host = torch.arange(5)
+    out = ops.to_device(host, "cpu")
+    assert torch.equal(out, host) and out.device.type == "cpu"
+    if torch.cuda.is_available():  # pinned, queued copy
+        assert torch.equal(ops.to_device(host, "cuda").cpu(), host)

@@ -8,10 +8,11 @@ are read back instead, one small read each.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
+
+from . import clock
 
 
 @dataclass
@@ -29,9 +30,9 @@ class PromptLayout:
 
     @classmethod
     def read(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token_id: int) -> "PromptLayout":
-        t0 = time.perf_counter()
+        t0 = clock.now()
         ids, mask = torch.stack([input_ids, attention_mask.to(input_ids.dtype)]).tolist()
-        return cls(ids, mask, int(image_token_id), time.perf_counter() - t0)
+        return cls(ids, mask, int(image_token_id), clock.now() - t0)
 
     @property
     def placeholders(self) -> list[int]:

@@ -8,12 +8,15 @@ Fields per method: ``flops_ratio`` (counted FLOPs of the prefill forward: vision
 scoring, language model), ``prefill_latency_ratio``, ``generate_latency_ratio`` (``new_tokens``
 forced new tokens), ``overhead_fraction`` (visprune's own time: signal capture and alignment,
 scoring, budget, selection, input rebuild; over the unpruned end-to-end ``generate`` latency; also
-``overhead_fraction_prefill`` over the unpruned prefill), ``peak_memory_ratio`` (peak bytes of
+``overhead_fraction_prefill`` over the unpruned prefill; on CUDA taken from an extra, untimed
+prefill whose clock waits for the device, :mod:`visprune.clock`), ``peak_memory_ratio`` (peak bytes of
 tensors created during the prefill, weights excluded: activations and KV cache; CUDA: peak
 allocated above the weights), ``kv_cache_ratio`` (bytes of the KV cache after prefill),
 ``efficiency = flops_ratio / prefill_latency_ratio`` and ``host_reads_prefill`` (reads of tensor
 data back into Python during one prefill, the model's own included: each is a host-device sync
-on a GPU; see :mod:`visprune.hostreads`).
+on a GPU; see :mod:`visprune.hostreads`) and, on CUDA, ``cuda_syncs_prefill`` (the operations
+that made the host wait for the device during one prefill, as ``torch.cuda.set_sync_debug_mode``
+reports them; ``None`` elsewhere).
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from typing import Any, Callable
 
 import torch
 
-from . import last_selection, prune_, unprune_
+from . import clock, last_selection, prune_, unprune_
 from .flops import count_flops
-from .hostreads import count_host_reads
+from .hostreads import count_cuda_syncs, count_host_reads
 from .memory import prefill_memory
 from .methods import Method, parse_method
 
@@ -47,19 +50,23 @@ class Geometry:
     description: str
 
 
-def _llava(image: int, vision: dict, text: dict, seed: int = 0):
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+def _processor(image: int):
+    from transformers import CLIPImageProcessor, LlavaProcessor
 
     from .random_models import tokenizer
 
     tok = tokenizer()
+    proc = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": image}, crop_size={"height": image, "width": image}),
+        tokenizer=tok, patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+    )
+    return tok, proc
+
+
+def _llava(image: int, vision: dict, text: dict, seed: int = 0):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    tok, proc = _processor(image)
     cfg = LlavaConfig(
         vision_config=CLIPVisionConfig(image_size=image, patch_size=14, **vision),
         text_config=LlamaConfig(
@@ -73,15 +80,42 @@ def _llava(image: int, vision: dict, text: dict, seed: int = 0):
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(cfg).eval()
     model.generation_config.pad_token_id = tok.pad_token_id
-    proc = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": image}, crop_size={"height": image, "width": image}),
-        tokenizer=tok, patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1,
-    )
     return model, proc
 
 
+def _llava_7b(device: str, dtype: torch.dtype, seed: int = 0, layers: tuple[int, int] | None = None):
+    """LLaVA-1.5-7B at its real size with random weights, made directly on ``device`` in ``dtype``
+    (no float32 copy on the host first: 7 B parameters are 14 GB in bf16, 28 GB in float32).
+
+    The vocabulary keeps Vicuna's 32,064 rows (the output head's FLOPs are real); the prompt uses
+    the test tokenizer's ids, which all lie inside it. ``layers``: (vision, text) depth override,
+    for a quick check of this code path at full width; the geometry itself never sets it.
+    """
+    from transformers import LlavaForConditionalGeneration
+
+    tok, proc = _processor(336)
+    cfg = llava_7b_config(*(layers or ()))
+    text = cfg.text_config
+    text.pad_token_id, text.bos_token_id, text.eos_token_id = tok.pad_token_id, tok.bos_token_id, tok.eos_token_id
+    cfg.image_token_id = tok.convert_tokens_to_ids("<image>")
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = LlavaForConditionalGeneration._from_config(cfg, dtype=dtype).eval()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, proc
+
+
+LLAVA_7B_PARAMETERS = 7_063_427_072  # llava-hf/llava-1.5-7b-hf's count; tests/test_bench.py checks the build
+LLAVA_7B_DESCRIPTION = ("LLaVA-1.5-7B at real size: CLIP ViT-L/14 at 336 px (576 visual tokens), 2-layer MLP "
+                        "projector, Vicuna-7B-shaped Llama (4096 x 32 layers, 32,064-token vocabulary), random weights")
+
+
 def build_geometry(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Geometry:
-    """The model and inputs of a benchmark geometry (random weights; nothing is downloaded)."""
+    """The model and inputs of a benchmark geometry (random weights; nothing is downloaded).
+
+    ``llava-1.5-7b`` is built at its real size on ``device`` (about 14 GB of weights in bf16);
+    ``device="meta"`` gives its shapes without memory (no inputs can run there).
+    """
     from .random_models import images, prompt
 
     if name == "tiny":
@@ -99,7 +133,8 @@ def build_geometry(name: str, device: str = "cpu", dtype: torch.dtype = torch.fl
         desc = ("small LLaVA: CLIP ViT-B-like tower (768 x 12 layers) at 336 px / 14 px patches = 576 visual tokens, "
                 "Llama 768 x 12 layers (~110 M parameters without embeddings), random weights")
     elif name == "llava-1.5-7b":
-        raise ValueError("llava-1.5-7b is counted on the meta device: use bench_meta()")
+        model, proc = _llava_7b(device, dtype)
+        desc = LLAVA_7B_DESCRIPTION
     else:
         raise ValueError(f"unknown geometry {name!r}; valid: {', '.join(GEOMETRIES)}")
     img = images(1, size=(proc.image_processor.crop_size["width"],) * 2)
@@ -158,6 +193,9 @@ def bench(
         try:
             if what == "prefill":
                 seconds = _timed(lambda: model(**inputs), dev)
+                if dev.type == "cuda" and method.config is not None:
+                    with clock.synchronized():  # an untimed run whose clock waits for the device
+                        model(**inputs)
             else:
                 seconds = _timed(lambda: model.generate(**inputs, **gen_kwargs), dev)
             overhead = last_selection(model).overhead_seconds if method.config is not None else 0.0
@@ -175,12 +213,18 @@ def bench(
             peak, kv = prefill_memory(model, inputs, dev)
             with torch.no_grad(), count_host_reads() as reads:
                 model(**inputs)
+            syncs = None
+            if dev.type == "cuda":
+                _sync(dev)
+                with torch.no_grad(), count_cuda_syncs() as logged:
+                    model(**inputs)
+                syncs = len(logged)
             kept = [len(k) for k in last_selection(model).kept] if m.config is not None else None
         finally:
             if m.config is not None:
                 unprune_(model)
         rows[m.label] = {"method": m.label, "config": m.to_dict()["config"], "flops": flops, "peak_bytes": peak,
-                         "kv_cache_bytes": kv, "kept_tokens": kept, "host_reads": len(reads),
+                         "kv_cache_bytes": kv, "kept_tokens": kept, "host_reads": len(reads), "cuda_syncs": syncs,
                          "prefill_s": [], "generate_s": [], "overhead_s": []}
     backend = (compile if isinstance(compile, str) else "inductor") if compile else None
     eager_lm = model.model.language_model
@@ -217,6 +261,7 @@ def bench(
             "peak_memory_ratio": r["peak_bytes"] / ref["peak_bytes"] if ref["peak_bytes"] else None,
             "kv_cache_ratio": r["kv_cache_bytes"] / ref["kv_cache_bytes"] if ref["kv_cache_bytes"] else None,
             "host_reads_prefill": r["host_reads"],
+            "cuda_syncs_prefill": r["cuda_syncs"],
         })
     setup = _setup(dev, dtype, repeats, warmup, new_tokens)
     setup["compiled_language_model"] = backend or False
@@ -237,12 +282,30 @@ def _time_all(run, methods: list[Method], rows: dict, warmup: int, repeats: int,
                 progress(f"{what} round {i + 1}/{warmup + repeats}{' (warm-up)' if i < warmup else ''}")
 
 
+def _cpu_name() -> str:
+    """The processor's model name (Linux), with its bf16 matrix units when it has them."""
+    name, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not name:
+                    name = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    units = [u for u in ("avx512_bf16", "amx_bf16") if u in flags]
+    name = name or platform.processor() or platform.machine()
+    return f"{name}, {platform.machine()}" + (f", {' '.join(units)}" if units else "")
+
+
 def _setup(device: torch.device, dtype: torch.dtype, repeats: int, warmup: int, new_tokens: int) -> dict:
     import transformers
 
     info = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "cpu_threads": torch.get_num_threads(),
         "dtype": str(dtype).replace("torch.", ""),
         "repeats": repeats,
@@ -265,6 +328,7 @@ def _setup(device: torch.device, dtype: torch.dtype, repeats: int, warmup: int, 
 
 def markdown(report: dict, command: str) -> str:
     s = report["setup"]
+    syncs = any(r.get("cuda_syncs_prefill") is not None for r in report["results"])
     lines = [
         f"### `{report['geometry']}`: {report['description']}",
         "",
@@ -277,8 +341,9 @@ def markdown(report: dict, command: str) -> str:
         f"Command: `{command}`",
         "",
         "| method | kept tokens | FLOPs ratio | prefill latency ratio | efficiency | generate latency ratio "
-        "| overhead (of e2e / of prefill) | peak memory ratio | KV-cache ratio | host reads per prefill |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| overhead (of e2e / of prefill) | peak memory ratio | KV-cache ratio | host reads per prefill |"
+        + (" CUDA syncs per prefill |" if syncs else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if syncs else ""),
     ]
     for r in report["results"]:
         kept = "all" if r["kept_tokens"] is None else ", ".join(map(str, r["kept_tokens"]))
@@ -288,7 +353,7 @@ def markdown(report: dict, command: str) -> str:
             f"| {r['method']} | {kept} | {r['flops_ratio']:.3f} | {r['prefill_latency_ratio']:.3f} | "
             f"{r['efficiency']:.2f} | {r['generate_latency_ratio']:.3f} | "
             f"{100 * r['overhead_fraction']:.2f}% / {100 * r['overhead_fraction_prefill']:.2f}% | {mem} | {kv} | "
-            f"{r.get('host_reads_prefill', 'n/a')} |"
+            f"{r.get('host_reads_prefill', 'n/a')} |" + (f" {r['cuda_syncs_prefill']} |" if syncs else "")
         )
     return "\n".join(lines) + "\n"
 
@@ -310,17 +375,17 @@ def write_json(report: dict, path: str | Path) -> None:
     Path(path).write_text(json.dumps(report, indent=2))
 
 
-def llava_7b_config():
+def llava_7b_config(vision_layers: int = 24, text_layers: int = 32):
     """LLaVA-1.5-7B's published shapes (llava-hf/llava-1.5-7b-hf): CLIP ViT-L/14 at 336 px, Vicuna-7B."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     return LlavaConfig(
         vision_config=CLIPVisionConfig(
-            hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+            hidden_size=1024, intermediate_size=4096, num_hidden_layers=vision_layers, num_attention_heads=16,
             image_size=336, patch_size=14, projection_dim=768,
         ),
         text_config=LlamaConfig(
-            hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+            hidden_size=4096, intermediate_size=11008, num_hidden_layers=text_layers, num_attention_heads=32,
             num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096,
         ),
         image_token_id=32000, vision_feature_layer=-2, vision_feature_select_strategy="default",
@@ -375,7 +440,8 @@ def bench_meta(methods: list[str] | tuple[str, ...] = DEFAULT_METHODS, text_toke
     return {
         "geometry": "llava-1.5-7b",
         "description": "LLaVA-1.5-7B shapes on the meta device: CLIP ViT-L/14-336 (576 tokens) + Vicuna-7B, "
-        f"{text_tokens} text tokens; FLOPs counted per module, no timings without a GPU",
+        f"{text_tokens} text tokens; FLOPs counted per module, no weights (timings at real size: "
+        "`--device cpu` or `--device cuda`)",
         "vision_flops": vision["total"],
         "results": results,
     }

@@ -84,7 +84,7 @@ class IqrBudget(Budget):
 
     def __call__(self, ctx: ScoreContext, scores: torch.Tensor) -> torch.Tensor:
         s = torch.where(ctx.candidates, scores.float(), torch.full_like(scores, math.nan, dtype=torch.float))
-        q1, q3 = torch.nanquantile(s, torch.tensor([0.25, 0.75], device=s.device), dim=-1)  # all images at once
+        q1, q3 = torch.nanquantile(s, torch.linspace(0.25, 0.75, 2, device=s.device), dim=-1)  # all images
         k = (s > (q3 + 1.5 * (q3 - q1)).unsqueeze(-1)).sum(-1).clamp(min=int(ctx.config.min_keep))  # NaN > x is False
         if ctx.config.max_keep is not None:
             k = k.clamp(max=int(ctx.config.max_keep))

@@ -103,7 +103,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .bench import GEOMETRIES, bench, bench_meta, markdown, write_json, write_markdown_section
+    from .bench import GEOMETRIES, LLAVA_7B_PARAMETERS, bench, bench_meta, markdown, write_json, write_markdown_section
     from .methods import parse_method
 
     methods = args.method or None
@@ -115,24 +115,62 @@ def _bench(args: argparse.Namespace) -> int:
     if args.geometry not in GEOMETRIES:
         raise UsageError(f"unknown geometry {args.geometry!r}; valid: {', '.join(GEOMETRIES)}")
     command = "visprune " + " ".join(shlex.quote(a) for a in (args.argv or []))
-    if args.geometry == "llava-1.5-7b" and not args.device.startswith("cuda"):
+    device = _bench_device(args.geometry, args.device)
+    if device == "meta":
         if args.compile:
-            raise UsageError("--compile needs timings; llava-1.5-7b off a GPU only counts FLOPs on the meta device")
+            raise UsageError("--compile needs timings; llava-1.5-7b on the meta device only counts FLOPs "
+                             "(time it with --device cuda, or --device cpu with the memory for its weights)")
         report = bench_meta(methods) if methods else bench_meta()
         text = _meta_markdown(report, command)
+        key = args.geometry
     else:
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-        kwargs = dict(repeats=args.repeats, warmup=args.warmup, new_tokens=args.new_tokens, device=args.device,
+        if args.geometry == "llava-1.5-7b" and device == "cpu":
+            _check_host_memory(LLAVA_7B_PARAMETERS * torch.empty(0, dtype=dtype).element_size(), args.dtype)
+        kwargs = dict(repeats=args.repeats, warmup=args.warmup, new_tokens=args.new_tokens, device=device,
                       dtype=dtype, progress=None if args.quiet else print, compile=args.compile)
         report = bench(args.geometry, methods, **kwargs) if methods else bench(args.geometry, **kwargs)
         text = markdown(report, command)
+        # BENCHMARKS.md sections: `small` and `tiny` on CPU keep their plain names; any other timed run
+        # is named with its device (llava-1.5-7b-cpu, llava-1.5-7b-cuda, small-cuda), apart from the
+        # meta-device FLOPs count, `llava-1.5-7b`
+        plain = device == "cpu" and args.geometry != "llava-1.5-7b"
+        key = args.geometry if plain else f"{args.geometry}-{torch.device(device).type}"
     print(text)
     if args.json:
         write_json(report, args.json)
     if args.markdown:
-        key = args.geometry + ("-compiled" if args.compile else "")
-        write_markdown_section(Path(args.markdown), key, text)
+        write_markdown_section(Path(args.markdown), key + ("-compiled" if args.compile else ""), text)
     return 0
+
+
+def _bench_device(geometry: str, device: str) -> str:
+    """``auto``: CUDA when there is one; else the CPU, except for llava-1.5-7b, which is then counted
+    on the ``meta`` device (FLOPs, no timings). ``meta`` is only for llava-1.5-7b."""
+    import torch
+
+    from .evaluation.models import resolve_device
+
+    if device == "meta" or (device == "auto" and geometry == "llava-1.5-7b" and not torch.cuda.is_available()):
+        if geometry != "llava-1.5-7b":
+            raise UsageError(f"--device meta counts FLOPs at llava-1.5-7b only; {geometry} runs on cpu or cuda")
+        return "meta"
+    return resolve_device(device)
+
+
+def _check_host_memory(need: int, dtype: str) -> None:
+    """Refuse, with the numbers, a real-size model that cannot fit in the host's memory (Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return  # not known here: let it try
+    if need > 0.9 * available:
+        smaller = "--dtype bfloat16, " if dtype == "float32" else ""
+        raise UsageError(f"llava-1.5-7b in {dtype} needs {need / 2**30:.1f} GiB for its weights and this machine has "
+                         f"{available / 2**30:.1f} GiB available: use {smaller}a GPU (--device cuda), or --device "
+                         "meta (FLOPs only)")
 
 
 def _meta_markdown(report: dict, command: str) -> str:
@@ -181,14 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=_sweep)
 
     be = sub.add_parser("bench", help="latency vs FLOPs, visprune's overhead, memory: pruned vs unpruned, same run")
-    be.add_argument("--geometry", default="small", help="tiny, small (CPU-sized, 576 tokens) or llava-1.5-7b")
+    be.add_argument("--geometry", default="small",
+                    help="tiny, small (CPU-sized, 576 tokens) or llava-1.5-7b (real size, random weights: 14 GB in "
+                         "bf16; its FLOPs only, on the meta device, when there is no CUDA and no --device)")
     be.add_argument("--method", action="append", help="method spec, repeatable (default: atp, e-adaprune, random, cls)")
     be.add_argument("--json", help="write the full report here")
     be.add_argument("--markdown", help="replace this geometry's section of a Markdown file (e.g. BENCHMARKS.md)")
     be.add_argument("--repeats", type=int, default=5, help="timed runs per method (default 5)")
     be.add_argument("--warmup", type=int, default=2, help="discarded runs first (default 2)")
     be.add_argument("--new-tokens", type=int, default=32, help="forced new tokens of the generate timing (default 32)")
-    be.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    be.add_argument("--device", default="auto",
+                    help="cpu, cuda[:N], meta (llava-1.5-7b's FLOPs only) or auto (default): cuda when there is one, "
+                         "else cpu; llava-1.5-7b without CUDA is counted on meta")
     be.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     be.add_argument("--compile", nargs="?", const="inductor", default=False, metavar="BACKEND",
                     help="time with the language model under torch.compile(dynamic=True), backend inductor unless "

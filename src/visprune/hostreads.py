@@ -5,11 +5,16 @@
 operators whose output size depends on the data are counted by a dispatch mode. Works on any
 device, so the count of the pruning hot path is checked on CPU (tests) and reported by
 ``visprune bench``. Not thread-safe: the Tensor methods are patched while it is active.
+
+On CUDA, :func:`count_cuda_syncs` asks the device itself: every operation that makes the host
+wait for the stream, reads and blocking host-to-device copies alike (a copy from pageable host
+memory waits too, which the read counter cannot see).
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -56,3 +61,26 @@ def count_host_reads() -> Iterator[list[str]]:
     finally:
         for name, fn in originals.items():
             setattr(torch.Tensor, name, fn)
+
+
+_SYNC_WARNING = "called a synchronizing CUDA operation"
+
+
+@contextlib.contextmanager
+def count_cuda_syncs() -> Iterator[list[str]]:
+    """``with count_cuda_syncs() as log: ...``: after the block, ``log`` has one entry per
+    synchronizing CUDA operation inside it (``torch.cuda.set_sync_debug_mode("warn")``, which
+    PyTorch calls experimental: collectives and sparse ops are not covered). CUDA only.
+    """
+    if not torch.cuda.is_available():
+        raise RuntimeError("count_cuda_syncs needs CUDA; count_host_reads() works on any device")
+    log: list[str] = []
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # the same call site warns every time, not once
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield log
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    log.extend(str(w.message) for w in caught if _SYNC_WARNING in str(w.message))

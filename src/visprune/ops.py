@@ -20,6 +20,7 @@ __all__ = [
     "received_attention",
     "pad_ragged",
     "ratio_budget",
+    "to_device",
 ]
 
 # Energy shares are compared with this slack so that a rank-r matrix asked for energy 1.0 keeps r
@@ -211,3 +212,16 @@ def pad_ragged(rows: list[torch.Tensor], value: float = 0.0) -> tuple[torch.Tens
         out[i, : r.shape[0]] = r
         mask[i, : r.shape[0]] = True
     return out, mask
+
+
+def to_device(host: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A host tensor on ``device`` without making the host wait for it.
+
+    A plain ``.to("cuda")`` from pageable host memory waits for the stream (a synchronisation,
+    which ``torch.cuda.set_sync_debug_mode`` reports); from pinned memory with ``non_blocking``
+    the copy is queued like a kernel. Elsewhere this is ``.to(device)``.
+    """
+    device = torch.device(device)
+    if device.type != "cuda" or host.device.type != "cpu":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from . import ops
+from . import clock, ops
 from .adapters import Adapter, Encoded
 from .batching import PromptLayout
 from .context import QUESTION_EMBEDS, QUESTION_TEXT, ScoreContext
@@ -100,17 +99,18 @@ def questions_for(model: Any, adapter: Adapter, processor: Any, layout: PromptLa
 
 
 def question_embeddings(model: Any, processor: Any, questions: list[str] | None, layout: PromptLayout, device):
-    """Language-model input embeddings of each row's question tokens."""
+    """Language-model input embeddings of each row's question tokens (one copy to the device for
+    the whole batch)."""
     emb = model.get_input_embeddings()
     tok = getattr(processor, "tokenizer", processor)
-    rows = []
+    per_row = []
     for i, (row, mask) in enumerate(zip(layout.ids, layout.mask)):
         if questions is not None and tok is not None and hasattr(tok, "__call__"):
-            ids = tok(questions[i], add_special_tokens=False)["input_ids"]
+            per_row.append(tok(questions[i], add_special_tokens=False)["input_ids"])
         else:  # no tokenizer: every text token of the prompt
-            ids = [t for t, m in zip(row, mask) if m and t != layout.image_token_id]
-        rows.append(emb(torch.tensor(ids, dtype=torch.long, device=device)).detach())
-    return rows
+            per_row.append([t for t, m in zip(row, mask) if m and t != layout.image_token_id])
+    ids = ops.to_device(torch.tensor([t for row in per_row for t in row], dtype=torch.long), device)
+    return list(emb(ids).detach().split([len(row) for row in per_row]))
 
 
 def build_context(
@@ -118,9 +118,9 @@ def build_context(
 ) -> tuple[Encoded, ScoreContext, list[int], float]:
     """Encode the images of one call and gather what the scorer and budget need."""
     cfg, adapter, scorer = state.config, state.adapter, state.scorer
-    t0 = time.perf_counter()
+    t0 = clock.now()
     enc = adapter.encode(model, image_inputs, scorer.needs, cfg)
-    encode_seconds = time.perf_counter() - t0
+    encode_seconds = clock.now() - t0
     lengths = [f.shape[0] for f in enc.features]
     rows = enc.image_rows if enc.image_rows is not None else image_rows(layout.placeholders, lengths)
     with torch.no_grad():
@@ -178,7 +178,7 @@ def select(
     enc, ctx, rows, encode_seconds = build_context(
         state, model, input_ids, attention_mask, image_inputs, question_override, layout
     )
-    start = time.perf_counter()
+    start = clock.now()
     with torch.no_grad():
         scores = state.scorer(ctx)
         kept, merged = decide(state.scorer, state.budget, ctx, scores)
@@ -186,7 +186,7 @@ def select(
         encoded=enc,
         kept=kept,
         image_rows=rows,
-        score_seconds=time.perf_counter() - start,
+        score_seconds=clock.now() - start,
         encode_seconds=encode_seconds,
         scores=scores.detach(),
         questions=ctx.questions,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from . import clock
 from .adapters import Adapter, get_adapter
 from .batching import PromptLayout
 from .budgets import BUDGETS, Budget
@@ -188,9 +188,9 @@ def _prepare(model: nn.Module, kwargs: dict, side: str | None):
         return _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, question, side, layout)
     sel = select(state, model, input_ids, mask, image_inputs, question, layout)
     state.last = sel
-    t0 = time.perf_counter()
+    t0 = clock.now()
     kwargs, context = state.adapter.apply(model, sel, kwargs, input_ids, mask, image_inputs, side)
-    sel.apply_seconds = time.perf_counter() - t0
+    sel.apply_seconds = clock.now() - t0
     return kwargs, input_ids, context
 
 

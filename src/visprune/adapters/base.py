@@ -170,11 +170,12 @@ def _pad_id(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> to
         if isinstance(pid, int):
             fallback = pid
             break
+    default = torch.full((), fallback, dtype=input_ids.dtype, device=input_ids.device)  # a fill, not a copy
     pads = (mask == 0).flatten()
     if not pads.numel():
-        return input_ids.new_tensor(fallback)
+        return default
     first = input_ids.flatten().index_select(0, pads.to(torch.uint8).argmax().view(1))[0]
-    return torch.where(pads.any(), first, input_ids.new_tensor(fallback))
+    return torch.where(pads.any(), first, default)
 
 
 def encoder_layers(tower: nn.Module) -> nn.ModuleList:

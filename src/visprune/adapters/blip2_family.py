@@ -40,14 +40,13 @@ Modifications against the stock models (transformers 5.23, ``modeling_blip_2.py`
 from __future__ import annotations
 
 import math
-import time
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
-from .. import ops
+from .. import clock, ops
 from ..context import IMAGE_KEY, KEYS, PATCH_HIDDEN, QUESTION_EMBEDS, SALIENCY
 from ..text import ASSISTANT_MARKERS, USER_MARKERS
 from ..batching import keep_positions
@@ -167,7 +166,7 @@ class Blip2FamilyAdapter(Adapter):
         with ExitStack() as stack:
             if capture is not None:
                 stack.enter_context(capture.active())
-            t0 = time.perf_counter()
+            t0 = clock.now()
             if cut == "vit":
                 vision = tower(
                     pixel_values=pixels,
@@ -179,7 +178,7 @@ class Blip2FamilyAdapter(Adapter):
                 out = self.image_features(model, image_inputs)
                 vision, qformer = out.vision_outputs, out.qformer_outputs
                 features = list(out.pooler_output)
-            model_seconds = time.perf_counter() - t0
+            model_seconds = clock.now() - t0
         n = features[0].shape[0]
         protected = torch.zeros(n, dtype=torch.bool, device=features[0].device)
         if cut == "vit":

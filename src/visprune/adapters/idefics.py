@@ -31,14 +31,13 @@ and without a resampler the cross-attention pre-hooks live only while the call r
 from __future__ import annotations
 
 import math
-import time
 from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
 import torch
 from torch import nn
 
-from .. import ops
+from .. import clock, ops
 from ..context import KEYS, PATCH_HIDDEN, QUESTION_EMBEDS, SALIENCY
 from .base import Adapter, Capture, Encoded, hidden_index_to_layer
 
@@ -69,10 +68,10 @@ class IdeficsAdapter(Adapter):
         rows, per_row = pixels.shape[:2]
         flat = pixels.reshape(rows * per_row, *pixels.shape[2:]).to(dtype=model.dtype)
         with capture.active():
-            t0 = time.perf_counter()
+            t0 = clock.now()
             # as IdeficsModel.forward computes it: the resampler / cross-attention read last_hidden_state
             hidden = tower(pixel_values=flat, interpolate_pos_encoding=image_inputs.get("interpolate_pos_encoding", False))
-            model_seconds = time.perf_counter() - t0
+            model_seconds = clock.now() - t0
         features = list(hidden.last_hidden_state)
         signals = capture.per_crop_signals(has_cls=True)  # [images, T, C]: marker, saliency, hidden, keys
         enc = Encoded(features=features, protected=[s[:, 0] > 0.5 for s in signals],

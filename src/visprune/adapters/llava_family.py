@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import torch
 from torch import nn
 
+from .. import clock
 from ..context import KEYS, PATCH_HIDDEN, SALIENCY
 from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, tower_has_cls
 
@@ -67,9 +67,9 @@ class LlavaFamilyAdapter(Adapter):
             base.pack_image_features = recording_pack  # instance attribute, removed below
         try:
             with capture.active():
-                t0 = time.perf_counter()
+                t0 = clock.now()
                 out = base.get_image_features(**image_inputs, return_dict=True)
-                model_seconds = time.perf_counter() - t0
+                model_seconds = clock.now() - t0
         finally:
             if self.packs:
                 del base.pack_image_features

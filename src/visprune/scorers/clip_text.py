@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from .. import ops
 from ..context import PATCH_HIDDEN, QUESTION_TEXT, ScoreContext
 from .base import Scorer, register_scorer
 
@@ -66,7 +67,7 @@ class ClipTextScorer(Scorer):
     def text_embeddings(self, questions: list[str]) -> torch.Tensor:
         device = self.text_projection.weight.device
         tok = self.tokenizer(questions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        tok = {k: v.to(device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
+        tok = {k: ops.to_device(v, device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
         pooled = self.text_model(**tok).pooler_output
         return torch.nn.functional.normalize(self.text_projection(pooled).float(), dim=-1)
 

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU: what CPU-only CI cannot check, then the GPU sections of BENCHMARKS.md.
+#   1. pytest -m gpu: the syncs CUDA itself reports for a pruned prefill (at most the two reads that
+#      tests/test_host_reads.py counts on CPU, the same for 1 and 4 images), every kind of method in
+#      bf16 and fp16 on CUDA, and the benchmark's CUDA fields.
+#   2. visprune bench at llava-1.5-7b, real size (random weights, ~14 GB in bf16), on CUDA in bf16:
+#      latency against FLOPs, overhead, memory, KV cache and CUDA syncs per prefill; then `small` on CUDA.
+# Needs a Python with a CUDA build of torch and this package installed with its test extra
+# (PYTHON=..., default .venv/bin/python; scripts/setup.sh installs a CPU build, which cannot be used here).
+# Not yet run: no GPU was lent to the task that wrote it (a guess: minutes on one H100).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: this script is for a GPU machine')"
+"$PY" -m pytest -m gpu -q
+V=("$PY" -m visprune)
+"${V[@]}" bench --geometry llava-1.5-7b --device cuda --dtype bfloat16 --repeats 7 --warmup 2 \
+  --method atp:keep=0.25 --method atp:keep=0.4 --method atp:keep=0.5 --method cls:k=64 \
+  --method e-adaprune:energy=0.9 --method atp:budget=energy,energy=0.9 --method random:keep=0.25 \
+  --method fastv:keep=0.25 --json benchmarks/llava-1.5-7b-cuda.json --markdown BENCHMARKS.md --quiet
+"${V[@]}" bench --geometry small --device cuda --dtype bfloat16 --repeats 7 --warmup 2 \
+  --method atp:keep=0.25 --method e-adaprune:energy=0.9 --method random:keep=0.25 \
+  --json benchmarks/small-cuda.json --markdown BENCHMARKS.md --quiet
+echo "updated BENCHMARKS.md (sections llava-1.5-7b-cuda, small-cuda) and benchmarks/*-cuda.json"

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import clock, ops
-from ..batching import gather_rows
+from ..batching import RowPlan
 from ..context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
 from .base import Adapter, Encoded, hidden_index_to_layer, pixel_key
 
@@ -105,9 +105,10 @@ class Qwen2VLAdapter(Adapter):
         lengths = [f.shape[0] for f in features]
         enc = Encoded(features=features, protected=[torch.zeros(n, dtype=torch.bool, device=f.device)
                                                    for n, f in zip(lengths, features)])
-        merged_grid = [(int(h) // tower.spatial_merge_size, int(w) // tower.spatial_merge_size) for _, h, w in grid.tolist()]
+        grid_host = grid.tolist()  # one read for both uses
+        merged_grid = [(int(h) // tower.spatial_merge_size, int(w) // tower.spatial_merge_size) for _, h, w in grid_host]
         enc.model_seconds = model_seconds
-        enc.grids = [g if int(t) == 1 else None for g, (t, _, _) in zip(merged_grid, grid.tolist())]
+        enc.grids = [g if int(t) == 1 else None for g, (t, _, _) in zip(merged_grid, grid_host)]
         if IMAGE_KEY in needs:
             patches = image_inputs["pixel_values"]
             enc.image_keys = [pixel_key(c) for c in torch.split(patches, [n * unit for n in lengths])]
@@ -151,13 +152,14 @@ class Qwen2VLAdapter(Adapter):
             video_grid_thw=kwargs.get("video_grid_thw"),
             attention_mask=attention_mask,
         )
-        rope = gather_rows(full.permute(1, 2, 0), keep, 0, side).permute(2, 0, 1)  # [3, B, L']
+        plan = RowPlan(keep, side, new_attention_mask.shape[1])  # the width is known: nothing read back
+        rope = plan.gather(full.permute(1, 2, 0), 0).permute(2, 0, 1)  # [3, B, L']
         text = (new_attention_mask.long().cumsum(-1) - 1).masked_fill(new_attention_mask == 0, 0)
         # Decoding continues from each row's largest kept position, as it would unpruned.
         model.model.rope_deltas = (rope.amax(dim=(0, 2)) + 1 - new_attention_mask.sum(-1)).unsqueeze(1)
         extra = {"position_ids": torch.cat([text[None], rope], dim=0)}
         if "mm_token_type_ids" not in kwargs:
-            extra["mm_token_type_ids"] = gather_rows(mm_types, keep, 0, side)
+            extra["mm_token_type_ids"] = plan.gather(mm_types, 0)
         return extra
 
 

@@ -84,3 +84,25 @@ def test_selection_unchanged_by_the_device_side_path(built):
             k = len(kept)
             ref = torch.sort(torch.sort(sel.scores[i], descending=True, stable=True).indices[:k]).values
             assert torch.equal(kept, ref), (cfg, i)
+
+
+@torch.no_grad()
+def test_qwen2_vl_pruning_adds_a_fixed_few_reads():
+    """Qwen2-VL reads its grid back in the model's own code too; pruning adds the prompt layout, the
+    grid (once), the captured image bounds and the kept counts, the same for 1 and 4 images.
+    (Qwen2.5-VL also recomputes the tower's window index, a few reads per image, as the model does.)"""
+    model, proc = T.qwen2_vl()
+    added = []
+    for n in (1, 4):
+        inputs = proc(images=T.images(n), text=[T.qwen_prompt(q) for q in QUESTIONS[:n]], return_tensors="pt",
+                      padding=True)
+        with count_host_reads() as stock:
+            model(**inputs)
+        prune_(model, PruneConfig(scorer="atp", keep=0.25), processor=proc)
+        try:
+            with count_host_reads() as pruned:
+                model(**inputs)
+        finally:
+            unprune_(model)
+        added.append(len(pruned) - len(stock))
+    assert added == [4, 4], added

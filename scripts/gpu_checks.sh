@@ -5,14 +5,16 @@
 #      bf16 and fp16 on CUDA, and the benchmark's CUDA fields.
 #   2. visprune bench at llava-1.5-7b, real size (random weights, ~14 GB in bf16), on CUDA in bf16:
 #      latency against FLOPs, overhead, memory, KV cache and CUDA syncs per prefill; then `small` on CUDA.
-# Needs a Python with a CUDA build of torch and this package installed with its test extra
-# (PYTHON=..., default .venv/bin/python; scripts/setup.sh installs a CPU build, which cannot be used here).
+# Needs a Python with a CUDA build of torch, pytest, and this package installed (PYTHON=..., default
+# .venv/bin/python; scripts/setup.sh installs a CPU build, which cannot be used here). On an offline GPU
+# image that already has torch, transformers and pytest: python3 -m pip install --no-deps -e . &&
+# PYTHON=python3 scripts/gpu_checks.sh (the tests were written against transformers 5.23).
 # Not yet run: no GPU was lent to the task that wrote it (a guess: minutes on one H100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: this script is for a GPU machine')"
-"$PY" -m pytest -m gpu -q
+"$PY" -m pytest -m gpu -q tests/test_gpu.py tests/test_dtypes.py  # the files with gpu tests: no extras needed
 V=("$PY" -m visprune)
 "${V[@]}" bench --geometry llava-1.5-7b --device cuda --dtype bfloat16 --repeats 7 --warmup 2 \
   --method atp:keep=0.25 --method atp:keep=0.4 --method atp:keep=0.5 --method cls:k=64 \

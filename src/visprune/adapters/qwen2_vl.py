@@ -82,8 +82,10 @@ class Qwen2VLAdapter(Adapter):
     def _full_attention_blocks(self, tower: nn.Module) -> list[int]:
         return list(range(len(tower.blocks)))
 
-    def _window_index(self, tower: nn.Module, grid_thw: torch.Tensor) -> torch.Tensor | None:
-        return None
+    @contextmanager
+    def _recording_window(self, tower: nn.Module):
+        """Yields a getter of the window order the tower used (Qwen2-VL keeps patches in order: none)."""
+        yield lambda grid: None
 
     def _scoring_block(self, tower: nn.Module, config: Any) -> int:
         if config.layer is not None:
@@ -97,7 +99,7 @@ class Qwen2VLAdapter(Adapter):
         capture = _QwenCapture(block)
         want_attention = SALIENCY in needs or KEYS in needs
         t0 = clock.now()
-        with capture.active() if want_attention else nullcontext():
+        with capture.active() if want_attention else nullcontext(), self._recording_window(tower) as window_of:
             out = model.model.get_image_features(**image_inputs, return_dict=True)
         model_seconds = clock.now() - t0
         features = list(out.pooler_output)
@@ -115,7 +117,7 @@ class Qwen2VLAdapter(Adapter):
         if not want_attention:
             return enc
         q, k = capture.qk()  # [P, H, hd], block order
-        window = self._window_index(tower, grid)
+        window = window_of(grid)
         if SALIENCY in needs:
             bounds = capture.values["cu_seqlens"].tolist()
             received = torch.cat([
@@ -177,7 +179,36 @@ class Qwen2_5_VLAdapter(Qwen2VLAdapter):
     def _full_attention_blocks(self, tower: nn.Module) -> list[int]:
         return list(tower.fullatt_block_indexes) or super()._full_attention_blocks(tower)
 
-    def _window_index(self, tower: nn.Module, grid_thw: torch.Tensor) -> torch.Tensor:
+    @contextmanager
+    def _recording_window(self, tower: nn.Module):
+        """Yields a getter of the window order the tower itself computed during the call.
+
+        The tower permutes its patches with it (``permute_input_for_window_attn``); recording that
+        call's argument, through an instance attribute removed afterwards, spares recomputing the
+        order, which reads the grid back image by image. Without the method (another transformers
+        version) the order is recomputed from the grid.
+        """
+        seen: list[torch.Tensor] = []
+        method = getattr(tower, "permute_input_for_window_attn", None)
+        own = "permute_input_for_window_attn" in vars(tower)
+        if method is not None:
+            def recording(input_tensor, window_index, seq_len):
+                if not seen:
+                    seen.append(window_index)
+                return method(input_tensor, window_index, seq_len=seq_len)
+
+            tower.permute_input_for_window_attn = recording
+        try:
+            yield lambda grid: seen[0] if seen else self._window_index(tower, grid)
+        finally:
+            if method is not None:
+                if own:
+                    tower.permute_input_for_window_attn = method
+                else:
+                    del tower.permute_input_for_window_attn
+
+    @staticmethod
+    def _window_index(tower: nn.Module, grid_thw: torch.Tensor) -> torch.Tensor:
         from transformers.vision_utils import get_vision_window_index
 
         window, _ = get_vision_window_index(

@@ -2,12 +2,15 @@
 
 import json
 
+import pytest
 import torch
 
 from visprune.memory import LiveBytes
 
-from visprune.bench import (LLAVA_7B_PARAMETERS, _llava_7b, bench, bench_meta, build_geometry, markdown, write_json,
-                            write_markdown_section)
+from visprune.bench import (LLAVA_7B_PARAMETERS, QUESTION, Geometry, _llava_7b, bench, bench_meta, build_geometry,
+                            markdown, write_json, write_markdown_section)
+from visprune.evaluation.tasks import TaskError
+from visprune.random_models import images, prompt
 
 FIELDS = {"method", "flops_ratio", "prefill_latency_ratio", "generate_latency_ratio", "overhead_fraction",
           "peak_memory_ratio", "kv_cache_ratio", "efficiency", "kept_tokens", "config", "host_reads_prefill",
@@ -103,9 +106,6 @@ def test_bench_with_a_compiled_language_model(tmp_path):
 def test_llava_7b_geometry_is_real_size():
     """Built on the meta device (no memory): LLaVA-1.5-7B's parameter count, in the asked dtype,
     with 576 image placeholders in the prompt and every prompt id inside the vocabulary."""
-    from visprune.bench import QUESTION
-    from visprune.random_models import images, prompt
-
     geo = build_geometry("llava-1.5-7b", device="meta", dtype=torch.bfloat16)
     params = list(geo.model.parameters())
     assert sum(p.numel() for p in params) == LLAVA_7B_PARAMETERS
@@ -122,9 +122,6 @@ def test_llava_7b_code_path_runs_at_full_width():
     """The real-size geometry's code path, one or two layers deep (full widths and vocabulary), on CPU."""
     model, proc = _llava_7b("cpu", torch.float32, layers=(2, 1))  # the features come from layer -2
     assert model.config.text_config.hidden_size == 4096 and model.config.text_config.vocab_size == 32064
-    from visprune.bench import Geometry, QUESTION
-    from visprune.random_models import images, prompt
-
     inputs = dict(proc(images=images(1, size=(336, 336)), text=[prompt(QUESTION)], return_tensors="pt"))
     report = bench(Geometry("llava-1.5-7b", model, inputs, "one layer deep"), methods=["atp:keep=0.25"],
                    repeats=1, warmup=0, new_tokens=2, progress=None)
@@ -134,7 +131,6 @@ def test_llava_7b_code_path_runs_at_full_width():
 
 def test_bench_devices(capsys):
     from visprune.cli import _bench_device, _check_host_memory, main
-    from visprune.evaluation.tasks import TaskError
 
     assert _bench_device("small", "cpu") == "cpu"
     assert _bench_device("llava-1.5-7b", "meta") == "meta"
@@ -144,12 +140,8 @@ def test_bench_devices(capsys):
     if not torch.cuda.is_available():
         assert main(["bench", "--geometry", "tiny", "--device", "cuda"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
-    try:
-        _check_host_memory(2**60, "float32")
-    except TaskError as err:
-        assert "GiB available" in str(err)
-    else:
-        raise AssertionError("an exabyte of weights was not refused")
+    with pytest.raises(TaskError, match="GiB available"):
+        _check_host_memory(2**60, "float32")  # an exabyte of weights
 
 
 def test_the_overhead_clock_runs_without_cuda():

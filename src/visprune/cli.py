@@ -104,6 +104,7 @@ def _bench(args: argparse.Namespace) -> int:
     import torch
 
     from .bench import GEOMETRIES, LLAVA_7B_PARAMETERS, bench, bench_meta, markdown, write_json, write_markdown_section
+    from .evaluation.models import DTYPES
     from .methods import parse_method
 
     methods = args.method or None
@@ -124,7 +125,7 @@ def _bench(args: argparse.Namespace) -> int:
         text = _meta_markdown(report, command)
         key = args.geometry
     else:
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+        dtype = DTYPES[args.dtype]
         if args.geometry == "llava-1.5-7b" and device == "cpu":
             _check_host_memory(LLAVA_7B_PARAMETERS * torch.empty(0, dtype=dtype).element_size(), args.dtype)
         kwargs = dict(repeats=args.repeats, warmup=args.warmup, new_tokens=args.new_tokens, device=device,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the viewer's browser test (tests/test_serve.py) and scripts/screenshot_viewer.py need: the
 # system's Chromium and chromedriver (Debian packages, when run as root with apt-get) and Selenium
-# in .venv. Selenium is always given both paths, so it never downloads a browser or a driver.
+# in .venv (its locked version). Selenium is always given both paths, so it never downloads a browser or a driver.
 # Without them the browser test skips and says why. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,9 @@ else
 fi
 
 if [ -x .venv/bin/python ]; then
-  .venv/bin/python -m pip install -q "selenium>=4.20" 2>&1 | grep -v "^WARNING: Location" || true
+  # Selenium comes from requirements.lock through scripts/setup.sh; on its own, this takes the locked version.
+  .venv/bin/python -c "import selenium" 2>/dev/null || .venv/bin/python -m pip install -q --no-deps \
+    "$(grep -i '^selenium==' requirements.lock)" 2>&1 | { grep -v "^WARNING: Location" || true; }
 else
   echo "note: no .venv yet: run scripts/setup.sh first, then this script" >&2
   exit 1

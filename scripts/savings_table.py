@@ -24,6 +24,7 @@ import torch
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from visprune.compat import idefics_perceiver_embeddings  # noqa: E402
 from visprune.flops import count_flops_by_module  # noqa: E402
 
 KEEPS = (1.0, 0.5, 0.25)
@@ -277,7 +278,7 @@ def idefics(tiny: bool) -> tuple[str, str, list[Row]]:
     vision = flops(m.model.vision_model, _meta(1, 3, vc.image_size, vc.image_size))
     length = TEXT_TOKENS
     lm = flops(m.model, inputs_embeds=_meta(1, length, cfg.hidden_size),
-               perceiver_embeddings=_meta(1, 1, latents, vc.embed_dim),
+               perceiver_embeddings=idefics_perceiver_embeddings(_meta(1, 1, latents, vc.embed_dim)),
                image_attention_mask=torch.ones(1, length, 1, device=META)) + flops(m.lm_head, _meta(1, 1, cfg.hidden_size))
     rows = []
     for keep in KEEPS:

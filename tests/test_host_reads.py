@@ -15,7 +15,7 @@ import torch
 import visprune
 from visprune import PruneConfig, prune_, random_models as T, unprune_
 from visprune.hostreads import count_host_reads
-from visprune.transform import _prepare
+from visprune.transform import _pruned_call
 
 QUESTIONS = ["what colour is the star ?", "how many circle ?", "is there a red square ?", "what shape is it ?"]
 METHODS = {
@@ -38,8 +38,8 @@ def built():
 def _reads(model, proc, n_images: int) -> list[str]:
     imgs = T.images(n_images)
     inputs = proc(images=imgs, text=[T.prompt(q) for q in QUESTIONS[:n_images]], return_tensors="pt", padding=True)
-    with torch.no_grad(), count_host_reads() as log:
-        _prepare(model, dict(inputs), side="left")
+    with torch.no_grad(), count_host_reads() as log, _pruned_call(model, dict(inputs), side="left"):
+        pass  # the preparation alone: images encoded, scored, selected, the call's inputs built
     return log
 
 

@@ -211,3 +211,11 @@ def test_any_supported_model_folder(registered, offline, tmp_path):
     total = int((ids == lm.model.config.image_token_id).sum())
     kept = lm.kept_summary()
     assert kept["images"] == 2 and 0 < kept["max"] < total
+
+
+def test_a_filelock_without_its_api_module_is_named_with_the_fix(monkeypatch):
+    from visprune.integrations import lmms_eval as plugin
+
+    monkeypatch.setitem(sys.modules, "filelock._api", None)  # as filelock 4, which removed it
+    with pytest.raises(ImportError, match=r"filelock < 4 .*pip install 'filelock>=3.16,<4'"):
+        plugin._check_filelock()

@@ -5,9 +5,10 @@ Modifications, for the duration of one ``forward`` / ``generate`` and only on th
 - forward pre-hooks on layers ``K ..`` shorten ``hidden_states``, the attention mask, the rotary
   terms and ``position_ids`` to the kept positions at prefill, and the attention mask's key
   columns at every decoding step (their KV cache holds only kept positions).
-All hooks are removed when the call ends. Written against transformers 5.23's decoder layers
+All hooks are removed when the call ends. Written against transformers 5.23-5.25's decoder layers
 (``LlamaDecoderLayer``, ``Qwen2DecoderLayer``, ``Qwen2VLDecoderLayer``), whose forward takes
-``hidden_states`` and the keywords ``attention_mask``, ``position_embeddings``, ``position_ids``.
+``hidden_states`` and the keywords ``attention_mask``, ``position_embeddings``, ``position_ids`` and
+the cache (``past_key_values`` before 5.24, ``cache`` since: read through :mod:`visprune.compat`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .compat import cache_kwarg
 from .pipeline import decide
 
 
@@ -133,8 +135,7 @@ def fastv_hooks(model: nn.Module, state: Any, sel: Any, ctx: Any, input_ids: tor
             allowed = (causal[None] & valid[:, None, :]) | eye[None]
             kwargs["attention_mask"] = _allowed_mask(allowed[:, None], mask, module.self_attn)
         else:  # decoding: the cache of this layer holds the kept positions, then every new token
-            cache = kwargs.get("past_key_values")
-            past = cache.get_seq_length(module.self_attn.layer_idx)
+            past = cache_kwarg(kwargs).get_seq_length(module.self_attn.layer_idx)
             new = past + q_len - index.shape[1]
             allowed = torch.cat([valid, valid.new_ones(valid.shape[0], new)], dim=1)[:, None, None, :]
             allowed = allowed.expand(-1, 1, q_len, -1)

@@ -12,6 +12,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from .compat import output_cache
+
 
 class LiveBytes(TorchDispatchMode):
     """Peak bytes of tensor storage created while active (weights and inputs excluded).
@@ -76,8 +78,8 @@ def prefill_memory(model, inputs, device: torch.device) -> tuple[int, int]:
         out = model(**inputs, use_cache=True)
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - base
-        return peak, cache_bytes(out.past_key_values)
+        return peak, cache_bytes(output_cache(out))
     known = [*model.parameters(), *model.buffers(), *[v for v in inputs.values() if isinstance(v, torch.Tensor)]]
     with LiveBytes(known) as tracker:
         out = model(**inputs, use_cache=True)
-    return tracker.peak, cache_bytes(out.past_key_values)
+    return tracker.peak, cache_bytes(output_cache(out))

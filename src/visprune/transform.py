@@ -166,12 +166,26 @@ def _bind(fn, args: tuple, kwargs: dict) -> dict:
     return {**bound, **extra}
 
 
-def _prepare(model: nn.Module, kwargs: dict, side: str | None):
-    """Prune the images in ``kwargs``: new kwargs, the original ``input_ids`` and a context for the call."""
+@contextlib.contextmanager
+def _pruned_call(model: nn.Module, kwargs: dict, side: str | None):
+    """Prune the images in ``kwargs`` for one call: yields the new kwargs and the original ``input_ids``.
+
+    Every hook and temporary attribute the call needs lives in one ``ExitStack``, entered as it is
+    made, so whatever the call raises they are all removed and the model is pruned exactly as
+    before it. The call's selection becomes ``last_kept`` only when the call succeeds.
+    """
     state: PruneState = model.__dict__[STATE_ATTR]
+    with contextlib.ExitStack() as stack:
+        kwargs, input_ids, sel = _prepare(model, state, kwargs, side, stack)
+        yield kwargs, input_ids
+    if sel is not None:
+        state.last = sel
+
+
+def _prepare(model: nn.Module, state: PruneState, kwargs: dict, side: str | None, stack: contextlib.ExitStack):
     question = kwargs.pop(QUESTION_KWARG, None)
     if not state.adapter.has_images(kwargs):
-        return kwargs, None, contextlib.nullcontext()
+        return kwargs, None, None
     input_ids = kwargs.get("input_ids")
     if input_ids is None:
         raise ValueError("visprune needs input_ids with the image placeholder tokens (inputs_embeds is not supported)")
@@ -185,33 +199,31 @@ def _prepare(model: nn.Module, kwargs: dict, side: str | None):
     image_inputs = {k: kwargs.pop(k) for k in state.adapter.image_input_keys if k in kwargs}
     layout = PromptLayout.read(input_ids, mask, state.adapter.image_token_id(model))  # the prompt, read once
     if getattr(state.scorer, "in_llm", False):
-        return _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, question, side, layout)
+        kwargs, sel = _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, question, side, layout, stack)
+        return kwargs, input_ids, sel
     sel = select(state, model, input_ids, mask, image_inputs, question, layout)
-    state.last = sel
     t0 = clock.now()
     kwargs, context = state.adapter.apply(model, sel, kwargs, input_ids, mask, image_inputs, side)
+    stack.enter_context(context)
     sel.apply_seconds = clock.now() - t0
-    return kwargs, input_ids, context
+    return kwargs, input_ids, sel
 
 
-def _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, question, side, layout):
+def _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, question, side, layout, stack):
     """In-LLM scorers (FastV): every visual token enters the LM; layer hooks prune inside it."""
     enc, ctx, rows, encode_seconds = build_context(state, model, input_ids, mask, image_inputs, question, layout)
     everything = [torch.arange(f.shape[0], device=f.device) for f in enc.features]
     sel = Selection(encoded=enc, kept=everything, image_rows=rows, score_seconds=0.0, encode_seconds=encode_seconds,
                     layout=layout)
-    state.last = sel
     kwargs, context = state.adapter.apply(model, sel, kwargs, input_ids, mask, image_inputs, side)
-    stack = contextlib.ExitStack()
     stack.enter_context(context)
     stack.enter_context(fastv_hooks(model, state, sel, ctx, kwargs["input_ids"], kwargs["attention_mask"]))
-    return kwargs, input_ids, stack
+    return kwargs, sel
 
 
 def _forward(self, *args, **kwargs):
     state: PruneState = self.__dict__[STATE_ATTR]
-    kwargs, _, context = _prepare(self, _bind(state.original_class.forward, args, kwargs), side=None)
-    with context:
+    with _pruned_call(self, _bind(state.original_class.forward, args, kwargs), side=None) as (kwargs, _):
         return state.original_class.forward(self, **kwargs)
 
 
@@ -220,8 +232,7 @@ def _generate(self, *args, **kwargs):
     kwargs = _bind(state.original_class.generate, args, kwargs)
     if "inputs" in kwargs and kwargs.get("inputs") is not None and "input_ids" not in kwargs:
         kwargs["input_ids"] = kwargs.pop("inputs")
-    kwargs, original_ids, context = _prepare(self, kwargs, side="left")
-    with context:
+    with _pruned_call(self, kwargs, side="left") as (kwargs, original_ids):
         out = state.original_class.generate(self, **kwargs)
     if original_ids is None or _encoder_decoder(self):  # encoder-decoder generate returns new tokens only
         return out

@@ -275,3 +275,20 @@ class Capture:
             return None
         pixels = self.values["pixels"]
         return [pixel_key(chunk) for chunk in torch.split(pixels, crops_per_image)]
+
+
+@contextmanager
+def overriding(obj: Any, name: str, value: Any):
+    """While active, ``obj.name`` is ``value`` as an instance attribute (a module's ``forward``, say);
+    afterwards the instance is exactly as before: its own attribute back, or none."""
+    own = name in vars(obj)
+    previous = vars(obj).get(name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        if own:
+            setattr(obj, name, previous)
+        else:
+            delattr(obj, name)
+

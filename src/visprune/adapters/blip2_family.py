@@ -50,7 +50,7 @@ from .. import clock, ops
 from ..context import IMAGE_KEY, KEYS, PATCH_HIDDEN, QUESTION_EMBEDS, SALIENCY
 from ..text import ASSISTANT_MARKERS, USER_MARKERS
 from ..batching import keep_positions
-from .base import PER_TOKEN, Adapter, Encoded, _pad_id, hidden_index_to_layer, pixel_key
+from .base import PER_TOKEN, Adapter, Encoded, _pad_id, hidden_index_to_layer, overriding, pixel_key
 
 CUTS = ("query", "vit")
 
@@ -82,19 +82,9 @@ def cut_of(config: Any) -> str:
     return cut
 
 
-@contextmanager
 def serving(module: nn.Module, value: Any):
     """While active, ``module(...)`` returns ``value`` without running (an instance ``forward``)."""
-    had = "forward" in module.__dict__
-    previous = module.__dict__.get("forward")
-    module.forward = lambda *args, **kwargs: value
-    try:
-        yield
-    finally:
-        if had:
-            module.forward = previous
-        else:
-            del module.forward
+    return overriding(module, "forward", lambda *args, **kwargs: value)
 
 
 class _QkvCapture:

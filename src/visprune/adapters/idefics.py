@@ -6,9 +6,10 @@ reads either the perceiver resampler's latents (``use_resampler=True``, IDEFICS-
 latents per image) or the ViT patches themselves. visprune prunes the ViT patches ([CLS]
 protected) where the model reads them:
 
-- **with a resampler**: each image's kept patches go through the stock ``perceiver_resampler``
-  on their own (the resampler takes no padding mask, so ragged budgets mean one run per image),
-  and the latents are handed to the stock model as ``perceiver_embeddings``. The language model
+- **with a resampler**: the kept patches are handed over, right-padded, as
+  ``image_encoder_embeddings``, and while the call runs the ``perceiver_resampler`` instance runs
+  each image on exactly its kept patches (it takes no padding mask, so ragged budgets mean one
+  run per image). The language model
   still cross-attends to 64 latents per image: pruning saves resampler work only (see
   ``docs/savings.md``).
 - **without a resampler**: the kept patches are right-padded per image and handed over as
@@ -21,17 +22,17 @@ output the resampler reads), ``visionzip``, ``pool``, ``random``, ``divprune``, 
 with a CLIP ``text_encoder`` sharing the ViT's space; not ``lmtext`` (ViT patches are not in the
 language model's embedding space).
 
-Modifications against the stock model (transformers 5.23 ``modeling_idefics.py``
+Modifications against the stock model (transformers 5.23-5.25 ``modeling_idefics.py``
 ``IdeficsModel.forward``): none to the code; the vision tower runs once (in ``encode``), the
-pruned call gets ``perceiver_embeddings`` / ``image_encoder_embeddings`` instead of
-``pixel_values`` (an input the stock ``forward`` and ``prepare_inputs_for_generation`` accept),
-and without a resampler the cross-attention pre-hooks live only while the call runs.
+pruned call gets ``image_encoder_embeddings`` instead of ``pixel_values`` (an input the stock
+``forward`` and ``prepare_inputs_for_generation`` accept), and the resampler's per-image
+``forward`` or the cross-attention pre-hooks live only while the call runs.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ from torch import nn
 
 from .. import clock, ops
 from ..context import KEYS, PATCH_HIDDEN, QUESTION_EMBEDS, SALIENCY
-from .base import Adapter, Capture, Encoded, hidden_index_to_layer
+from .base import Adapter, Capture, Encoded, hidden_index_to_layer, overriding
 
 
 class IdeficsAdapter(Adapter):
@@ -96,20 +97,45 @@ class IdeficsAdapter(Adapter):
 
     def apply(self, model, sel, kwargs, input_ids, attention_mask, image_inputs, side):
         rows, per_row = sel.encoded.extras["layout"]
-        kept = sel.kept_features
         for name in ("image_attention_mask", "interpolate_pos_encoding"):
             if name in image_inputs:
                 kwargs[name] = image_inputs[name]
         kwargs.pop("pixel_values", None)
         base = model.model
-        if base.config.use_resampler:
-            # The resampler has no padding mask: one run per image on exactly its kept patches.
-            latents = torch.cat([base.perceiver_resampler(f[None]) for f in kept])
-            kwargs["perceiver_embeddings"] = latents.reshape(rows, per_row, *latents.shape[1:])
-            return kwargs, nullcontext()
-        patches, valid = ops.pad_ragged(list(kept))
+        patches, valid = ops.pad_ragged(list(sel.kept_features))
         kwargs["image_encoder_embeddings"] = patches.reshape(rows, per_row, *patches.shape[1:])
+        if base.config.use_resampler:
+            return kwargs, _resample_kept(base.perceiver_resampler, valid.reshape(rows, -1))
         return kwargs, _masked_padding(base, valid.reshape(rows, -1))
+
+
+def _expanded(valid: torch.Tensor, batch: int) -> torch.Tensor:
+    """``valid`` (``[rows, images * slots]``) for a batch that beam search / ``num_return_sequences``
+    expanded row by row."""
+    return valid.repeat_interleave(batch // valid.shape[0], dim=0) if batch != valid.shape[0] else valid
+
+
+@contextmanager
+def _resample_kept(resampler: nn.Module, valid: torch.Tensor):
+    """The resampler's ``forward``, for the duration of one call, runs on each image's kept patches alone.
+
+    The stock model hands the resampler the padded kept patches (``[images, slots, D]``); the
+    resampler has no padding mask, so each image runs on exactly its kept patches, one run per
+    image. Wrapping the resampler, rather than passing ``perceiver_embeddings``, works the same
+    on every transformers version: 5.23 resamples once and reuses the latents while decoding,
+    5.24 reruns the resampler on the stored patches at every step (and reads ``perceiver_embeddings``
+    as ``[images, latents, D]`` where 5.23 read ``[rows, images, latents, D]``). The instance
+    attribute is removed when the call ends, restoring the class's ``forward``.
+    """
+    stock = type(resampler).forward
+
+    def kept_only(patches: torch.Tensor) -> torch.Tensor:
+        slots = patches.shape[1]
+        mask = _expanded(valid, patches.shape[0] * slots // valid.shape[1]).reshape(-1, slots).to(patches.device)
+        return torch.cat([stock(resampler, x[m][None]) for x, m in zip(patches, mask)])
+
+    with overriding(resampler, "forward", kept_only):
+        yield
 
 
 @contextmanager
@@ -118,9 +144,7 @@ def _masked_padding(base: nn.Module, valid: torch.Tensor):
 
     def hide_padding(_module, args, kwargs):
         mask = kwargs["image_attention_mask"]  # [B', 1, T, images * slots], additive
-        pad = ~valid.to(mask.device)
-        if pad.shape[0] != mask.shape[0]:  # beam search / num_return_sequences expand the batch
-            pad = pad.repeat_interleave(mask.shape[0] // pad.shape[0], dim=0)
+        pad = ~_expanded(valid, mask.shape[0]).to(mask.device)
         return args, dict(kwargs, image_attention_mask=mask.masked_fill(pad[:, None, None, :], torch.finfo(mask.dtype).min))
 
     with ExitStack() as stack:

@@ -20,7 +20,7 @@ from torch import nn
 from .. import clock, ops
 from ..batching import RowPlan
 from ..context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
-from .base import Adapter, Encoded, hidden_index_to_layer, pixel_key
+from .base import Adapter, Encoded, hidden_index_to_layer, overriding, pixel_key
 
 
 class _QwenCapture:
@@ -190,22 +190,18 @@ class Qwen2_5_VLAdapter(Qwen2VLAdapter):
         """
         seen: list[torch.Tensor] = []
         method = getattr(tower, "permute_input_for_window_attn", None)
-        own = "permute_input_for_window_attn" in vars(tower)
-        if method is not None:
-            def recording(input_tensor, window_index, seq_len):
-                if not seen:
-                    seen.append(window_index)
-                return method(input_tensor, window_index, seq_len=seq_len)
+        getter = lambda grid: seen[0] if seen else self._window_index(tower, grid)  # noqa: E731
+        if method is None:
+            yield getter
+            return
 
-            tower.permute_input_for_window_attn = recording
-        try:
-            yield lambda grid: seen[0] if seen else self._window_index(tower, grid)
-        finally:
-            if method is not None:
-                if own:
-                    tower.permute_input_for_window_attn = method
-                else:
-                    del tower.permute_input_for_window_attn
+        def recording(input_tensor, window_index, seq_len):
+            if not seen:
+                seen.append(window_index)
+            return method(input_tensor, window_index, seq_len=seq_len)
+
+        with overriding(tower, "permute_input_for_window_attn", recording):
+            yield getter
 
     @staticmethod
     def _window_index(tower: nn.Module, grid_thw: torch.Tensor) -> torch.Tensor:

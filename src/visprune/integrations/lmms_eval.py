@@ -23,11 +23,29 @@ import statistics
 from typing import Any
 
 import torch
-from lmms_eval.api.model import lmms
-from lmms_eval.models.registry_v2 import ModelManifest
 
-from .. import last_kept, prune_
-from ..methods import Method, parse_method
+
+def _check_filelock() -> None:
+    """lmms-eval 0.7.3's evaluator imports ``filelock._api``, which filelock 4 removed: say so here,
+    where the plug-in is loaded, instead of deep inside ``simple_evaluate``."""
+    try:
+        import filelock._api  # noqa: F401
+    except ModuleNotFoundError:
+        import filelock
+
+        raise ImportError(
+            f"lmms-eval 0.7.3 needs filelock < 4 (its evaluator imports filelock._api), found filelock "
+            f"{filelock.__version__}: pip install 'filelock>=3.16,<4' (visprune's lmms extra pins it)"
+        ) from None
+
+
+_check_filelock()
+
+from lmms_eval.api.model import lmms  # noqa: E402
+from lmms_eval.models.registry_v2 import ModelManifest  # noqa: E402
+
+from .. import last_kept, prune_  # noqa: E402
+from ..methods import Method, parse_method  # noqa: E402
 
 MODEL_ID = "visprune"
 CLASS_PATH = "visprune.integrations.lmms_eval.VisPrune"

@@ -29,6 +29,14 @@ def output_cache(out: Any) -> Any:
     return cache_kwarg(dict(out.items())) if hasattr(out, "items") else None
 
 
+def idefics_generate_reuses_latents() -> bool:
+    """IDEFICS with a perceiver resampler: before 5.24 ``generate`` resamples once and feeds the latents
+    back as ``perceiver_embeddings`` at every decoding step; from 5.24 it feeds the vision tower's output
+    back as ``image_encoder_embeddings`` and resamples at every step (and, given ``perceiver_embeddings``,
+    would resample the latents themselves)."""
+    return TRANSFORMERS < (5, 24)
+
+
 def idefics_perceiver_embeddings(latents: Any) -> Any:
     """Resampler latents ``[rows, images, latents, D]`` in the layout ``IdeficsModel.forward`` reads as
     ``perceiver_embeddings``: 5.24 reads them flat, ``[rows * images, latents, D]``."""

@@ -6,10 +6,12 @@ reads either the perceiver resampler's latents (``use_resampler=True``, IDEFICS-
 latents per image) or the ViT patches themselves. visprune prunes the ViT patches ([CLS]
 protected) where the model reads them:
 
-- **with a resampler**: the kept patches are handed over, right-padded, as
-  ``image_encoder_embeddings``, and while the call runs the ``perceiver_resampler`` instance runs
-  each image on exactly its kept patches (it takes no padding mask, so ragged budgets mean one
-  run per image). The language model
+- **with a resampler**: the resampler takes no padding mask, so ragged budgets mean one run per
+  image on exactly its kept patches. Where ``generate`` reuses the latents (transformers < 5.24)
+  they are computed so and handed over as ``perceiver_embeddings``; where it resamples at every
+  step (5.24 on) the kept patches are handed over, right-padded, as ``image_encoder_embeddings``,
+  and while the call runs the ``perceiver_resampler`` instance runs each image on its kept
+  patches alone. The language model
   still cross-attends to 64 latents per image: pruning saves resampler work only (see
   ``docs/savings.md``).
 - **without a resampler**: the kept patches are right-padded per image and handed over as
@@ -24,21 +26,22 @@ language model's embedding space).
 
 Modifications against the stock model (transformers 5.23-5.25 ``modeling_idefics.py``
 ``IdeficsModel.forward``): none to the code; the vision tower runs once (in ``encode``), the
-pruned call gets ``image_encoder_embeddings`` instead of ``pixel_values`` (an input the stock
-``forward`` and ``prepare_inputs_for_generation`` accept), and the resampler's per-image
+pruned call gets ``perceiver_embeddings`` / ``image_encoder_embeddings`` instead of ``pixel_values``
+(inputs the stock ``forward`` and ``prepare_inputs_for_generation`` accept), and the resampler's per-image
 ``forward`` or the cross-attention pre-hooks live only while the call runs.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
 import torch
 from torch import nn
 
 from .. import clock, ops
+from ..compat import idefics_generate_reuses_latents, idefics_perceiver_embeddings
 from ..context import KEYS, PATCH_HIDDEN, QUESTION_EMBEDS, SALIENCY
 from .base import Adapter, Capture, Encoded, hidden_index_to_layer, overriding
 
@@ -102,7 +105,13 @@ class IdeficsAdapter(Adapter):
                 kwargs[name] = image_inputs[name]
         kwargs.pop("pixel_values", None)
         base = model.model
-        patches, valid = ops.pad_ragged(list(sel.kept_features))
+        kept = list(sel.kept_features)
+        if base.config.use_resampler and idefics_generate_reuses_latents():
+            # The resampler has no padding mask: one run per image on exactly its kept patches.
+            latents = torch.cat([base.perceiver_resampler(f[None]) for f in kept])
+            kwargs["perceiver_embeddings"] = idefics_perceiver_embeddings(latents.reshape(rows, per_row, *latents.shape[1:]))
+            return kwargs, nullcontext()
+        patches, valid = ops.pad_ragged(kept)
         kwargs["image_encoder_embeddings"] = patches.reshape(rows, per_row, *patches.shape[1:])
         if base.config.use_resampler:
             return kwargs, _resample_kept(base.perceiver_resampler, valid.reshape(rows, -1))

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.markdown:
         from pathlib import Path
 
-        from visprune.bench import write_markdown_section
+        from visprune.apps.bench import write_markdown_section
 
         write_markdown_section(Path(args.markdown), "energy", "\n".join(lines) + "\n")
 

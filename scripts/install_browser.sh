@@ -27,4 +27,4 @@ else
   echo "note: no .venv yet: run scripts/setup.sh first, then this script" >&2
   exit 1
 fi
-.venv/bin/python -c "from visprune.serve import browser; print(browser.missing() or 'browser test: ready')"
+.venv/bin/python -c "from visprune.apps.serve import browser; print(browser.missing() or 'browser test: ready')"

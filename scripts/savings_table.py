@@ -3,7 +3,7 @@
     python scripts/savings_table.py                  # all architectures -> docs/savings.md
     python scripts/savings_table.py --tiny --out -   # tiny configs, to stdout (what the test runs)
 
-Every number is *counted* with :func:`visprune.flops.count_flops_by_module` on models built on the
+Every number is *counted* with :func:`visprune.measure.flops.count_flops_by_module` on models built on the
 ``meta`` device (real shapes, no weights, nothing downloaded; configs written out below from the
 published ``config.json`` values). Pruning code reads values, which meta tensors do not have, so
 the script runs the *stock* modules at the sizes the pruned model really gives them: the vision
@@ -25,7 +25,7 @@ import torch
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from visprune.compat import idefics_perceiver_embeddings  # noqa: E402
-from visprune.flops import count_flops_by_module  # noqa: E402
+from visprune.measure.flops import count_flops_by_module  # noqa: E402
 
 KEEPS = (1.0, 0.5, 0.25)
 TEXT_TOKENS = 40  # a VQA prompt with its chat template
@@ -325,7 +325,7 @@ def render(results: list[tuple[str, str, list[Row]]], tiny: bool) -> str:
            "Tiny configurations (`--tiny`): a smoke test of the script, not a result.", "",
            "FLOPs of one image and a prompt of "
            f"{TEXT_TOKENS} text tokens, batch 1, prefill only (decoder stack over the prompt and the LM head on its "
-           "last position), counted with `visprune.flops.count_flops_by_module` (`torch.utils.flop_counter`, a "
+           "last position), counted with `visprune.measure.flops.count_flops_by_module` (`torch.utils.flop_counter`, a "
            "multiply-add is 2 FLOPs) on models built on the `meta` device at their published sizes. Pruning itself "
            "cannot run on meta tensors (it reads values), so each row runs the *stock* modules at the sizes the "
            "pruned model really gives them: the vision tower on the full image, the connector and the language "

@@ -12,9 +12,9 @@ import argparse
 import threading
 from pathlib import Path
 
-from visprune.serve import browser
-from visprune.serve.inference import Engine, load
-from visprune.serve.server import make_server
+from visprune.apps.serve import browser
+from visprune.apps.serve.inference import Engine, load
+from visprune.apps.serve.server import make_server
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -52,14 +52,9 @@ def calibrate_energy(features: torch.Tensor, target: float) -> float:
 
 
 def load(kind: str):
-    from visprune import shapes
-    from visprune.demo import load_model
+    from visprune.evaluation.models import load_model
 
-    if kind == "tower":  # the trained stage-1 tower, an untrained language model: grounding only
-        model, processor = shapes.load_tower_only()
-        return model, processor, str(shapes.clip_path())
-    model, processor, text_encoder, _ = load_model(kind)
-    return model, processor, text_encoder
+    return load_model(kind)  # "tower": the trained stage-1 tower, an untrained language model: grounding only
 
 
 def main(argv: list[str] | None = None) -> None:

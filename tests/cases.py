@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from visprune import random_models as T
+from visprune import testing as T
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,10 @@ import torch
 
 import visprune
 from visprune import PruneConfig
-from visprune.budgets import IqrBudget
-from visprune.context import ScoreContext
-from visprune.scorers import DivPruneScorer, PoolScorer, VisionZipScorer
-from visprune.scorers.pool import pool_shape
+from visprune.scoring.budgets import IqrBudget
+from visprune.scoring.context import ScoreContext
+from visprune.scoring.scorers import DivPruneScorer, PoolScorer, VisionZipScorer
+from visprune.scoring.scorers.pool import pool_shape
 
 
 def _ctx(features, **kw):

@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from visprune.memory import LiveBytes
+from visprune.measure.memory import LiveBytes
 
-from visprune.bench import (LLAVA_7B_PARAMETERS, QUESTION, Geometry, _llava_7b, bench, bench_meta, build_geometry,
+from visprune.apps.bench import (LLAVA_7B_PARAMETERS, QUESTION, Geometry, _llava_7b, bench, bench_meta, build_geometry,
                             markdown, write_json, write_markdown_section)
 from visprune.evaluation.tasks import TaskError
-from visprune.random_models import images, prompt
+from visprune.testing import images, prompt
 
 FIELDS = {"method", "flops_ratio", "prefill_latency_ratio", "generate_latency_ratio", "overhead_fraction",
           "peak_memory_ratio", "kv_cache_ratio", "efficiency", "kept_tokens", "config", "host_reads_prefill",
@@ -73,7 +73,7 @@ def test_llava_7b_flops_on_meta():
 
 
 def test_bench_command_writes_json_and_markdown(tmp_path, capsys):
-    from visprune.cli import main
+    from visprune.apps.cli import main
 
     out, md = tmp_path / "b.json", tmp_path / "BENCHMARKS.md"
     assert main(["bench", "--geometry", "tiny", "--method", "random:keep=0.5", "--repeats", "1", "--warmup", "0",
@@ -130,7 +130,7 @@ def test_llava_7b_code_path_runs_at_full_width():
 
 
 def test_bench_devices(capsys):
-    from visprune.cli import _bench_device, _check_host_memory, main
+    from visprune.apps.cli import _bench_device, _check_host_memory, main
 
     assert _bench_device("small", "cpu") == "cpu"
     assert _bench_device("llava-1.5-7b", "meta") == "meta"
@@ -146,7 +146,7 @@ def test_bench_devices(capsys):
 
 def test_the_overhead_clock_runs_without_cuda():
     """``clock.synchronized()`` (used on CUDA by the benchmark) is a no-op without a device."""
-    from visprune import clock
+    from visprune.measure import clock
 
     with clock.synchronized():
         t0 = clock.now()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from visprune.cli import main
+from visprune.apps.cli import main
 from visprune.methods import method_names, parse_method
 
 

@@ -6,7 +6,7 @@ import pytest
 
 import visprune
 from visprune import PruneConfig
-from visprune.scorers import RandomScorer
+from visprune.scoring.scorers import RandomScorer
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,7 @@ def test_registries_are_listed():
 
 
 def test_registry_refuses_duplicates_and_uppercase():
-    from visprune.scorers import register_scorer
+    from visprune.scoring.scorers import register_scorer
 
     with pytest.raises(ValueError, match="already registered"):
         register_scorer("cls")(type("X", (), {}))

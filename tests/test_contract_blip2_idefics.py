@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import CLIPVisionConfig
 
-from visprune import random_models as T
+from visprune import testing as T
 import visprune
 from visprune import PruneConfig, prune_, unprune_
 

@@ -6,7 +6,7 @@ import torch
 from helpers import on
 
 import visprune
-from visprune import random_models as T
+from visprune import testing as T
 from visprune.methods import parse_method
 
 SPECS = ["atp:keep=0.5", "e-adaprune:energy=0.9", "visionzip:k=6", "divprune:k=6", "fastv:keep=0.5,llm_layer=1",

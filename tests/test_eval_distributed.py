@@ -5,9 +5,9 @@ import os
 import subprocess
 import sys
 
-from visprune import random_models
+from visprune import testing as random_models
 from visprune.evaluation import results as res
-from visprune.cli import main
+from visprune.apps.cli import main
 
 COMPARED = ("n", "accuracy", "accuracy_by_type", "kept_tokens", "flops_per_sample", "flops_ratio",
             "grounding_recall", "skipped", "config", "missing")

@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from visprune import random_models, shapes
-from visprune.cli import main
+from visprune import testing as random_models, shapes
+from visprune.apps.cli import main
 
 
 @pytest.fixture(scope="module")

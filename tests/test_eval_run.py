@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from visprune import random_models, shapes
-from visprune.cli import main
+from visprune import testing as random_models, shapes
+from visprune.apps.cli import main
 from visprune.evaluation import EvalSettings, build_task, parse_methods, run
 from visprune.evaluation import results as res
 

@@ -5,11 +5,11 @@ import json
 import pytest
 from PIL import Image
 
-from visprune import random_models, shapes
+from visprune import testing as random_models, shapes
 from visprune.evaluation import EvalSettings, build_task, parse_methods, run
 from visprune.evaluation import results as res
 from visprune.evaluation.tasks import TaskError
-from visprune.metrics import caption_scores, gqa_accuracy, vqa_accuracy
+from visprune.evaluation.metrics import caption_scores, gqa_accuracy, vqa_accuracy
 
 
 def _image(path, colour, size=(64, 48)):

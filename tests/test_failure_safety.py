@@ -5,7 +5,7 @@ import torch
 
 import visprune
 from visprune import PruneConfig, prune_, unprune_
-from visprune import random_models as T
+from visprune import testing as T
 
 from cases import CASES, QUESTIONS, module_state
 

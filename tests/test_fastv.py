@@ -6,7 +6,7 @@ import torch
 import visprune
 from helpers import assert_batched_equals_one_by_one
 from visprune import PruneConfig, prune_, unprune_
-from visprune import random_models as T
+from visprune import testing as T
 
 QUESTIONS = ["what colour is the star ?", "how many circle ?"]
 

@@ -1,4 +1,4 @@
-"""Tests for visprune.flops: counted FLOPs with FlopCounterMode (real runs, no mocks)."""
+"""Tests for visprune.measure.flops: counted FLOPs with FlopCounterMode (real runs, no mocks)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from transformers import (
     LlavaForConditionalGeneration,
 )
 
-from visprune.flops import count_flops, count_flops_by_module, register_sdpa_flop_formulas
+from visprune.measure.flops import count_flops, count_flops_by_module, register_sdpa_flop_formulas
 
 # ----------------------------------------------------------------------------
 # Analytic FLOPs (matmul = 2*m*n*k; element-wise ops, norms, softmax = 0)

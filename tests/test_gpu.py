@@ -11,9 +11,9 @@ import torch
 from helpers import on
 
 from test_host_reads import MAX_READS, METHODS, QUESTIONS
-from visprune import prune_, random_models as T, unprune_
-from visprune.bench import bench
-from visprune.hostreads import count_cuda_syncs
+from visprune import prune_, testing as T, unprune_
+from visprune.apps.bench import bench
+from visprune.measure.hostreads import count_cuda_syncs
 
 pytestmark = [
     pytest.mark.gpu,

@@ -2,7 +2,7 @@
 
 On a GPU every read of tensor data into Python (``.tolist()``, ``.item()``, ``int(t)``,
 ``.cpu()``, ``nonzero``, boolean indexing) makes the host wait for the device. This machine has no
-GPU, so the reads are counted where they happen (``visprune.hostreads``). The count must not
+GPU, so the reads are counted where they happen (``visprune.measure.hostreads``). The count must not
 grow with the number of images in the call: two reads, the prompt layout and the kept counts,
 which a ragged batch cannot do without (the language model's input length depends on them).
 """
@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import visprune
-from visprune import PruneConfig, prune_, random_models as T, unprune_
-from visprune.hostreads import count_host_reads
+from visprune import PruneConfig, prune_, testing as T, unprune_
+from visprune.measure.hostreads import count_host_reads
 from visprune.transform import _pruned_call
 
 QUESTIONS = ["what colour is the star ?", "how many circle ?", "is there a red square ?", "what shape is it ?"]

@@ -8,7 +8,7 @@ def test_import_pulls_no_extras_and_no_cuda():
     code = (
         "import sys, torch, visprune\n"
         "extras = ['matplotlib', 'pycocoevalcap', 'lmms_eval', 'selenium', 'datasets', 'visprune.evaluation',\n"
-        "          'visprune.shapes', 'visprune.serve', 'visprune.bench']\n"
+        "          'visprune.shapes', 'visprune.apps.serve', 'visprune.apps.bench']\n"
         "loaded = [m for m in extras if m in sys.modules]\n"
         "assert not loaded, loaded\n"
         "assert not torch.cuda.is_initialized()\n"

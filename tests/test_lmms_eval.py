@@ -195,7 +195,7 @@ def test_any_supported_model_folder(registered, offline, tmp_path):
     from lmms_eval.tasks import TaskManager
     from PIL import Image
 
-    from visprune import random_models
+    from visprune import testing as random_models
 
     model, processor = random_models.llava_next()
     model.save_pretrained(tmp_path / "model")

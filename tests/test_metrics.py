@@ -1,4 +1,4 @@
-"""Tests for visprune.metrics: hand-computed values and equality with pycocoevalcap."""
+"""Tests for visprune.evaluation.metrics: hand-computed values and equality with pycocoevalcap."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from visprune.metrics import (
+from visprune.evaluation.metrics import (
     bleu4,
     bleu_tokenized,
     caption_scores,
@@ -20,7 +20,7 @@ from visprune.metrics import (
     tokenize_captions,
     vqa_accuracy,
 )
-from visprune.metrics.vqa import process_punctuation
+from visprune.evaluation.metrics.vqa import process_punctuation
 
 # --------------------------------------------------------------------------
 # VQAv2

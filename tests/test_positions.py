@@ -6,7 +6,7 @@ import torch
 import visprune
 from helpers import assert_batched_equals_one_by_one, pruned_generate_positions
 from visprune import PruneConfig, prune_, unprune_
-from visprune import random_models as T
+from visprune import testing as T
 from visprune.methods import parse_method
 
 QUESTIONS = ["what colour is the star ?", "how many circle ?"]

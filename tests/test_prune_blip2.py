@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from visprune import random_models as T
+from visprune import testing as T
 import visprune
 from helpers import assert_batched_equals_one_by_one
 from visprune import PruneConfig, prune_, unprune_
@@ -45,7 +45,7 @@ def test_keep_all_equals_stock(built, cut):
             unprune_(model)
 
 
-class _PerImageBudget(visprune.budgets.Budget):
+class _PerImageBudget(visprune.scoring.budgets.Budget):
     """A budget that differs between the two test images, the same in any batch (seeded by the pixels)."""
 
     name = "per_image_test"

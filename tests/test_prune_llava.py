@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlavaForConditionalGeneration
 
-from visprune import random_models as T
+from visprune import testing as T
 import visprune
 from helpers import assert_batched_equals_one_by_one
 from visprune import PruneConfig, prune_, unprune_

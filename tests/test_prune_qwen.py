@@ -8,8 +8,8 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import eager_attention_forwa
 import visprune
 from helpers import assert_batched_equals_one_by_one, pruned_generate_positions
 from visprune import PruneConfig, prune_, unprune_
-from visprune import random_models as T
-from visprune.scorers.pool import pool_shape
+from visprune import testing as T
+from visprune.scoring.scorers.pool import pool_shape
 
 KINDS = {"qwen2_vl": T.qwen2_vl, "qwen2_5_vl": T.qwen2_5_vl}
 QUESTIONS = ["what colour is the star ?", "how many circle ?"]

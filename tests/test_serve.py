@@ -20,9 +20,9 @@ import pytest
 from PIL import Image
 
 from visprune import shapes
-from visprune.serve import browser
-from visprune.serve.inference import DEFAULT_METHODS, Engine, bundled_examples, load
-from visprune.serve.server import MAX_UPLOAD_BYTES, InputError, decode_image, make_server
+from visprune.apps.serve import browser
+from visprune.apps.serve.inference import DEFAULT_METHODS, Engine, bundled_examples, load
+from visprune.apps.serve.server import MAX_UPLOAD_BYTES, InputError, decode_image, make_server
 
 TRAINED = (shapes.CHECKPOINT / "config.json").is_file()
 
@@ -189,7 +189,7 @@ def test_viewer_in_headless_chromium(url, tmp_path):
 
 def test_any_supported_model_folder(tmp_path):
     """``--model PATH``: a LLaVA-NeXT folder; its tokens are not one grid, so no overlay, but the rest."""
-    from visprune import random_models
+    from visprune import testing as random_models
 
     model, processor = random_models.llava_next()
     model.save_pretrained(tmp_path)
@@ -203,7 +203,7 @@ def test_any_supported_model_folder(tmp_path):
 
 
 def test_command_line_serves_until_interrupted():
-    """``python -m visprune.serve --port 0``: prints its address, serves, stops cleanly on Ctrl-C."""
+    """``python -m visprune.apps.serve --port 0``: prints its address, serves, stops cleanly on Ctrl-C."""
     import os
     import re
     import signal
@@ -212,7 +212,7 @@ def test_command_line_serves_until_interrupted():
 
     # a shell runs background jobs with SIGINT ignored, and Python only turns SIGINT into
     # KeyboardInterrupt when it starts with the default action: give the server a terminal's Ctrl-C
-    proc = subprocess.Popen([sys.executable, "-m", "visprune.serve", "--port", "0", "--quiet", "--repeats", "1"],
+    proc = subprocess.Popen([sys.executable, "-m", "visprune.apps.serve", "--port", "0", "--quiet", "--repeats", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"),
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -235,7 +235,7 @@ def test_command_line_serves_until_interrupted():
 def test_add_parser_wires_a_serve_subcommand():
     import argparse
 
-    from visprune.serve import add_parser
+    from visprune.apps.serve import add_parser
 
     parser = argparse.ArgumentParser(prog="visprune")
     add_parser(parser.add_subparsers(dest="command", required=True))
@@ -245,8 +245,8 @@ def test_add_parser_wires_a_serve_subcommand():
 
 def test_text_encoder_is_loaded_once_and_used(tmp_path):
     """CLIP-space scorers get the model's text encoder (as shapes does), loaded once for every request."""
-    from visprune import random_models
-    from visprune.serve.inference import Loaded
+    from visprune import testing as random_models
+    from visprune.apps.serve.inference import Loaded
 
     model, processor = random_models.llava()
     clip = random_models.clip_model(model.config.vision_config)

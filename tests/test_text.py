@@ -1,4 +1,4 @@
-from visprune.text import extract_question
+from visprune.prompt import extract_question
 
 
 def test_extract_question_from_common_templates():

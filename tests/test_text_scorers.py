@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from visprune import random_models as T
+from visprune import testing as T
 import visprune
 from visprune import PruneConfig, prune_, unprune_
 

@@ -8,9 +8,9 @@
 """
 
 from . import ops
-from .budgets import BUDGETS, Budget, register_budget
+from .scoring.budgets import BUDGETS, Budget, register_budget
 from .config import PruneConfig
-from .scorers import SCORERS, Scorer, register_scorer
+from .scoring.scorers import SCORERS, Scorer, register_scorer
 from .transform import is_pruned, last_kept, last_selection, prune_, unprune_
 
 __version__ = "0.1.0"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import clock
+from .measure import clock
 
 
 @dataclass

@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .budgets import BUDGETS, Budget
-from .scorers import SCORERS, Scorer
+from .scoring.budgets import BUDGETS, Budget
+from .scoring.scorers import SCORERS, Scorer
 
 CONFIG_VERSION = 1
 NORMS = ("minmax", "softmax", "rank", "none")

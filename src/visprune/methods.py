@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import PruneConfig
-from .scorers import SCORERS
+from .scoring.scorers import SCORERS
 
 #: Named methods: a scorer and budget pairing. Every registered scorer name is a method too.
 PRESETS: dict[str, dict[str, Any]] = {

@@ -11,14 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import clock
+from .measure import clock
 from .adapters import Adapter, get_adapter
 from .batching import PromptLayout
-from .budgets import BUDGETS, Budget
+from .scoring.budgets import BUDGETS, Budget
 from .config import PruneConfig
-from .inllm import fastv_hooks
 from .pipeline import Selection, build_context, select
-from .scorers import SCORERS, Scorer
+from .scoring.scorers import SCORERS, Scorer
 
 STATE_ATTR = "_visprune_state"
 QUESTION_KWARG = "visprune_question"
@@ -210,14 +209,14 @@ def _prepare(model: nn.Module, state: PruneState, kwargs: dict, side: str | None
 
 
 def _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, question, side, layout, stack):
-    """In-LLM scorers (FastV): every visual token enters the LM; layer hooks prune inside it."""
+    """In-LLM scorers (FastV): every visual token enters the LM; the scorer's layer hooks prune inside it."""
     enc, ctx, rows, encode_seconds = build_context(state, model, input_ids, mask, image_inputs, question, layout)
     everything = [torch.arange(f.shape[0], device=f.device) for f in enc.features]
     sel = Selection(encoded=enc, kept=everything, image_rows=rows, score_seconds=0.0, encode_seconds=encode_seconds,
                     layout=layout)
     kwargs, context = state.adapter.apply(model, sel, kwargs, input_ids, mask, image_inputs, side)
     stack.enter_context(context)
-    stack.enter_context(fastv_hooks(model, state, sel, ctx, kwargs["input_ids"], kwargs["attention_mask"]))
+    stack.enter_context(state.scorer.llm_hooks(model, state, sel, ctx, kwargs["input_ids"], kwargs["attention_mask"]))
     return kwargs, sel
 
 

@@ -14,8 +14,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .. import ops
 from ..batching import RowPlan, keep_positions
-from ..context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
-from ..text import ASSISTANT_MARKERS, USER_MARKERS
+from ..scoring.context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
+from ..prompt import ASSISTANT_MARKERS, USER_MARKERS
 
 
 # Per-token tensors that must lose the same positions as input_ids, and their padding values.

@@ -46,9 +46,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import clock, ops
-from ..context import IMAGE_KEY, KEYS, PATCH_HIDDEN, QUESTION_EMBEDS, SALIENCY
-from ..text import ASSISTANT_MARKERS, USER_MARKERS
+from ..measure import clock
+from .. import ops
+from ..scoring.context import IMAGE_KEY, KEYS, PATCH_HIDDEN, QUESTION_EMBEDS, SALIENCY
+from ..prompt import ASSISTANT_MARKERS, USER_MARKERS
 from ..batching import keep_positions
 from .base import PER_TOKEN, Adapter, Encoded, _pad_id, hidden_index_to_layer, overriding, pixel_key
 
@@ -127,7 +128,7 @@ class Blip2FamilyAdapter(Adapter):
                 raise TypeError(f"{type(model).__name__} lacks {name}; pass the ...ForConditionalGeneration model")
 
     def check_config(self, model: nn.Module, config: Any, scorer: Any) -> None:
-        from ..scorers.pool import PoolScorer
+        from ..scoring.scorers.pool import PoolScorer
 
         cut = cut_of(config)
         table = QUERY_UNSUPPORTED if cut == "query" else VIT_UNSUPPORTED

@@ -40,9 +40,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import clock, ops
+from ..measure import clock
+from .. import ops
 from ..compat import idefics_generate_reuses_latents, idefics_perceiver_embeddings
-from ..context import KEYS, PATCH_HIDDEN, QUESTION_EMBEDS, SALIENCY
+from ..scoring.context import KEYS, PATCH_HIDDEN, QUESTION_EMBEDS, SALIENCY
 from .base import Adapter, Capture, Encoded, hidden_index_to_layer, overriding
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import clock
-from ..context import KEYS, PATCH_HIDDEN, SALIENCY
+from ..measure import clock
+from ..scoring.context import KEYS, PATCH_HIDDEN, SALIENCY
 from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, tower_has_cls
 
 

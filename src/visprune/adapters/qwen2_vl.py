@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import clock, ops
+from ..measure import clock
+from .. import ops
 from ..batching import RowPlan
-from ..context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
+from ..scoring.context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
 from .base import Adapter, Encoded, hidden_index_to_layer, overriding, pixel_key
 
 

@@ -1,4 +1,4 @@
-"""Loading the model to evaluate (``shapes``, a local folder or a hub id) and prompting it."""
+"""Loading the model to evaluate (``shapes``, ``tower``, ``random``, a local folder or a hub id) and prompting it."""
 
 from __future__ import annotations
 
@@ -38,14 +38,31 @@ def check_model(spec: str) -> None:
         raise TaskError(f"--model {spec}: no such folder")
 
 
-def load_model(spec: str, device: str, dtype: str):
-    """(model, processor, text_encoder) for ``shapes``, a local folder or a hub id."""
+def load_model(spec: str, device: str = "cpu", dtype: str = "float32"):
+    """(model, processor, text_encoder): the one loader of ``eval``, ``sweep``, the demo, the viewer and
+    the lmms-eval plug-in.
+
+    ``shapes``: the bundled proving-ground VLM. ``tower``: its trained stage-1 vision tower with an
+    untrained language model (``shapes.load_tower_only``): which tokens are kept, and so grounding
+    recall, are real; answers are not. ``random``: a random-weight LLaVA with the shapes tokenizer
+    (mechanics only). Anything else: a local folder or a hub id, through ``from_pretrained``.
+    """
     from .. import shapes
 
     torch_dtype = DTYPES[dtype]
     if spec == "shapes":
         model, processor = shapes.load(dtype=torch_dtype)
         text_encoder = str(shapes.clip_path())
+    elif spec == "tower":
+        model, processor = shapes.load_tower_only()
+        text_encoder = str(shapes.clip_path())
+    elif spec == "random":
+        from .. import testing
+
+        model, processor = testing.llava(image=shapes.IMAGE_SIZE, vision=(64, 4), text=(128, 4),
+                                         tok=shapes.build_tokenizer())
+        processor.chat_template = shapes.build_processor(processor.tokenizer).chat_template
+        text_encoder = None
     else:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -58,7 +75,7 @@ def load_model(spec: str, device: str, dtype: str):
         # bundled one does: ATP's relevance then comes from it, not from the language model's embeddings
         clip = Path(spec).expanduser() / "clip"
         text_encoder = str(clip) if (clip / "config.json").is_file() else None
-    model.to(device).eval()
+    model.to(device=device, dtype=torch_dtype).eval()
     tok = getattr(processor, "tokenizer", processor)
     tok.padding_side = "left"
     return model, processor, text_encoder

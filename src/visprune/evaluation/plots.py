@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .. import last_kept, prune_, unprune_
+from ..transform import last_kept, prune_, unprune_
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
@@ -84,7 +84,7 @@ def kept_overlays(model, processor, run_one, items: list, methods: list, path: P
     runs the model once on that image (``payload``: whatever it needs, e.g. the question). Drawn for single-grid models (LLaVA-1.5 layout) on the
     centre square the tower sees; returns False (and draws nothing) for other models.
     """
-    from ..viz import contact_sheet, overlay
+    from .viz import contact_sheet, overlay
 
     grid = token_grid(model)
     if grid is None:

@@ -119,7 +119,7 @@ def summarize_method(task, records: dict[str, dict], caption_tokenizer: str = "a
         row["accuracy"] = None
         return row
     if task.kind == "caption":
-        from ..metrics import caption_scores
+        from .metrics import caption_scores
 
         scores = caption_scores({r["id"]: r["prediction"] for r in scored},
                                 {r["id"]: r["references"] for r in scored}, tokenizer=caption_tokenizer)

@@ -16,15 +16,14 @@ import statistics
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .. import last_kept, prune_, unprune_
-from ..flops import count_flops
-from ..memory import prefill_memory
+from ..transform import last_kept, prune_, unprune_
+from ..measure.flops import count_flops
+from ..measure.memory import prefill_memory
 from ..methods import Method, parse_method
 from . import distributed, results
 from .models import (
@@ -36,32 +35,11 @@ from .models import (
     pad_id,
     resolve_device,
 )
+from .settings import EvalSettings
 from .summary import write_summary
 from .tasks import Example, Task, TaskError
 
 TEXT_SCORERS = ("atp", "text")
-
-
-@dataclass
-class EvalSettings:
-    """Everything a run needs; :func:`check` validates it before any model is loaded."""
-
-    model: str
-    task: Task
-    methods: list[Method]
-    out: Path
-    corruptions: list[tuple[str, int]] = field(default_factory=list)
-    batch_size: int = 1
-    device: str = "auto"
-    dtype: str = "float32"
-    timing: int = 10
-    repeats: int = 3
-    timing_tokens: int = 2
-    max_new_tokens: int | None = None
-    stop_after: int | None = None  # at most this many new samples per method and condition
-    caption_tokenizer: str = "auto"
-    progress: bool = True
-    flops: bool = True  # count each sample's prefill FLOPs (one extra prefill per sample)
 
 
 def parse_methods(specs: list[str]) -> list[Method]:
@@ -215,7 +193,7 @@ def _sync(device: str) -> None:
 @torch.no_grad()
 def time_method(model, processor, task: Task, method: Method, s: EvalSettings, device: str) -> tuple[float | None, dict]:
     """Mean over the timing subset of the median ``generate`` time (batch 1, fixed new tokens), and
-    the memory of one prefill on the first timed sample (:func:`visprune.memory.prefill_memory`)."""
+    the memory of one prefill on the first timed sample (:func:`visprune.measure.memory.prefill_memory`)."""
     per_sample, memory = [], {}
     if method.config is not None:
         prune_(model, method.config, processor=processor)

@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 import platform
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import torch
 
 from ..methods import Method
 from . import results
-
-if TYPE_CHECKING:
-    from .runner import EvalSettings
+from .settings import EvalSettings
 
 
 NOTES = {

@@ -6,9 +6,9 @@ from the user's own files in their official formats (nothing is downloaded):
 - ``vqav2``: ``--questions`` (``{"questions": [{"image_id", "question", "question_id"}]}``),
   ``--annotations`` (``{"annotations": [{"question_id", "answers": [{"answer"}]}]}``) and
   ``--images`` (COCO file names ``COCO_val2014_%012d.jpg``; ``--image-pattern`` for other splits).
-  Scored with the official VQA accuracy (:func:`visprune.metrics.vqa_accuracy`).
+  Scored with the official VQA accuracy (:func:`visprune.evaluation.metrics.vqa_accuracy`).
 - ``gqa``: ``--questions`` (``{qid: {"imageId", "question", "answer"}}``) and ``--images``
-  (``{imageId}.jpg``). Exact match after LLaVA's normalisation (:func:`visprune.metrics.gqa_accuracy`).
+  (``{imageId}.jpg``). Exact match after LLaVA's normalisation (:func:`visprune.evaluation.metrics.gqa_accuracy`).
 - ``coco-caption``: ``--annotations`` (COCO captions: ``{"images": [{"id", "file_name"}],
   "annotations": [{"image_id", "caption"}]}``) and ``--images``. Corpus CIDEr-D and BLEU-4.
 - ``shapes-vqa`` / ``shapes-caption``: generated scenes (``visprune.shapes``) with the ground truth
@@ -73,7 +73,7 @@ class Task:
 
     def score(self, prediction: str, references: list[str]) -> float | None:
         """Per-sample score; ``None`` for captions, whose metrics are corpus-level."""
-        from .. import metrics
+        from . import metrics
 
         if self.name == "shapes-vqa":
             from ..shapes import normalise_answer

@@ -44,7 +44,7 @@ _check_filelock()
 from lmms_eval.api.model import lmms  # noqa: E402
 from lmms_eval.models.registry_v2 import ModelManifest  # noqa: E402
 
-from .. import last_kept, prune_  # noqa: E402
+from ..transform import last_kept, prune_  # noqa: E402
 from ..methods import Method, parse_method  # noqa: E402
 
 MODEL_ID = "visprune"
@@ -68,15 +68,11 @@ def method_from_args(method: str, settings: dict[str, Any]) -> Method:
 
 def load_pretrained(pretrained: str, device: str, dtype: str):
     """(model, processor, text_encoder) for ``shapes``, ``random``, a local folder or a hub id."""
-    if pretrained == "random":
-        from ..demo import load_model
-
-        model, processor, text_encoder, _ = load_model("random")
-        return model.to(device), processor, text_encoder
     from ..evaluation.models import check_model, load_model
 
-    check_model(pretrained)
-    return load_model(pretrained, device, dtype)
+    if pretrained != "random":
+        check_model(pretrained)
+    return load_model(pretrained, device, "float32" if pretrained == "random" else dtype)
 
 
 class VisPrune(lmms):

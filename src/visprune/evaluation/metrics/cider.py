@@ -107,7 +107,7 @@ def cider(
     same tokenised captions (sigma 6, n-grams up to 4, document frequencies
     from the references, clipping, Gaussian length penalty, x10). Tokenisation
     (both sides, one pass): ``tokenizer="auto" | "ptb" | "simple" | "none"``,
-    see :mod:`visprune.metrics.tokenize`. Returned on pycocoevalcap's scale
+    see :mod:`visprune.evaluation.metrics.tokenize`. Returned on pycocoevalcap's scale
     (e.g. ~1.1 for a good model on COCO, reported as 110 in papers).
     """
     _, preds, refs = prepare_captions(predictions, references, tokenizer)

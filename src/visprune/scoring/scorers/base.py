@@ -6,15 +6,15 @@ from typing import Any, ClassVar
 
 import torch
 
-from .. import ops
+from ... import ops
 from ..context import ScoreContext
-from ..registry import Registry
+from ...registry import Registry
 
 
 class Scorer:
     """Maps a :class:`ScoreContext` to importance scores ``[I, N]`` (higher = keep).
 
-    Subclasses set ``needs`` (signal names from :mod:`visprune.context`) so the adapter captures
+    Subclasses set ``needs`` (signal names from :mod:`visprune.scoring.context`) so the adapter captures
     only what is used, and may override :meth:`setup` to load weights or check the model once,
     when ``prune_`` is called, so that errors surface before the model is touched.
     """

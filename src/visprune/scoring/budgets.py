@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from . import ops
+from .. import ops
 from .context import ScoreContext
-from .registry import Registry
+from ..registry import Registry
 
 
 class Budget:

@@ -18,8 +18,8 @@ def caption_scores(
 ) -> dict[str, float]:
     """``{"CIDEr": ..., "BLEU-4": ...}`` for ``{id: caption}`` vs ``{id: [refs]}``.
 
-    Same values as :func:`~visprune.metrics.cider` and
-    :func:`~visprune.metrics.bleu4` (pycocoevalcap's ``Cider()`` and
+    Same values as :func:`~visprune.evaluation.metrics.cider` and
+    :func:`~visprune.evaluation.metrics.bleu4` (pycocoevalcap's ``Cider()`` and
     ``Bleu(4)``), but the captions are tokenised only once (a single Java call
     on the PTB path).
     """

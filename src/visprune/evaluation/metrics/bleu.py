@@ -89,7 +89,7 @@ def bleu4(
     Equal to ``pycocoevalcap.bleu.Bleu(4).compute_score(gts, res)[0][3]`` on
     the same tokenised captions ('closest' reference length). Tokenisation
     (both sides, one pass): ``tokenizer="auto" | "ptb" | "simple" | "none"``,
-    see :mod:`visprune.metrics.tokenize`. Returned in ``[0, 1]``.
+    see :mod:`visprune.evaluation.metrics.tokenize`. Returned in ``[0, 1]``.
     """
     _, preds, refs = prepare_captions(predictions, references, tokenizer)
     return bleu_tokenized(preds, refs, 4)[3]

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .. import ops
+from ... import ops
 from ..context import PATCH_HIDDEN, QUESTION_TEXT, ScoreContext
 from .base import Scorer, register_scorer
 

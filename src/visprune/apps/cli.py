@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .demo import DEFAULT_METHODS
-from .evaluation.tasks import TaskError as UsageError
+from ..evaluation.tasks import TaskError as UsageError
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -28,8 +28,8 @@ def _settings(args: argparse.Namespace, specs: list[str] | None = None):
 
 
 def _build_settings(args: argparse.Namespace, specs: list[str]):
-    from .evaluation import EvalSettings, build_task, parse_methods
-    from .evaluation.corruptions import parse_corruptions
+    from ..evaluation import EvalSettings, build_task, parse_methods
+    from ..evaluation.corruptions import parse_corruptions
 
     methods = parse_methods(specs)
     corruptions = parse_corruptions(args.corrupt)
@@ -41,15 +41,15 @@ def _build_settings(args: argparse.Namespace, specs: list[str]):
         max_new_tokens=args.max_new_tokens, stop_after=args.stop_after, caption_tokenizer=args.caption_tokenizer,
         progress=not args.quiet, flops=args.flops,
     )
-    from .evaluation.runner import check
+    from ..evaluation.runner import check
 
     check(settings)
     return settings
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .evaluation import run
-    from .evaluation.summary import table
+    from ..evaluation import run
+    from ..evaluation.summary import table
 
     summary = run(_settings(args))
     if summary is not None:
@@ -59,7 +59,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .evaluation.sweep import run_sweep, sweep_specs
+    from ..evaluation.sweep import run_sweep, sweep_specs
 
     try:
         specs = sweep_specs(args.methods, args.keeps, args.energies)
@@ -104,8 +104,8 @@ def _bench(args: argparse.Namespace) -> int:
     import torch
 
     from .bench import GEOMETRIES, LLAVA_7B_PARAMETERS, bench, bench_meta, markdown, write_json, write_markdown_section
-    from .evaluation.models import DTYPES
-    from .methods import parse_method
+    from ..evaluation.models import DTYPES
+    from ..methods import parse_method
 
     methods = args.method or None
     try:
@@ -150,7 +150,7 @@ def _bench_device(geometry: str, device: str) -> str:
     on the ``meta`` device (FLOPs, no timings). ``meta`` is only for llava-1.5-7b."""
     import torch
 
-    from .evaluation.models import resolve_device
+    from ..evaluation.models import resolve_device
 
     if device == "meta" or (device == "auto" and geometry == "llava-1.5-7b" and not torch.cuda.is_available()):
         if geometry != "llava-1.5-7b":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import ops
+from ... import ops
 from ..context import KEYS, SALIENCY, ScoreContext
 from .base import Scorer, register_scorer
 

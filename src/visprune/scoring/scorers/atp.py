@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .. import ops
+from ... import ops
 from ..context import ScoreContext
 from .attention import ClsAttentionScorer
 from .base import Scorer, register_scorer

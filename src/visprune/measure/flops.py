@@ -32,7 +32,7 @@ softmax and norms count as 0). Three things to know:
 
 Example::
 
-    from visprune.flops import count_flops, count_flops_by_module
+    from visprune.measure.flops import count_flops, count_flops_by_module
 
     with torch.no_grad():
         flops, out = count_flops(model, input_ids=ids, pixel_values=px)

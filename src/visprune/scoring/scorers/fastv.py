@@ -1,4 +1,6 @@
-"""Pruning inside the language model (FastV): decoder-layer hooks active for one call.
+"""``fastv``: in-LLM pruning by the attention of the last prompt token (FastV).
+
+The scorer and the decoder-layer hooks that apply it inside the language model, active for one call.
 
 Modifications, for the duration of one ``forward`` / ``generate`` and only on this instance:
 - a forward pre-hook on layer ``K-1``'s attention records its (normalised) input and rotary terms;
@@ -20,8 +22,46 @@ from typing import Any
 import torch
 from torch import nn
 
-from .compat import cache_kwarg
-from .pipeline import decide
+from ...compat import cache_kwarg
+from ..context import ScoreContext
+from ..decide import decide
+from .base import Scorer, register_scorer
+
+
+@register_scorer("fastv")
+class FastVScorer(Scorer):
+    """FastV (Chen et al., ECCV 2024, arXiv 2403.06764), Sec. 4, "FastV".
+
+    The language model's first ``K = PruneConfig.llm_layer`` layers (default 2, the paper's
+    ``K=2``) see every visual token. The attention that the last prompt token pays to each image
+    token in layer ``K-1`` (heads averaged, as the official code's ``last_layer_attention``) ranks
+    them; layers ``K`` and up see only the kept ones, and their KV cache holds only those, so
+    ``generate`` decodes against the shorter cache. The budget (``keep`` / ``k`` / ``energy`` /
+    ``iqr``) sets how many are kept per image, as for every scorer.
+
+    The attention row is recomputed from that layer's q/k projections with the model's own rotary
+    embedding (O(L*D)), so the language model keeps its SDPA / FlashAttention kernels. Layers
+    below ``K`` run at full length, which is why FastV saves less than pruning before the LM at
+    the same budget. Needs the same number of kept tokens in every row of a batch (ratio and fixed
+    budgets on same-size images); ragged in-LLM budgets raise ``ValueError``.
+    """
+
+    in_llm = True
+    needs = frozenset()
+
+    def setup(self, model: Any, config: Any, processor: Any = None) -> None:
+        from .fastv import decoder_layers
+
+        layers = decoder_layers(model)
+        if config.llm_layer >= len(layers):
+            raise ValueError(f"llm_layer={config.llm_layer} but the language model has {len(layers)} layers")
+
+    def __call__(self, ctx: ScoreContext) -> torch.Tensor:
+        raise RuntimeError("fastv scores come from inside the language model; use it through visprune.prune_")
+
+    def llm_hooks(self, model: nn.Module, state: Any, sel: Any, ctx: ScoreContext, input_ids, attention_mask):
+        """The call's decoder-layer hooks (a context manager); fills ``sel.kept``. See :func:`fastv_hooks`."""
+        return fastv_hooks(model, state, sel, ctx, input_ids, attention_mask)
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

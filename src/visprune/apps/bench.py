@@ -9,12 +9,12 @@ scoring, language model), ``prefill_latency_ratio``, ``generate_latency_ratio`` 
 forced new tokens), ``overhead_fraction`` (visprune's own time: signal capture and alignment,
 scoring, budget, selection, input rebuild; over the unpruned end-to-end ``generate`` latency; also
 ``overhead_fraction_prefill`` over the unpruned prefill; on CUDA taken from an extra, untimed
-prefill whose clock waits for the device, :mod:`visprune.clock`), ``peak_memory_ratio`` (peak bytes of
+prefill whose clock waits for the device, :mod:`visprune.measure.clock`), ``peak_memory_ratio`` (peak bytes of
 tensors created during the prefill, weights excluded: activations and KV cache; CUDA: peak
 allocated above the weights), ``kv_cache_ratio`` (bytes of the KV cache after prefill),
 ``efficiency = flops_ratio / prefill_latency_ratio`` and ``host_reads_prefill`` (reads of tensor
 data back into Python during one prefill, the model's own included: each is a host-device sync
-on a GPU; see :mod:`visprune.hostreads`) and, on CUDA, ``cuda_syncs_prefill`` (the operations
+on a GPU; see :mod:`visprune.measure.hostreads`) and, on CUDA, ``cuda_syncs_prefill`` (the operations
 that made the host wait for the device during one prefill, as ``torch.cuda.set_sync_debug_mode``
 reports them; ``None`` elsewhere).
 """
@@ -31,11 +31,12 @@ from typing import Any, Callable
 
 import torch
 
-from . import clock, last_selection, prune_, unprune_
-from .flops import count_flops
-from .hostreads import count_cuda_syncs, count_host_reads
-from .memory import prefill_memory
-from .methods import Method, parse_method
+from ..measure import clock
+from ..transform import last_selection, prune_, unprune_
+from ..measure.flops import count_flops
+from ..measure.hostreads import count_cuda_syncs, count_host_reads
+from ..measure.memory import prefill_memory
+from ..methods import Method, parse_method
 
 GEOMETRIES = ("tiny", "small", "llava-1.5-7b")
 DEFAULT_METHODS = ("atp:keep=0.25", "e-adaprune:energy=0.9", "random:keep=0.25", "cls:keep=0.5")
@@ -53,7 +54,7 @@ class Geometry:
 def _processor(image: int):
     from transformers import CLIPImageProcessor, LlavaProcessor
 
-    from .random_models import tokenizer
+    from ..testing import tokenizer
 
     tok = tokenizer()
     proc = LlavaProcessor(
@@ -116,7 +117,7 @@ def build_geometry(name: str, device: str = "cpu", dtype: torch.dtype = torch.fl
     ``llava-1.5-7b`` is built at its real size on ``device`` (about 14 GB of weights in bf16);
     ``device="meta"`` gives its shapes without memory (no inputs can run there).
     """
-    from .random_models import images, prompt
+    from ..testing import images, prompt
 
     if name == "tiny":
         model, proc = _llava(56, dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4),
@@ -404,7 +405,7 @@ def bench_meta(methods: list[str] | tuple[str, ...] = DEFAULT_METHODS, text_toke
     from transformers import LlavaForConditionalGeneration
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    from .flops import count_flops_by_module
+    from ..measure.flops import count_flops_by_module
 
     cfg = llava_7b_config()
     with torch.device("meta"):

@@ -12,7 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .compat import output_cache
+from ..compat import output_cache
 
 
 class LiveBytes(TorchDispatchMode):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .methods import Method
+from ..methods import Method
 
 # Energy shares chosen so the adaptive budgets keep about as many tokens on average as the fixed
 # ones (32 and 64 of 256) on the bundled model: calibrated on scenes of seed 777, not on the demo's
@@ -36,35 +36,9 @@ DEFAULT_METHODS = (
 OVERLAY_METHODS = 4  # columns of the overlay sheet: the first methods of the list
 
 
-def load_model(kind: str):
-    """(model, processor, text_encoder, trained) for ``shapes``, ``tower`` or ``random``.
-
-    ``tower``: the proving ground's trained stage-1 vision tower with an untrained language model
-    (``shapes.load_tower_only``): which tokens are kept, and so grounding recall, are real; answers
-    are not. ``random``: everything random (mechanics only).
-    """
-    from . import shapes
-
-    if kind == "shapes":
-        model, processor = shapes.load()
-        return model, processor, str(shapes.clip_path()), True
-    if kind == "tower":
-        model, processor = shapes.load_tower_only()
-        return model, processor, str(shapes.clip_path()), False
-    if kind == "random":
-        from . import random_models
-
-        model, processor = random_models.llava(
-            image=shapes.IMAGE_SIZE, vision=(64, 4), text=(128, 4), tok=shapes.build_tokenizer()
-        )
-        processor.chat_template = shapes.build_processor(processor.tokenizer).chat_template
-        return model, processor, None, False
-    raise ValueError(f"unknown demo model {kind!r}; valid: shapes, tower, random")
-
-
 def default_model_kind() -> str:
     """The trained VLM when it exists, else its trained tower alone, else random weights."""
-    from . import shapes
+    from .. import shapes
 
     if (shapes.CHECKPOINT / "config.json").is_file():
         return "shapes"
@@ -87,14 +61,14 @@ def _fmt(v) -> str:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    from .evaluation.plots import plot_accuracy_vs_flops
+    from ..evaluation.plots import plot_accuracy_vs_flops
 
     plot_accuracy_vs_flops(rows, path, title)
 
 
 def overlays(model, processor, samples, methods: list[Method], path: Path) -> None:
-    from . import shapes
-    from .evaluation.plots import kept_overlays
+    from .. import shapes
+    from ..evaluation.plots import kept_overlays
 
     items = [(s.image, s.question, f"{s.question}  ({s.answer})", s.relevant_patches) for s in samples]
     kept_overlays(model, processor, lambda image, q: shapes.answer(model, processor, image, q), items, methods, path)
@@ -111,15 +85,17 @@ def run(
     progress: bool = True,
 ) -> list[dict]:
     """Run the demo and write its results to ``out``; returns the result rows."""
-    from . import shapes
-    from .evaluation import EvalSettings, build_task, parse_methods
-    from .evaluation import run as run_eval
-    from .evaluation.runner import with_text_encoder
+    from .. import shapes
+    from ..evaluation import EvalSettings, build_task, parse_methods
+    from ..evaluation import run as run_eval
+    from ..evaluation.models import load_model
+    from ..evaluation.runner import with_text_encoder
 
     parsed = parse_methods(list(methods))  # fail on a bad spec before loading anything
     task = build_task("shapes-vqa", n=n, seed=seed)
     model_kind = model_kind or default_model_kind()
-    model, processor, text_encoder, trained = load_model(model_kind)
+    model, processor, text_encoder = load_model(model_kind)
+    trained = model_kind == "shapes"
     torch.manual_seed(0)
     samples = shapes.make_samples(n=n, seed=seed)
     out = Path(out)

@@ -2,7 +2,7 @@
 
 For each method (the unpruned model always first, as the reference) the model answers once with
 ``generate``; the kept visual tokens of that call are drawn over the image; the prefill's FLOPs
-are counted (:func:`visprune.flops.count_flops`, the pruned forward including its scoring) and
+are counted (:func:`visprune.measure.flops.count_flops`, the pruned forward including its scoring) and
 given as a share of the unpruned prefill; latency is the median of ``repeats`` timed ``generate``
 calls after that first, discarded one, the methods taking turns. One request at a time: the model
 is patched in place.
@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from .. import last_kept, prune_, unprune_
-from ..flops import count_flops
-from ..methods import Method, method_names, parse_method
+from ...transform import last_kept, prune_, unprune_
+from ...measure.flops import count_flops
+from ...methods import Method, method_names, parse_method
 
 # e-adaprune at 0.9995 keeps ~64 tokens on the bundled shapes model, like the other two (see demo.py)
 DEFAULT_METHODS = ("atp:keep=0.25", "e-adaprune:energy=0.9995", "random:keep=0.25")
@@ -51,22 +51,19 @@ class Loaded:
 
 def load(spec: str | None, device: str = "cpu", dtype: str = "float32") -> Loaded:
     """``shapes`` (random-weight fallback when no checkpoint), ``random``, a local folder or a hub id."""
-    from .. import shapes
-    from ..demo import load_model
+    from ... import shapes
+    from ...evaluation.models import check_model, load_model
 
     spec = spec or "shapes"
     if spec == "shapes" and (shapes.CHECKPOINT / "config.json").is_file():
-        model, processor, text_encoder, _ = load_model("shapes")
-        return Loaded(model.to(device), processor, text_encoder, "shapes", True, max_new_tokens=2, shapes_vocab=True)
+        model, processor, text_encoder = load_model("shapes", device)
+        return Loaded(model, processor, text_encoder, "shapes", True, max_new_tokens=2, shapes_vocab=True)
     if spec in ("shapes", "random"):
-        model, processor, text_encoder, _ = load_model("random")
-        return Loaded(model.to(device), processor, text_encoder, "random-weight LLaVA (shapes tokenizer)", False,
+        model, processor, text_encoder = load_model("random", device)
+        return Loaded(model, processor, text_encoder, "random-weight LLaVA (shapes tokenizer)", False,
                       banner=RANDOM_BANNER, max_new_tokens=2, shapes_vocab=True)
-    from ..evaluation.models import check_model
-    from ..evaluation.models import load_model as load_any
-
     check_model(spec)
-    model, processor, text_encoder = load_any(spec, device, dtype)
+    model, processor, text_encoder = load_model(spec, device, dtype)
     return Loaded(model, processor, text_encoder, spec, True)
 
 
@@ -81,7 +78,7 @@ class Example:
 
 def bundled_examples(n: int = 8, seed: int = 4242) -> list[Example]:
     """Held-out shapes scenes, one per question type in turn."""
-    from .. import shapes
+    from ... import shapes
 
     return [Example(i, s.image, s.question, s.answer, [bool(b) for b in s.relevant_patches])
             for i, s in enumerate(shapes.make_samples(n=n, seed=seed))]
@@ -150,7 +147,7 @@ class Engine:
 
     def _with_text_encoder(self, method: Method) -> Method:
         """The model's text encoder for CLIP-space scorers, loaded once and shared (not on every ``prune_``)."""
-        from ..evaluation.runner import with_text_encoder
+        from ...evaluation.runner import with_text_encoder
 
         method = with_text_encoder([method], self.loaded.text_encoder)[0]
         enc = method.config.text_encoder
@@ -165,7 +162,7 @@ class Engine:
                                                           text_tokenizer=method.config.text_tokenizer or tok))
 
     def _inputs(self, image, question: str):
-        from ..evaluation.models import prompt_text
+        from ...evaluation.models import prompt_text
 
         processor, model = self.loaded.processor, self.loaded.model
         inputs = processor(text=[prompt_text(processor, question)], images=[image], return_tensors="pt")
@@ -181,7 +178,7 @@ class Engine:
     def _one(self, method: Method | None, label: str, inputs, image, relevant) -> dict[str, Any]:
         """Answer, kept tokens, counted prefill FLOPs and overlay of one method (latency: :meth:`_time`)."""
         model, processor = self.loaded.model, self.loaded.processor
-        from ..evaluation.models import image_token_id
+        from ...evaluation.models import image_token_id
 
         total = int((inputs["input_ids"][0] == image_token_id(model)).sum())
         if method is not None:
@@ -230,15 +227,15 @@ class Engine:
         tok = getattr(self.loaded.processor, "tokenizer", self.loaded.processor)
         text = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
         if self.loaded.shapes_vocab:
-            from ..shapes import normalise_answer
+            from ...shapes import normalise_answer
 
             return normalise_answer(text)
         return text
 
     def _overlay(self, image, kept, relevant) -> str | None:
         """PNG data URL of the kept tokens over the picture the tower sees, or None (not one grid)."""
-        from ..evaluation.plots import _square, token_grid
-        from ..viz import overlay
+        from ...evaluation.plots import _square, token_grid
+        from ...evaluation.viz import overlay
 
         grid = token_grid(self.loaded.model)
         if grid is None:

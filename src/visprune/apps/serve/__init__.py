@@ -1,7 +1,7 @@
 """``visprune serve``: a web page to try pruning methods on one image and one question, side by side.
 
-    python -m visprune.serve --port 8000            # the shapes model (random-weight fallback + banner)
-    python -m visprune.serve --model PATH_OR_HUB_ID  # any supported model
+    python -m visprune.apps.serve --port 8000            # the shapes model (random-weight fallback + banner)
+    python -m visprune.apps.serve --model PATH_OR_HUB_ID  # any supported model
 
 Pick a bundled example or upload an image, type a question, pick methods and budgets: each method
 shows the kept tokens over the image, the answer, the kept count, the counted FLOPs share of the
@@ -37,8 +37,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..evaluation.models import resolve_device
-    from ..evaluation.tasks import TaskError
+    from ...evaluation.models import resolve_device
+    from ...evaluation.tasks import TaskError
     from .inference import Engine, load
     from .server import make_server
 
@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m visprune.serve", description="Serve the visprune viewer.")
+    parser = argparse.ArgumentParser(prog="python -m visprune.apps.serve", description="Serve the visprune viewer.")
     _arguments(parser)
     return _run(parser.parse_args(argv))
 

@@ -3,7 +3,7 @@
 Pure Python (no third-party dependency). ``pycocoevalcap`` (the ``eval``
 extra) plus a ``java`` executable are only needed for the standard Java PTB
 caption tokenisation; without them ``tokenizer="auto"`` falls back to a
-pure-Python approximation (see :mod:`visprune.metrics.tokenize`).
+pure-Python approximation (see :mod:`visprune.evaluation.metrics.tokenize`).
 """
 
 from .bleu import bleu4, bleu_tokenized

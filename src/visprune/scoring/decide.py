@@ -1,0 +1,36 @@
+"""Scores, budget and selection together: the kept indices of each image (and merged features)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .. import ops
+from .context import ScoreContext
+from .scorers.base import Scorer
+
+
+def decide(scorer: Any, budget: Any, ctx: ScoreContext, scores: torch.Tensor) -> tuple[list[torch.Tensor], Any]:
+    """Budget, selection and merging for given scores: (kept indices per image, merged features or None).
+
+    For scorers that keep the top-``k`` of their scores (the default :meth:`Scorer.select`) the
+    whole decision stays on the device and reads one small tensor back to the host, the kept
+    count of each image, however many images the call has. Scorers with their own selection
+    (DivPrune, pooling, VisionZip) get ``k`` on the host.
+    """
+    if scores.shape != ctx.valid.shape:
+        raise RuntimeError(f"scorer returned shape {tuple(scores.shape)}, expected {tuple(ctx.valid.shape)}")
+    counts = ctx.counts
+    k = torch.minimum(budget(ctx, scores).to(counts.device, torch.int64), counts.to(torch.int64))
+    if type(scorer).select is Scorer.select:
+        masked = torch.where(ctx.candidates, scores.float(), torch.full_like(scores, -math.inf, dtype=torch.float))
+        keep = ops.topk_mask(masked, k)
+    else:
+        keep = torch.zeros_like(ctx.valid)
+        for i, idx in enumerate(scorer.select(ctx, scores, k.cpu())):
+            keep[i, idx.to(keep.device)] = True
+    keep = keep | ctx.protected
+    kept = ops.mask_indices(keep, keep.sum(-1).tolist())  # the one read-back
+    return kept, scorer.merge(ctx, kept)

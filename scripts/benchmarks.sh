@@ -12,7 +12,8 @@ $V bench --geometry small --device cpu --repeats 7 --warmup 2 --method atp:keep=
   --method fastv:keep=0.25 --json benchmarks/small.json --markdown BENCHMARKS.md --quiet
 $V bench --geometry small --device cpu --repeats 5 --warmup 2 --compile --method atp:keep=0.25 --method e-adaprune:energy=0.9 \
   --method random:keep=0.25 --json benchmarks/small-compiled.json --markdown BENCHMARKS.md --quiet
-$V bench --geometry tiny --device cpu --json benchmarks/tiny.json --markdown BENCHMARKS.md --quiet
+$V bench --geometry tiny --device cpu --method atp:keep=0.25 --method e-adaprune:energy=0.9 \
+  --method random:keep=0.25 --method cls:keep=0.5 --json benchmarks/tiny.json --markdown BENCHMARKS.md --quiet
 $V bench --geometry llava-1.5-7b --device meta --method atp:keep=0.25 --method atp:keep=0.4 --method atp:keep=0.5 \
   --method cls:k=64 --method e-adaprune:energy=0.9 --json benchmarks/llava-1.5-7b.json --markdown BENCHMARKS.md --quiet
 .venv/bin/python scripts/bench_energy.py --markdown BENCHMARKS.md

@@ -9,7 +9,7 @@ from visprune.measure.memory import LiveBytes
 
 from visprune.apps.bench import (LLAVA_7B_PARAMETERS, QUESTION, Geometry, _llava_7b, bench, bench_meta, build_geometry,
                             markdown, write_json, write_markdown_section)
-from visprune.evaluation.tasks import TaskError
+from visprune.errors import UsageError
 from visprune.testing import images, prompt
 
 FIELDS = {"method", "flops_ratio", "prefill_latency_ratio", "generate_latency_ratio", "overhead_fraction",
@@ -140,7 +140,7 @@ def test_bench_devices(capsys):
     if not torch.cuda.is_available():
         assert main(["bench", "--geometry", "tiny", "--device", "cuda"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
-    with pytest.raises(TaskError, match="GiB available"):
+    with pytest.raises(UsageError, match="GiB available"):
         _check_host_memory(2**60, "float32")  # an exabyte of weights
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 from visprune import testing as random_models, shapes
 from visprune.evaluation import EvalSettings, build_task, parse_methods, run
 from visprune.evaluation import results as res
-from visprune.evaluation.tasks import TaskError
+from visprune.errors import UsageError
 from visprune.evaluation.metrics import caption_scores, gqa_accuracy, vqa_accuracy
 
 
@@ -144,7 +144,7 @@ def test_summary_metrics_from_records(tmp_path, vqav2, coco):
     ("gqa", {"questions": "OK", "images": "/nonexistent"}, "no such folder"),
     ("coco-caption", {"annotations": "NOANN", "images": "."}, "missing field 'annotations'"),
     ("shapes-vqa", {"images": "."}, "takes no --images"),
-    ("mmbench", {}, "unknown task 'mmbench'; valid: coco-caption, gqa, shapes-caption"),
+    ("mmbench", {}, "unknown task 'mmbench'; valid tasks: coco-caption, gqa, shapes-caption"),
 ])
 def test_bad_task_files(tmp_path, name, files, message):
     contents = {"BAD": "{not json", "LIST": "[1, 2]", "NOIMAGEID": '{"1": {"question": "q", "answer": "a"}}',
@@ -153,5 +153,5 @@ def test_bad_task_files(tmp_path, name, files, message):
         if value in contents:
             (tmp_path / f"{value}.json").write_text(contents[value])
             files[key] = str(tmp_path / f"{value}.json")
-    with pytest.raises(TaskError, match=message):
+    with pytest.raises(UsageError, match=message):
         build_task(name, **files)

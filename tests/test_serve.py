@@ -21,8 +21,10 @@ from PIL import Image
 
 from visprune import shapes
 from visprune.apps.serve import browser
-from visprune.apps.serve.inference import DEFAULT_METHODS, Engine, bundled_examples, load
-from visprune.apps.serve.server import MAX_UPLOAD_BYTES, InputError, decode_image, make_server
+from visprune.apps.serve.inference import Engine, bundled_examples, load
+from visprune.methods import QUICK_METHODS
+from visprune.apps.serve.server import MAX_UPLOAD_BYTES, decode_image, make_server
+from visprune.errors import UsageError
 
 TRAINED = (shapes.CHECKPOINT / "config.json").is_file()
 
@@ -119,7 +121,7 @@ def test_too_large_uploads_are_refused(url):
         got, data = _post(url, json.dumps({"image": big, "question": "q ?"}).encode())
         assert got == status and "too large" in data["error"], (size, got, data)
     bomb = Image.new("1", (10_000, 5_000))  # 50 megapixels in a few kB of PNG
-    with pytest.raises(InputError, match="too large"):
+    with pytest.raises(UsageError, match="too large"):
         decode_image(_png(bomb))
     assert _get(url + "/api/info")[0] == 200  # still serving
 
@@ -149,7 +151,7 @@ def test_viewer_in_headless_chromium(url, tmp_path):
         wait.until(lambda d: "on example 2 (224 \u00d7 224 px)" in d.find_element(By.ID, "status").text)
 
         cards = driver.find_elements(By.CSS_SELECTOR, "#results .card")
-        assert [c.get_attribute("data-label") for c in cards] == ["none (unpruned)", *DEFAULT_METHODS]
+        assert [c.get_attribute("data-label") for c in cards] == ["none (unpruned)", *QUICK_METHODS]
         for c in cards:
             img = c.find_element(By.CSS_SELECTOR, "img.overlay")
             assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) == 224

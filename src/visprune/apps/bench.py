@@ -36,10 +36,9 @@ from ..transform import last_selection, prune_, unprune_
 from ..measure.flops import count_flops
 from ..measure.hostreads import count_cuda_syncs, count_host_reads
 from ..measure.memory import prefill_memory
-from ..methods import Method, parse_method
+from ..methods import QUICK_METHODS, Method, parse_method
 
 GEOMETRIES = ("tiny", "small", "llava-1.5-7b")
-DEFAULT_METHODS = ("atp:keep=0.25", "e-adaprune:energy=0.9", "random:keep=0.25", "cls:keep=0.5")
 QUESTION = "what colour is the star ?"
 
 
@@ -161,7 +160,7 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
 @torch.no_grad()
 def bench(
     geometry: str | Geometry,
-    methods: list[str] | tuple[str, ...] = DEFAULT_METHODS,
+    methods: list[str] | tuple[str, ...] = QUICK_METHODS,
     repeats: int = 5,
     warmup: int = 2,
     new_tokens: int = 32,
@@ -394,7 +393,7 @@ def llava_7b_config(vision_layers: int = 24, text_layers: int = 32):
 
 
 @torch.no_grad()
-def bench_meta(methods: list[str] | tuple[str, ...] = DEFAULT_METHODS, text_tokens: int = 40) -> dict:
+def bench_meta(methods: list[str] | tuple[str, ...] = QUICK_METHODS, text_tokens: int = 40) -> dict:
     """FLOPs at LLaVA-1.5-7B's real size, counted on the ``meta`` device (no weights, no timings).
 
     The pruning code reads values, which meta tensors do not have, so each method's FLOPs are

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .demo import DEFAULT_METHODS
-from ..evaluation.tasks import TaskError as UsageError
+from ..methods import DEFAULT_METHODS
+from ..errors import UsageError
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--geometry", default="small",
                     help="tiny, small (CPU-sized, 576 tokens) or llava-1.5-7b (real size, random weights: 14 GB in "
                          "bf16; its FLOPs only, on the meta device, when there is no CUDA and no --device)")
-    be.add_argument("--method", action="append", help="method spec, repeatable (default: atp, e-adaprune, random, cls)")
+    be.add_argument("--method", action="append", help="method spec, repeatable (default: visprune.methods.QUICK_METHODS: atp, e-adaprune, random at about a quarter of the tokens)")
     be.add_argument("--json", help="write the full report here")
     be.add_argument("--markdown", help="replace this geometry's section of a Markdown file (e.g. BENCHMARKS.md)")
     be.add_argument("--repeats", type=int, default=5, help="timed runs per method (default 5)")

@@ -17,22 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..methods import Method
+from ..methods import DEFAULT_METHODS, Method
 
-# Energy shares chosen so the adaptive budgets keep about as many tokens on average as the fixed
-# ones (32 and 64 of 256) on the bundled model: calibrated on scenes of seed 777, not on the demo's
-# questions (scripts/shapes_comparison.py, docs/comparison.md). Its projected tokens put most of
-# their spectral energy in a few directions, so energy=0.9 keeps only ~9 tokens there.
-DEFAULT_METHODS = (
-    "none",
-    "atp:keep=0.125",
-    "e-adaprune:energy=0.9945",
-    "random:keep=0.125",
-    "atp:budget=energy,energy=0.9945",
-    "atp:keep=0.25",
-    "e-adaprune:energy=0.9995",
-    "random:keep=0.25",
-)
 OVERLAY_METHODS = 4  # columns of the overlay sheet: the first methods of the list
 
 

@@ -18,6 +18,7 @@ budgets, Pareto plot, overlays) and :mod:`.distributed` (``torchrun`` sharding).
 """
 
 from .runner import EvalSettings, parse_methods, run
-from .tasks import TASKS, Example, Task, TaskError, build_task
+from ..errors import UsageError
+from .tasks import TASKS, Example, Task, build_task
 
-__all__ = ["EvalSettings", "Example", "TASKS", "Task", "TaskError", "build_task", "parse_methods", "run"]
+__all__ = ["EvalSettings", "Example", "TASKS", "Task", "UsageError", "build_task", "parse_methods", "run"]

@@ -40,6 +40,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from ..registry import Registry
 from .imagefilters import (
     bilinear,
     clipped_zoom,
@@ -56,27 +57,20 @@ from .imagefilters import (
     rgb2hsv,
 )
 
-CORRUPTIONS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {}
+CORRUPTIONS: Registry[Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = Registry("corruption")
+register = CORRUPTIONS.register()  # under the function's own name, in ImageNet-C's order
 SEVERITIES = (1, 2, 3, 4, 5)
-
-
-def register(fn):
-    if fn.__name__ in CORRUPTIONS:
-        raise ValueError(f"corruption {fn.__name__!r} is already registered")
-    CORRUPTIONS[fn.__name__] = fn
-    return fn
 
 
 def corrupt(image: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
     """``image`` (uint8 ``H x W x 3``) with corruption ``name`` at ``severity`` 1..5; same shape, uint8."""
-    if name not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS)}")
+    fn = CORRUPTIONS.get(name)
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be 1..5, got {severity}")
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 H x W x 3 image, got {image.dtype} {image.shape}")
-    out = CORRUPTIONS[name](image, severity, np.random.default_rng(seed))
+    out = fn(image, severity, np.random.default_rng(seed))
     return np.uint8(np.clip(np.asarray(out, dtype=np.float64), 0, 255))  # the reference's final cast
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from .tasks import Example, Task, TaskError
+from ..errors import UsageError
+from .tasks import Example, Task
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -16,9 +17,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TaskError(f"--device {device}: CUDA is not available")
+        raise UsageError(f"--device {device}: CUDA is not available")
     if device != "cpu" and not device.startswith("cuda"):
-        raise TaskError(f"--device {device!r}: use cpu, cuda, cuda:N or auto")
+        raise UsageError(f"--device {device!r}: use cpu, cuda, cuda:N or auto")
     return device
 
 
@@ -27,15 +28,15 @@ def check_model(spec: str) -> None:
 
     if spec == "shapes":
         if not (shapes.CHECKPOINT / "config.json").is_file():
-            raise TaskError(f"--model shapes: no trained checkpoint in {shapes.CHECKPOINT} "
+            raise UsageError(f"--model shapes: no trained checkpoint in {shapes.CHECKPOINT} "
                             "(train one with scripts/train_shapes.py)")
         return
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise TaskError(f"--model {spec}: not a model folder (no config.json)")
+            raise UsageError(f"--model {spec}: not a model folder (no config.json)")
     elif spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise TaskError(f"--model {spec}: no such folder")
+        raise UsageError(f"--model {spec}: no such folder")
 
 
 def load_model(spec: str, device: str = "cpu", dtype: str = "float32"):
@@ -70,7 +71,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32"):
             model = AutoModelForImageTextToText.from_pretrained(spec, dtype=torch_dtype)
             processor = AutoProcessor.from_pretrained(spec)
         except (OSError, ValueError, KeyError) as err:
-            raise TaskError(f"--model {spec}: cannot load it ({err})") from None
+            raise UsageError(f"--model {spec}: cannot load it ({err})") from None
         # a folder written by scripts/train_shapes.py carries its CLIP (text tower included), as the
         # bundled one does: ATP's relevance then comes from it, not from the language model's embeddings
         clip = Path(spec).expanduser() / "clip"

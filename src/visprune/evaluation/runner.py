@@ -37,7 +37,8 @@ from .models import (
 )
 from .settings import EvalSettings
 from .summary import write_summary
-from .tasks import Example, Task, TaskError
+from ..errors import UsageError
+from .tasks import Example, Task
 
 TEXT_SCORERS = ("atp", "text")
 
@@ -50,7 +51,7 @@ def parse_methods(specs: list[str]) -> list[Method]:
         methods.insert(0, parse_method("none"))
     labels = [results.slug(m.label) for m in methods]
     if len(set(labels)) != len(labels):
-        raise TaskError(f"duplicate methods: {', '.join(m.label for m in methods)}")
+        raise UsageError(f"duplicate methods: {', '.join(m.label for m in methods)}")
     return methods
 
 
@@ -66,27 +67,27 @@ def with_text_encoder(methods: list[Method], text_encoder: str | None) -> list[M
 
 
 def check(s: EvalSettings, model: bool = True) -> None:
-    """Every usage error a run can have, raised as :class:`TaskError` before anything heavy.
+    """Every usage error a run can have, raised as :class:`UsageError` before anything heavy.
 
     ``model=False`` skips checking ``s.model`` (for a model the caller has loaded already)."""
     if s.batch_size < 1:
-        raise TaskError("--batch-size must be at least 1")
+        raise UsageError("--batch-size must be at least 1")
     if s.timing < 0 or s.repeats < 1:
-        raise TaskError("--timing must be >= 0 and --repeats >= 1")
+        raise UsageError("--timing must be >= 0 and --repeats >= 1")
     if s.max_new_tokens is not None and s.max_new_tokens < 1:
-        raise TaskError("--max-new-tokens must be at least 1")
+        raise UsageError("--max-new-tokens must be at least 1")
     if s.dtype not in DTYPES:
-        raise TaskError(f"--dtype {s.dtype!r}; valid: {', '.join(DTYPES)}")
+        raise UsageError(f"--dtype {s.dtype!r}; valid: {', '.join(DTYPES)}")
     resolve_device(s.device)
     if model:
         check_model(s.model)
     out = Path(s.out)
     if out.exists() and not out.is_dir():
-        raise TaskError(f"--out {out}: exists and is not a folder")
+        raise UsageError(f"--out {out}: exists and is not a folder")
     previous = _read_manifest(out)
     if previous is not None and previous != manifest(s):
         diff = sorted(k for k in set(previous) | set(manifest(s)) if previous.get(k) != manifest(s).get(k))
-        raise TaskError(f"--out {out} holds a run with other settings ({', '.join(diff)}); its records cannot be "
+        raise UsageError(f"--out {out} holds a run with other settings ({', '.join(diff)}); its records cannot be "
                         "resumed with these: use another --out")
 
 
@@ -106,7 +107,7 @@ def _read_manifest(out: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise TaskError(f"--out {out}: {MANIFEST} is damaged; use another --out") from None
+        raise UsageError(f"--out {out}: {MANIFEST} is damaged; use another --out") from None
 
 
 def load_image(example: Example, corruption: tuple[str, int] | None):
@@ -261,7 +262,7 @@ def run(s: EvalSettings, after=None, loaded=None) -> dict | None:
                 try:
                     prune_(model, m.config, processor=processor)
                 except (TypeError, ValueError, OSError) as err:
-                    raise TaskError(f"method {m.label!r} cannot prune --model {s.model}: {err}") from None
+                    raise UsageError(f"method {m.label!r} cannot prune --model {s.model}: {err}") from None
                 unprune_(model)
         shard = dist.shard(s.task.examples)
         progress = s.progress and dist.main

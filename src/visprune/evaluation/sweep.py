@@ -13,16 +13,16 @@ from ..methods import parse_method
 from .plots import kept_overlays, pareto_front, plot_accuracy_vs_flops
 from .models import model_inputs, pad_id
 from .runner import EvalSettings, run
-from .tasks import TaskError
+from ..errors import UsageError
 
 
 def _floats(text: str, option: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise TaskError(f"{option} {text!r}: expected comma-separated numbers") from None
+        raise UsageError(f"{option} {text!r}: expected comma-separated numbers") from None
     if not values or any(not 0 < v <= 1 for v in values):
-        raise TaskError(f"{option} {text!r}: values must be in (0, 1]")
+        raise UsageError(f"{option} {text!r}: values must be in (0, 1]")
     return values
 
 
@@ -32,7 +32,7 @@ def sweep_specs(methods: str, keeps: str, energies: str) -> list[str]:
     specs = []
     for name in (m.strip() for m in methods.split(",") if m.strip()):
         if ":" in name:
-            raise TaskError(f"--methods takes names only, got {name!r}; budgets come from --keeps / --energies")
+            raise UsageError(f"--methods takes names only, got {name!r}; budgets come from --keeps / --energies")
         method = parse_method(name)
         if method.config is None:
             continue  # the unpruned reference is always measured
@@ -41,7 +41,7 @@ def sweep_specs(methods: str, keeps: str, energies: str) -> list[str]:
         else:
             specs += [f"{name}:keep={k:g}" for k in keep_values]
     if not specs:
-        raise TaskError("--methods: no method to sweep")
+        raise UsageError("--methods: no method to sweep")
     return specs
 
 

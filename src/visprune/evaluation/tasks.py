@@ -26,14 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
+from ..registry import Registry
+
 # Prompts LLaVA-1.5 uses for these benchmarks (llava/eval/*, model_vqa_loader.py conventions).
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 CAPTION_PROMPT = "Provide a one-sentence caption for the provided image."
 VQAV2_IMAGE_PATTERN = "COCO_val2014_{image_id:012d}.jpg"
-
-
-class TaskError(ValueError):
-    """A task's settings or files are wrong (reported as a usage error, exit code 2)."""
 
 
 @dataclass
@@ -86,38 +85,28 @@ class Task:
         return None
 
 
-TASKS: dict[str, Callable[..., Task]] = {}
-
-
-def register_task(name: str):
-    def deco(fn):
-        if name in TASKS:
-            raise ValueError(f"task {name!r} is already registered")
-        TASKS[name] = fn
-        return fn
-
-    return deco
+TASKS: Registry[Callable[..., Task]] = Registry("task")
+register_task = TASKS.register
 
 
 def build_task(name: str, n: int | None = None, seed: int = 12345, questions: str | None = None,
                annotations: str | None = None, images: str | None = None,
                image_pattern: str | None = None) -> Task:
     """The task ``name`` with its first ``n`` examples (``ValueError`` listing valid names)."""
-    if name not in TASKS:
-        raise TaskError(f"unknown task {name!r}; valid: {', '.join(sorted(TASKS))}")
+    build = TASKS.get(name)
     if n is not None and n < 1:
-        raise TaskError("--n must be at least 1")
-    task = TASKS[name](n=n, seed=seed, questions=questions, annotations=annotations, images=images,
-                       image_pattern=image_pattern)
+        raise UsageError("--n must be at least 1")
+    task = build(n=n, seed=seed, questions=questions, annotations=annotations, images=images,
+                  image_pattern=image_pattern)
     if not task.examples:
-        raise TaskError(f"task {name!r} has no examples")
+        raise UsageError(f"task {name!r} has no examples")
     given = {"questions": questions, "annotations": annotations, "images": images}
     task.meta.update({k: str(Path(v).resolve()) for k, v in given.items() if v})
     if image_pattern:
         task.meta["image_pattern"] = image_pattern
     ids = [e.id for e in task.examples]
     if len(set(ids)) != len(ids):
-        raise TaskError(f"task {name!r}: duplicate example ids")
+        raise UsageError(f"task {name!r}: duplicate example ids")
     return task
 
 
@@ -126,38 +115,38 @@ def build_task(name: str, n: int | None = None, seed: int = 12345, questions: st
 
 def _need(path: str | None, option: str, task: str) -> Path:
     if not path:
-        raise TaskError(f"task {task!r} needs {option}")
+        raise UsageError(f"task {task!r} needs {option}")
     return Path(path)
 
 
 def _json(path: str | None, option: str, task: str) -> Any:
     p = _need(path, option, task)
     if not p.is_file():
-        raise TaskError(f"{option} {p}: no such file")
+        raise UsageError(f"{option} {p}: no such file")
     try:
         with open(p, encoding="utf-8") as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TaskError(f"{option} {p}: not valid JSON ({err})") from None
+        raise UsageError(f"{option} {p}: not valid JSON ({err})") from None
 
 
 def _folder(path: str | None, task: str) -> Path:
     p = _need(path, "--images", task)
     if not p.is_dir():
-        raise TaskError(f"--images {p}: no such folder")
+        raise UsageError(f"--images {p}: no such folder")
     return p
 
 
 def _field(record: Any, key: str, where: str) -> Any:
     if not isinstance(record, dict) or key not in record:
-        raise TaskError(f"{where}: missing field {key!r}")
+        raise UsageError(f"{where}: missing field {key!r}")
     return record[key]
 
 
 def _no_extra_files(task: str, **given: str | None) -> None:
     extra = [f"--{k.replace('_', '-')}" for k, v in given.items() if v]
     if extra:
-        raise TaskError(f"task {task!r} takes no {', '.join(extra)}")
+        raise UsageError(f"task {task!r} takes no {', '.join(extra)}")
 
 
 # --- the tasks --------------------------------------------------------------------------------
@@ -205,7 +194,7 @@ def _vqav2(n, seed, questions, annotations, images, image_pattern) -> Task:
     qlist = _field(qs, "questions", f"--questions {questions}")
     alist = _field(ann, "annotations", f"--annotations {annotations}")
     if not isinstance(qlist, list) or not isinstance(alist, list):
-        raise TaskError("vqav2: 'questions' and 'annotations' must be lists")
+        raise UsageError("vqav2: 'questions' and 'annotations' must be lists")
     answers = {}
     for a in alist:
         where = f"--annotations {annotations}"
@@ -216,11 +205,11 @@ def _vqav2(n, seed, questions, annotations, images, image_pattern) -> Task:
         where = f"--questions {questions}"
         qid = _field(q, "question_id", where)
         if qid not in answers or not answers[qid]:
-            raise TaskError(f"vqav2: question {qid} has no answers in --annotations {annotations}")
+            raise UsageError(f"vqav2: question {qid} has no answers in --annotations {annotations}")
         try:
             name = pattern.format(image_id=int(_field(q, "image_id", where)))
         except (KeyError, ValueError, IndexError) as err:
-            raise TaskError(f"--image-pattern {pattern!r}: {err}") from None
+            raise UsageError(f"--image-pattern {pattern!r}: {err}") from None
         examples.append(Example(str(qid), str(_field(q, "question", where)), answers[qid], folder / name))
     return Task("vqav2", "vqa", examples, max_new_tokens=16, prompt_suffix=SHORT_ANSWER)
 
@@ -231,7 +220,7 @@ def _gqa(n, seed, questions, annotations, images, image_pattern) -> Task:
     qs = _json(questions, "--questions", "gqa")
     folder = _folder(images, "gqa")
     if not isinstance(qs, dict):
-        raise TaskError(f"--questions {questions}: GQA questions must be a JSON object {{qid: question}}")
+        raise UsageError(f"--questions {questions}: GQA questions must be a JSON object {{qid: question}}")
     pattern = image_pattern or "{image_id}.jpg"
     examples = []
     for qid, q in list(qs.items())[:n] if n else qs.items():
@@ -239,7 +228,7 @@ def _gqa(n, seed, questions, annotations, images, image_pattern) -> Task:
         try:
             path = folder / pattern.format(image_id=_field(q, "imageId", where))
         except (KeyError, ValueError, IndexError) as err:
-            raise TaskError(f"--image-pattern {pattern!r}: {err}") from None
+            raise UsageError(f"--image-pattern {pattern!r}: {err}") from None
         examples.append(Example(str(qid), str(_field(q, "question", where)), [str(_field(q, "answer", where))], path))
     return Task("gqa", "vqa", examples, max_new_tokens=16, prompt_suffix=SHORT_ANSWER)
 

@@ -38,7 +38,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ...evaluation.models import resolve_device
-    from ...evaluation.tasks import TaskError
+    from ...errors import UsageError
     from .inference import Engine, load
     from .server import make_server
 
@@ -47,7 +47,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     try:
         loaded = load(args.model, resolve_device(args.device), args.dtype)
-    except (TaskError, FileNotFoundError) as err:
+    except (UsageError, FileNotFoundError) as err:
         print(f"visprune serve: {err}", file=sys.stderr)
         return 2
     if loaded.banner:

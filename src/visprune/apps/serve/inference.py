@@ -20,19 +20,14 @@ from typing import Any
 
 import torch
 
+from ...errors import UsageError
 from ...transform import last_kept, prune_, unprune_
 from ...measure.flops import count_flops
-from ...methods import Method, method_names, parse_method
+from ...methods import QUICK_METHODS, Method, method_names, parse_method
 
-# e-adaprune at 0.9995 keeps ~64 tokens on the bundled shapes model, like the other two (see demo.py)
-DEFAULT_METHODS = ("atp:keep=0.25", "e-adaprune:energy=0.9995", "random:keep=0.25")
 MAX_METHODS = 6
 RANDOM_BANNER = ("No trained shapes checkpoint found: this is a RANDOM-WEIGHT LLaVA. Its answers mean nothing; "
                  "kept tokens, FLOPs and latency are real. Train one with scripts/train_shapes.py.")
-
-
-class InputError(ValueError):
-    """A request the viewer refuses, with a message for the page."""
 
 
 @dataclass
@@ -109,7 +104,7 @@ class Engine:
 
     def info(self) -> dict[str, Any]:
         return {"model": self.loaded.name, "trained": self.loaded.trained, "banner": self.loaded.banner,
-                "methods": [m for m in method_names() if m != "none"], "defaults": list(DEFAULT_METHODS),
+                "methods": [m for m in method_names() if m != "none"], "defaults": list(QUICK_METHODS),
                 "max_methods": MAX_METHODS, "repeats": self.repeats,
                 "examples": [{"id": e.id, "question": e.question, "answer": e.answer} for e in self.examples]}
 
@@ -118,11 +113,11 @@ class Engine:
         """Every method on ``image``; ``relevant``: ground-truth patches to outline; ``source``: a label for it."""
         question = " ".join(question.split())
         if not question:
-            raise InputError("type a question first")
+            raise UsageError("type a question first")
         if len(question) > 500:
-            raise InputError("the question is too long (at most 500 characters)")
+            raise UsageError("the question is too long (at most 500 characters)")
         if len(specs) > MAX_METHODS:
-            raise InputError(f"pick at most {MAX_METHODS} methods at a time")
+            raise UsageError(f"pick at most {MAX_METHODS} methods at a time")
         todo = [self._with_text_encoder(m) if isinstance(m, Method) else m for m in parse_specs(specs)]
         with self.lock, torch.no_grad():
             inputs = self._inputs(image, question)

@@ -24,7 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 
-from .inference import Engine, InputError
+from ...errors import UsageError
+from .inference import Engine
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # the image file itself
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024  # base64 in JSON, plus the rest of the request
@@ -35,33 +36,33 @@ STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; 
 
 
 def decode_image(data_url: str):
-    """An RGB PIL image from a ``data:`` URL (or bare base64); :class:`InputError` with the reason otherwise."""
+    """An RGB PIL image from a ``data:`` URL (or bare base64); :class:`UsageError` with the reason otherwise."""
     from PIL import Image
 
     payload = data_url.split(",", 1)[1] if data_url.startswith("data:") else data_url
     try:
         raw = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise InputError("the upload is not a readable file (bad base64)") from None
+        raise UsageError("the upload is not a readable file (bad base64)") from None
     if len(raw) > MAX_UPLOAD_BYTES:
-        raise InputError(f"the image is too large: {len(raw) / 2**20:.1f} MB (at most {MAX_UPLOAD_BYTES // 2**20} MB)")
+        raise UsageError(f"the image is too large: {len(raw) / 2**20:.1f} MB (at most {MAX_UPLOAD_BYTES // 2**20} MB)")
     if not raw:
-        raise InputError("the upload is empty")
+        raise UsageError("the upload is empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(raw)) as img:
                 if img.width * img.height > MAX_PIXELS:
-                    raise InputError(f"the image is too large: {img.width} x {img.height} pixels "
+                    raise UsageError(f"the image is too large: {img.width} x {img.height} pixels "
                                      f"(at most {MAX_PIXELS // 1_000_000} megapixels)")
                 img.load()
                 return img.convert("RGB")
-    except InputError:
+    except UsageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError("the image is too large (too many pixels)") from None
+        raise UsageError("the image is too large (too many pixels)") from None
     except Exception as err:  # PIL raises many kinds for bad files: all mean "not an image"
-        raise InputError(f"the upload is not an image PIL can read ({type(err).__name__})") from None
+        raise UsageError(f"the upload is not an image PIL can read ({type(err).__name__})") from None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -123,9 +124,9 @@ class Handler(BaseHTTPRequestHandler):
             image, relevant, source = self._image(req)
             methods = req.get("methods") or []
             if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
-                raise InputError("methods must be a list of method specs such as 'atp:keep=0.25'")
+                raise UsageError("methods must be a list of method specs such as 'atp:keep=0.25'")
             self._json(200, self.engine.run(image, str(req.get("question") or ""), methods, relevant, source))
-        except InputError as err:
+        except UsageError as err:
             self._error(400, str(err))
         except Exception as err:
             self._fail(err)
@@ -143,15 +144,15 @@ class Handler(BaseHTTPRequestHandler):
     def _image(self, req: dict):
         if req.get("image"):
             if not isinstance(req["image"], str):
-                raise InputError("the image must be a data URL")
+                raise UsageError("the image must be a data URL")
             return decode_image(req["image"]), None, "upload"
         ex = req.get("example")
         if ex is None:
-            raise InputError("pick an example or upload an image")
+            raise UsageError("pick an example or upload an image")
         try:
             e = self.engine.examples[int(ex)]
         except (ValueError, TypeError, IndexError):
-            raise InputError(f"no example {ex!r}") from None
+            raise UsageError(f"no example {ex!r}") from None
         return e.image.convert("RGB"), e.relevant, f"example {e.id}"
 
     def _static(self, name: str) -> None:

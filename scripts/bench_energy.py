@@ -13,9 +13,11 @@ counts the matrices where the budget k at tau in {0.5, 0.9, 0.95, 0.99} matches 
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
+
+from visprune.evaluation.tables import markdown_table
+from visprune.measure.timing import in_turns, timed
 
 
 def budget_from(eig: torch.Tensor, tau: float) -> int:
@@ -46,17 +48,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     lines = [f"Measured with torch {torch.__version__}, {torch.get_num_threads()} threads. "
              "Command: `python scripts/bench_energy.py --markdown BENCHMARKS.md`", "",
-             "| N x D | method | median ms | k equal to float64 SVD |", "|---|---|---|---|"]
+             markdown_table(["N x D", "method", "median ms", "k equal to float64 SVD"], [])]
     for n, d in [(576, 768), (576, 4096), (2880, 4096)]:
         mats = [torch.randn(n, d) @ torch.diag(torch.logspace(0, -s, d)) for s in (1.0, 2.0, 3.0)]
         refs = [[budget_from(torch.linalg.svdvals(m.double()) ** 2, t) for t in (0.5, 0.9, 0.95, 0.99)] for m in mats]
         for name, fn in methods().items():
-            fn(mats[0])
-            times = []
-            for _ in range(7):
-                t0 = time.perf_counter()
-                fn(mats[0])
-                times.append(time.perf_counter() - t0)
+            (times,) = in_turns([lambda: timed(lambda: fn(mats[0]))], 7, warmup=1)
             equal = sum(
                 [budget_from(fn(m), t) for t in (0.5, 0.9, 0.95, 0.99)] == ref for m, ref in zip(mats, refs)
             )

@@ -25,6 +25,7 @@ import torch
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from visprune.compat import idefics_perceiver_embeddings  # noqa: E402
+from visprune.evaluation.tables import markdown_table  # noqa: E402
 from visprune.measure.flops import count_flops_by_module  # noqa: E402
 
 KEEPS = (1.0, 0.5, 0.25)
@@ -333,15 +334,11 @@ def render(results: list[tuple[str, str, list[Row]]], tiny: bool) -> str:
            "top). visprune's own scoring and selection are not counted.", ""]
     for name, what, rows in results:
         base = rows[0].total
-        out += [f"## {name}", "", f"Visual tokens at the cut: {what}.", "",
-                f"| keep | tokens at cut | visual tokens into LM | vision {unit} | connector {unit} | "
-                f"LM prefill {unit} | total {unit} | saved |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in rows:
-            saved = 1 - r.total / base
-            out.append(f"| {r.keep:g} | {r.at_cut} | {r.lm_visual} | {r.vision / scale:,.1f} | "
-                       f"{r.connector / scale:,.1f} | {r.lm / scale:,.1f} | {r.total / scale:,.1f} | {saved:.1%} |")
-        out.append("")
+        header = ["keep", "tokens at cut", "visual tokens into LM", f"vision {unit}", f"connector {unit}",
+                  f"LM prefill {unit}", f"total {unit}", "saved"]
+        cells = [[f"{r.keep:g}", r.at_cut, r.lm_visual, f"{r.vision / scale:,.1f}", f"{r.connector / scale:,.1f}",
+                  f"{r.lm / scale:,.1f}", f"{r.total / scale:,.1f}", f"{1 - r.total / base:.1%}"] for r in rows]
+        out += [f"## {name}", "", f"Visual tokens at the cut: {what}.", "", markdown_table(header, cells, align="---:"), ""]
     out.append(NOTES)
     return "\n".join(out)
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from visprune.evaluation.tables import fmt, markdown_table
+
 FIXED = ["atp", "cls", "text", "lmtext", "visionzip", "divprune", "pool", "fastv", "random"]
 ADAPTIVE = {"e-adaprune": "e-adaprune", "atp+energy": "atp:budget=energy"}
 
@@ -135,24 +137,22 @@ def write_table(path, rows, group, budgets, taus, args, summary) -> None:
         "",
     ]
     for b in budgets:
-        lines += [f"## {b} of 256 tokens (mean)", "",
-                  "| method | spec | kept (mean / min / max) | accuracy | grounding recall | FLOPs share |",
-                  "|---|---|---|---|---|---|"]
         members = sorted((r for r in rows.values() if group.get(r["method"], (None, None))[1] == b),
                          key=lambda r: -((r.get("grounding_recall") or 0) if no_acc else (r["accuracy"] or 0)))
-        for r in members:
-            kept = r.get("kept_tokens") or {}
-            lines.append(f"| {group[r['method']][0]} | `{r['method']}` | {kept.get('mean', 0):.1f} / {kept.get('min')} / "
-                         f"{kept.get('max')} | {acc(r)} | {_f(r.get('grounding_recall'))} | "
-                         f"{_f(r.get('flops_ratio'))} |")
-        lines.append("")
+        table = markdown_table(
+            ["method", "spec", "kept (mean / min / max)", "accuracy", "grounding recall", "FLOPs share"],
+            [[group[r["method"]][0], f"`{r['method']}`",
+              f"{(r.get('kept_tokens') or {}).get('mean', 0):.1f} / {(r.get('kept_tokens') or {}).get('min')} / "
+              f"{(r.get('kept_tokens') or {}).get('max')}", acc(r), fmt(r.get("grounding_recall")), fmt(r.get("flops_ratio"))]
+             for r in members])
+        lines += [f"## {b} of 256 tokens (mean)", "", table, ""]
     iqr = rows.get("cls:budget=iqr")
     if iqr:
         kept = iqr.get("kept_tokens") or {}
         lines += ["## Untuned budget", "",
                   f"`cls:budget=iqr` (PruMerge's outlier rule on [CLS] attention) keeps {kept.get('mean', 0):.1f} tokens "
                   f"on average ({kept.get('min')} to {kept.get('max')}): accuracy {acc(iqr)}, "
-                  f"grounding recall {_f(iqr.get('grounding_recall'))}.", ""]
+                  f"grounding recall {fmt(iqr.get('grounding_recall'))}.", ""]
     lines += ["Calibrated energy shares: " + ", ".join(f"{b} tokens: tau={t}" for b, t in taus.items()), "",
               f"Versions: {json.dumps(summary.get('versions', {}))}", ""]
     path.write_text("\n".join(lines))
@@ -186,10 +186,6 @@ def plot(path, rows, group, budgets, args) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
-
-
-def _f(v) -> str:
-    return "-" if v is None else f"{v:.3f}"
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from visprune.evaluation.tables import fmt, markdown_table
+
 
 def tower_only_model():
     from visprune import shapes
@@ -113,19 +115,16 @@ def main(argv: list[str] | None = None) -> None:
            "grounding recall is meaningful (which tokens are kept does not depend on the language model)."
            if args.tower_only else "Model: the bundled shapes VLM."),
         "",
-        "| setting | accuracy | grounding recall | kept (mean) |",
-        "|---|---|---|---|",
+        markdown_table(["setting", "accuracy", "grounding recall", "kept (mean)"],
+                       [[f"`{r['label']}`", _f(r["accuracy"]), f"{r['grounding_recall']:.3f}", f"{r['kept_mean']:.1f}"]
+                        for r in rows  # the budget sweep (labels "... k=N") has its own table
+                        if not (r["label"].split()[1:2] and r["label"].split()[1].startswith("k="))]),
     ]
-    for r in rows:
-        if r["label"].split()[1:2] and r["label"].split()[1].startswith("k="):
-            continue  # the budget sweep has its own table
-        lines.append(f"| `{r['label']}` | {_f(r['accuracy'])} | {r['grounding_recall']:.3f} | {r['kept_mean']:.1f} |")
     if sweep:
         names = list(next(iter(sweep.values())))
         lines += ["", "Grounding recall at tighter budgets (`norm=minmax`):", "",
-                  "| kept of 256 | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-        for k, row in sweep.items():
-            lines.append(f"| {k} | " + " | ".join(f"{row[n]['grounding_recall']:.3f}" for n in names) + " |")
+                  markdown_table(["kept of 256", *names],
+                                 [[k, *(f"{row[n]['grounding_recall']:.3f}" for n in names)] for k, row in sweep.items()])]
     lines += [
         "",
         f"- CLIP sign: `text_sign={sign:+d}` keeps more of the question's patches "
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _f(v) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
+    return "n/a" if v is None else fmt(v)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import torch
 
 from visprune.measure.memory import LiveBytes
 
-from visprune.apps.bench import (LLAVA_7B_PARAMETERS, QUESTION, Geometry, _llava_7b, bench, bench_meta, build_geometry,
+from visprune.apps.bench import (LLAVA_7B_PARAMETERS, QUESTION, Geometry, bench, bench_meta, build_geometry, llava_7b,
                             markdown, write_json, write_markdown_section)
 from visprune.errors import UsageError
 from visprune.testing import images, prompt
@@ -111,7 +111,7 @@ def test_llava_7b_geometry_is_real_size():
     assert sum(p.numel() for p in params) == LLAVA_7B_PARAMETERS
     assert {p.dtype for p in params} == {torch.bfloat16} and {p.device.type for p in params} == {"meta"}
     assert geo.inputs["pixel_values"].dtype == torch.bfloat16
-    model, proc = _llava_7b("meta", torch.bfloat16)
+    model, proc = llava_7b("meta", torch.bfloat16)
     ids = proc(images=images(1, size=(336, 336)), text=[prompt(QUESTION)], return_tensors="pt")["input_ids"]
     assert ids.shape == geo.inputs["input_ids"].shape
     assert int((ids == model.config.image_token_id).sum()) == 576
@@ -120,7 +120,7 @@ def test_llava_7b_geometry_is_real_size():
 
 def test_llava_7b_code_path_runs_at_full_width():
     """The real-size geometry's code path, one or two layers deep (full widths and vocabulary), on CPU."""
-    model, proc = _llava_7b("cpu", torch.float32, layers=(2, 1))  # the features come from layer -2
+    model, proc = llava_7b("cpu", torch.float32, layers=(2, 1))  # the features come from layer -2
     assert model.config.text_config.hidden_size == 4096 and model.config.text_config.vocab_size == 32064
     inputs = dict(proc(images=images(1, size=(336, 336)), text=[prompt(QUESTION)], return_tensors="pt"))
     report = bench(Geometry("llava-1.5-7b", model, inputs, "one layer deep"), methods=["atp:keep=0.25"],
@@ -130,18 +130,19 @@ def test_llava_7b_code_path_runs_at_full_width():
 
 
 def test_bench_devices(capsys):
-    from visprune.apps.cli import _bench_device, _check_host_memory, main
+    from visprune.apps.bench.command import bench_device, check_host_memory
+    from visprune.apps.cli import main
 
-    assert _bench_device("small", "cpu") == "cpu"
-    assert _bench_device("llava-1.5-7b", "meta") == "meta"
-    assert _bench_device("llava-1.5-7b", "auto") == ("cuda" if torch.cuda.is_available() else "meta")
+    assert bench_device("small", "cpu") == "cpu"
+    assert bench_device("llava-1.5-7b", "meta") == "meta"
+    assert bench_device("llava-1.5-7b", "auto") == ("cuda" if torch.cuda.is_available() else "meta")
     assert main(["bench", "--geometry", "small", "--device", "meta"]) == 2
     assert "counts FLOPs at llava-1.5-7b only" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main(["bench", "--geometry", "tiny", "--device", "cuda"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
     with pytest.raises(UsageError, match="GiB available"):
-        _check_host_memory(2**60, "float32")  # an exabyte of weights
+        check_host_memory(2**60, "float32")  # an exabyte of weights
 
 
 def test_the_overhead_clock_runs_without_cuda():

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
-    CLIPImageProcessor,
+    CLIPImageProcessorPil,
     CLIPTextConfig,
     CLIPVisionConfig,
     CLIPConfig,
@@ -23,11 +23,11 @@ from transformers import (
     LlavaForConditionalGeneration,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
-    LlavaNextImageProcessor,
+    LlavaNextImageProcessorPil,
     LlavaNextProcessor,
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
-    LlavaOnevisionImageProcessor,
+    LlavaOnevisionImageProcessorPil,
     LlavaProcessor,
     PreTrainedTokenizerFast,
     SiglipVisionConfig,
@@ -82,24 +82,38 @@ def _finish(model):
     return model
 
 
+def llava_processor(image: int = IMAGE, tok=None) -> LlavaProcessor:
+    """LLaVA-1.5's processor for ``image``-pixel square crops, 14-px patches, with the test tokenizer."""
+    ip = CLIPImageProcessorPil(size={"shortest_edge": image}, crop_size={"height": image, "width": image})
+    return LlavaProcessor(
+        image_processor=ip, tokenizer=tok or tokenizer(), patch_size=PATCH, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+
+
 def llava(
-    seed: int = 0, image: int = IMAGE, vision: tuple[int, int] = (32, 3), text: tuple[int, int] = (32, 2), tok=None
+    seed: int = 0, image: int = IMAGE, vision: tuple[int, int] | dict = (32, 3), text: tuple[int, int] | dict = (32, 2),
+    tok=None,
 ):
-    """LLaVA-1.5 layout: CLIP tower (``vision`` = hidden, layers), Llama (``text``), 14-px patches."""
+    """LLaVA-1.5 layout: CLIP tower, Llama, 14-px patches. ``vision`` / ``text``: (hidden, layers) of the
+    tiny default shapes, or a dict of ``CLIPVisionConfig`` / ``LlamaConfig`` fields (the benchmark's sizes)."""
     tok = tok or tokenizer()
+    if isinstance(vision, dict):
+        vision_config = CLIPVisionConfig(image_size=image, patch_size=PATCH, **vision)
+    else:
+        vision_config = _clip_vision(image, *vision)
+    if isinstance(text, dict):
+        text_config = LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                                  eos_token_id=tok.eos_token_id, max_position_embeddings=2048, **text)
+    else:
+        text_config = _text_config(tok, *text)
     cfg = LlavaConfig(
-        vision_config=_clip_vision(image, *vision), text_config=_text_config(tok, *text),
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        vision_config=vision_config, text_config=text_config, image_token_id=tok.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-2, vision_feature_select_strategy="default",
     )
     torch.manual_seed(seed)
     model = _finish(LlavaForConditionalGeneration(cfg))
-    ip = CLIPImageProcessor(size={"shortest_edge": image}, crop_size={"height": image, "width": image})
-    proc = LlavaProcessor(
-        image_processor=ip, tokenizer=tok, patch_size=PATCH, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
-    return model, proc
+    return model, llava_processor(image, tok)
 
 
 def llava_next(seed: int = 0):
@@ -111,7 +125,7 @@ def llava_next(seed: int = 0):
     )
     torch.manual_seed(seed)
     model = _finish(LlavaNextForConditionalGeneration(cfg))
-    ip = LlavaNextImageProcessor(
+    ip = LlavaNextImageProcessorPil(
         size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE}, image_grid_pinpoints=pinpoints
     )
     proc = LlavaNextProcessor(
@@ -134,7 +148,7 @@ def llava_onevision(seed: int = 0):
     )
     torch.manual_seed(seed)
     model = _finish(LlavaOnevisionForConditionalGeneration(cfg))
-    ip = LlavaOnevisionImageProcessor(
+    ip = LlavaOnevisionImageProcessorPil(
         size={"height": IMAGE, "width": IMAGE}, image_grid_pinpoints=pinpoints, do_pad=True
     )
     # LlavaOnevisionProcessor insists on a video processor, which needs torchvision (not installable
@@ -195,7 +209,7 @@ def _qwen(kind: str, seed: int):
         Qwen2_5_VLForConditionalGeneration,
         Qwen2VLConfig,
         Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
+        Qwen2VLImageProcessorPil,
     )
 
     tok = qwen_tokenizer()
@@ -220,7 +234,7 @@ def _qwen(kind: str, seed: int):
         cls = Qwen2_5_VLForConditionalGeneration
     torch.manual_seed(seed)
     model = _finish(cls(cfg))
-    ip = Qwen2VLImageProcessor(min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28, patch_size=PATCH,
+    ip = Qwen2VLImageProcessorPil(min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28, patch_size=PATCH,
                                merge_size=2, temporal_patch_size=2)
     return model, QwenInputs(ip, tok)
 

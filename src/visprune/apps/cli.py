@@ -98,92 +98,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import shlex
-    from pathlib import Path
+    from .bench.command import run_command
 
-    import torch
-
-    from .bench import GEOMETRIES, LLAVA_7B_PARAMETERS, bench, bench_meta, markdown, write_json, write_markdown_section
-    from ..evaluation.models import DTYPES
-    from ..methods import parse_method
-
-    methods = args.method or None
-    try:
-        for spec in methods or []:
-            parse_method(spec)
-    except (ValueError, TypeError) as err:
-        raise UsageError(str(err)) from None
-    if args.geometry not in GEOMETRIES:
-        raise UsageError(f"unknown geometry {args.geometry!r}; valid: {', '.join(GEOMETRIES)}")
-    command = "visprune " + " ".join(shlex.quote(a) for a in (args.argv or []))
-    device = _bench_device(args.geometry, args.device)
-    if device == "meta":
-        if args.compile:
-            raise UsageError("--compile needs timings; llava-1.5-7b on the meta device only counts FLOPs "
-                             "(time it with --device cuda, or --device cpu with the memory for its weights)")
-        report = bench_meta(methods) if methods else bench_meta()
-        text = _meta_markdown(report, command)
-        key = args.geometry
-    else:
-        dtype = DTYPES[args.dtype]
-        if args.geometry == "llava-1.5-7b" and device == "cpu":
-            _check_host_memory(LLAVA_7B_PARAMETERS * torch.empty(0, dtype=dtype).element_size(), args.dtype)
-        kwargs = dict(repeats=args.repeats, warmup=args.warmup, new_tokens=args.new_tokens, device=device,
-                      dtype=dtype, progress=None if args.quiet else print, compile=args.compile)
-        report = bench(args.geometry, methods, **kwargs) if methods else bench(args.geometry, **kwargs)
-        text = markdown(report, command)
-        # BENCHMARKS.md sections: `small` and `tiny` on CPU keep their plain names; any other timed run
-        # is named with its device (llava-1.5-7b-cpu, llava-1.5-7b-cuda, small-cuda), apart from the
-        # meta-device FLOPs count, `llava-1.5-7b`
-        plain = device == "cpu" and args.geometry != "llava-1.5-7b"
-        key = args.geometry if plain else f"{args.geometry}-{torch.device(device).type}"
-    print(text)
-    if args.json:
-        write_json(report, args.json)
-    if args.markdown:
-        write_markdown_section(Path(args.markdown), key + ("-compiled" if args.compile else ""), text)
-    return 0
-
-
-def _bench_device(geometry: str, device: str) -> str:
-    """``auto``: CUDA when there is one; else the CPU, except for llava-1.5-7b, which is then counted
-    on the ``meta`` device (FLOPs, no timings). ``meta`` is only for llava-1.5-7b."""
-    import torch
-
-    from ..evaluation.models import resolve_device
-
-    if device == "meta" or (device == "auto" and geometry == "llava-1.5-7b" and not torch.cuda.is_available()):
-        if geometry != "llava-1.5-7b":
-            raise UsageError(f"--device meta counts FLOPs at llava-1.5-7b only; {geometry} runs on cpu or cuda")
-        return "meta"
-    return resolve_device(device)
-
-
-def _check_host_memory(need: int, dtype: str) -> None:
-    """Refuse, with the numbers, a real-size model that cannot fit in the host's memory (Linux)."""
-    try:
-        with open("/proc/meminfo") as f:
-            fields = dict(line.split(":", 1) for line in f)
-        available = int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return  # not known here: let it try
-    if need > 0.9 * available:
-        smaller = "--dtype bfloat16, " if dtype == "float32" else ""
-        raise UsageError(f"llava-1.5-7b in {dtype} needs {need / 2**30:.1f} GiB for its weights and this machine has "
-                         f"{available / 2**30:.1f} GiB available: use {smaller}a GPU (--device cuda), or --device "
-                         "meta (FLOPs only)")
-
-
-def _meta_markdown(report: dict, command: str) -> str:
-    lines = [f"### `{report['geometry']}`: {report['description']}", "", f"Command: `{command}`", "",
-             "| method | kept tokens | prefill TFLOP | FLOPs ratio |", "|---|---|---|---|"]
-    for r in report["results"]:
-        if r["flops"] is None:
-            lines.append(f"| {r['method']} | n/a | n/a | n/a ({r['note']}) |")
-        else:
-            lines.append(f"| {r['method']} | {r['kept_tokens'][0]} | {r['flops'] / 1e12:.2f} | {r['flops_ratio']:.3f} |")
-    lines.append(f"\nVision tower + projector: {report['vision_flops'] / 1e12:.2f} TFLOP of every row.")
-    return "\n".join(lines) + "\n"
+    return run_command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

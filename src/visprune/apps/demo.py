@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..evaluation.tables import fmt, markdown_table
 from ..methods import DEFAULT_METHODS, Method
 
 OVERLAY_METHODS = 4  # columns of the overlay sheet: the first methods of the list
@@ -32,18 +33,11 @@ def default_model_kind() -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = "| method | accuracy | kept tokens (mean) | FLOPs share | latency ratio | grounding recall |"
-    lines = [head, "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(
-            f"| {r['method']} | {r['accuracy']:.3f} | {r['kept_tokens']['mean']:.1f} | {r['flops_ratio']:.3f} | "
-            f"{_fmt(r['latency_ratio'])} | {_fmt(r['grounding_recall'])} |"
-        )
-    return "\n".join(lines)
-
-
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.3f}"
+    return markdown_table(
+        ["method", "accuracy", "kept tokens (mean)", "FLOPs share", "latency ratio", "grounding recall"],
+        [[r["method"], fmt(r["accuracy"]), fmt(r["kept_tokens"]["mean"], ".1f"), fmt(r["flops_ratio"]),
+          fmt(r["latency_ratio"]), fmt(r["grounding_recall"])] for r in rows],
+    )
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:

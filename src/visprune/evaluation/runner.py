@@ -14,7 +14,6 @@ import json
 import resource
 import statistics
 import sys
-import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 from ..transform import last_kept, prune_, unprune_
 from ..measure.flops import count_flops
 from ..measure.memory import prefill_memory
+from ..measure.timing import in_turns, timed
 from ..methods import Method, parse_method
 from . import distributed, results
 from .models import (
@@ -186,11 +186,6 @@ def _recall(example: Example, kept: torch.Tensor, total: int) -> float | None:
     return float(rel[kept].sum()) / float(rel.sum())
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 @torch.no_grad()
 def time_method(model, processor, task: Task, method: Method, s: EvalSettings, device: str) -> tuple[float | None, dict]:
     """Mean over the timing subset of the median ``generate`` time (batch 1, fixed new tokens), and
@@ -212,14 +207,7 @@ def time_method(model, processor, task: Task, method: Method, s: EvalSettings, d
                 memory = {"prefill_peak_bytes": peak, "kv_cache_bytes": kv, "sample": e.id}
             kw = dict(max_new_tokens=s.timing_tokens, min_new_tokens=s.timing_tokens, do_sample=False,
                       pad_token_id=pad_id(processor))
-            model.generate(**inputs, **kw)  # warm-up, discarded
-            runs = []
-            for _ in range(s.repeats):
-                _sync(device)
-                t0 = time.perf_counter()
-                model.generate(**inputs, **kw)
-                _sync(device)
-                runs.append(time.perf_counter() - t0)
+            (runs,) = in_turns([lambda: timed(lambda: model.generate(**inputs, **kw), device)], s.repeats, warmup=1)
             per_sample.append(statistics.median(runs))
     finally:
         if method.config is not None:

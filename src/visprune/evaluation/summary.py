@@ -9,6 +9,7 @@ import torch
 
 from ..methods import Method
 from . import results
+from .tables import fmt, markdown_table
 from .settings import EvalSettings
 
 
@@ -115,22 +116,19 @@ def _diff(a, b):
     return a - b if a is not None and b is not None else None
 
 
-def _fmt(v, spec=".3f"):
-    return "-" if v is None else format(v, spec)
-
-
 def table(summary: dict) -> str:
     """The summary as a Markdown table (one row per method)."""
-    lines = ["| method | n | accuracy | kept tokens (mean) | FLOPs share | latency ratio | grounding recall |",
-             "|---|---|---|---|---|---|---|"]
-    for r in summary["methods"]:
-        kept = r.get("kept_tokens") or {}
-        lines.append(f"| {r['method']} | {r['n']} | {_fmt(r['accuracy'])} | {_fmt(kept.get('mean'), '.1f')} | "
-                     f"{_fmt(r.get('flops_ratio'))} | {_fmt(r.get('latency_ratio'))} | {_fmt(r.get('grounding_recall'))} |")
+    text = markdown_table(
+        ["method", "n", "accuracy", "kept tokens (mean)", "FLOPs share", "latency ratio", "grounding recall"],
+        [[r["method"], r["n"], fmt(r["accuracy"]), fmt((r.get("kept_tokens") or {}).get("mean"), ".1f"),
+          fmt(r.get("flops_ratio")), fmt(r.get("latency_ratio")), fmt(r.get("grounding_recall"))]
+         for r in summary["methods"]],
+    )
     if summary.get("robustness"):
         labels = [r["method"] for r in summary["methods"]]
-        lines += ["", "| corruption | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
-        for cond, entry in summary["robustness"].items():
-            cells = [f"{_fmt(entry[m]['accuracy'])} ({_fmt(entry[m]['drop_vs_clean'], '+.3f')})" for m in labels]
-            lines.append(f"| {cond} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        text += "\n\n" + markdown_table(
+            ["corruption", *labels],
+            [[cond, *(f"{fmt(entry[m]['accuracy'])} ({fmt(entry[m]['drop_vs_clean'], '+.3f')})" for m in labels)]
+             for cond, entry in summary["robustness"].items()],
+        )
+    return text

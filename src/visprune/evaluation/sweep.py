@@ -13,6 +13,7 @@ from ..methods import parse_method
 from .plots import kept_overlays, pareto_front, plot_accuracy_vs_flops
 from .models import model_inputs, pad_id
 from .runner import EvalSettings, run
+from .tables import fmt, markdown_table
 from ..errors import UsageError
 
 
@@ -47,13 +48,13 @@ def sweep_specs(methods: str, keeps: str, energies: str) -> list[str]:
 
 def sweep_table(rows: list[dict]) -> str:
     front = {r["method"] for r in pareto_front(rows)}
-    lines = ["| method | accuracy | kept tokens (mean) | FLOPs share | latency ratio | Pareto |", "|---|---|---|---|---|---|"]
     families = list(dict.fromkeys(r["method"].split(":")[0] for r in rows))
-    for r in sorted(rows, key=lambda r: (families.index(r["method"].split(":")[0]), -(r.get("flops_ratio") or 0))):
-        fmt = lambda v, f=".3f": "-" if v is None else format(v, f)  # noqa: E731
-        lines.append(f"| {r['method']} | {fmt(r['accuracy'])} | {fmt((r.get('kept_tokens') or {}).get('mean'), '.1f')} | "
-                     f"{fmt(r.get('flops_ratio'))} | {fmt(r.get('latency_ratio'))} | {'*' if r['method'] in front else ''} |")
-    return "\n".join(lines)
+    ordered = sorted(rows, key=lambda r: (families.index(r["method"].split(":")[0]), -(r.get("flops_ratio") or 0)))
+    return markdown_table(
+        ["method", "accuracy", "kept tokens (mean)", "FLOPs share", "latency ratio", "Pareto"],
+        [[r["method"], fmt(r["accuracy"]), fmt((r.get("kept_tokens") or {}).get("mean"), ".1f"), fmt(r.get("flops_ratio")),
+          fmt(r.get("latency_ratio")), "*" if r["method"] in front else ""] for r in ordered],
+    )
 
 
 def run_sweep(s: EvalSettings, overlays: int = 4) -> dict | None:

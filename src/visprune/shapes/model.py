@@ -79,10 +79,10 @@ def build_tokenizer(for_clip: bool = False):
 
 
 def build_processor(tokenizer):
-    """`LlavaProcessor` with the PIL `CLIPImageProcessor` (torchvision is never needed)."""
-    from transformers import CLIPImageProcessor, LlavaProcessor
+    """`LlavaProcessor` with `CLIPImageProcessorPil` (torchvision is never needed)."""
+    from transformers import CLIPImageProcessorPil, LlavaProcessor
 
-    image_processor = CLIPImageProcessor(
+    image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
     )
     return LlavaProcessor(

@@ -14,7 +14,6 @@ import base64
 import io
 import statistics
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 from ...errors import UsageError
 from ...transform import last_kept, prune_, unprune_
 from ...measure.flops import count_flops
+from ...measure.timing import in_turns, timed
 from ...methods import QUICK_METHODS, Method, method_names, parse_method
 
 MAX_METHODS = 6
@@ -199,22 +199,17 @@ class Engine:
         spread over every method instead of falling on whichever ran first.
         """
         model, processor = self.loaded.model, self.loaded.processor
-        times: list[list[float]] = [[] for _ in measured]
-        for _ in range(self.repeats):
-            for (method, _), t in zip(measured, times):
+
+        def one(method: Method | None) -> float:
+            if method is not None:
+                prune_(model, method.config, processor=processor)
+            try:
+                return timed(lambda: self._generate(inputs), model.device)
+            finally:
                 if method is not None:
-                    prune_(model, method.config, processor=processor)
-                try:
-                    if model.device.type == "cuda":
-                        torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    self._generate(inputs)
-                    if model.device.type == "cuda":
-                        torch.cuda.synchronize()
-                    t.append(time.perf_counter() - t0)
-                finally:
-                    if method is not None:
-                        unprune_(model)
+                    unprune_(model)
+
+        times = in_turns([lambda m=method: one(m) for method, _ in measured], self.repeats)
         for (_, row), t in zip(measured, times):
             row["latency_ms"] = 1000 * statistics.median(t)
 

@@ -1,0 +1,28 @@
+"""``visprune bench``: does latency fall as FLOPs fall, and is visprune's own work noise?
+
+Every method runs on the same inputs as the unpruned model, batch 1, in one process. Timings are
+medians of ``repeats`` runs after ``warmup`` runs, with the methods interleaved run by run so that
+drift hits all of them alike; every ratio is pruned / unpruned from the same run.
+
+Fields per method: ``flops_ratio`` (counted FLOPs of the prefill forward: vision tower, visprune's
+scoring, language model), ``prefill_latency_ratio``, ``generate_latency_ratio`` (``new_tokens``
+forced new tokens), ``overhead_fraction`` (visprune's own time: signal capture and alignment,
+scoring, budget, selection, input rebuild; over the unpruned end-to-end ``generate`` latency; also
+``overhead_fraction_prefill`` over the unpruned prefill; on CUDA taken from an extra, untimed
+prefill whose clock waits for the device, :mod:`visprune.measure.clock`), ``peak_memory_ratio`` (peak bytes of
+tensors created during the prefill, weights excluded: activations and KV cache; CUDA: peak
+allocated above the weights), ``kv_cache_ratio`` (bytes of the KV cache after prefill),
+``efficiency = flops_ratio / prefill_latency_ratio`` and ``host_reads_prefill`` (reads of tensor
+data back into Python during one prefill, the model's own included: each is a host-device sync
+on a GPU; see :mod:`visprune.measure.hostreads`) and, on CUDA, ``cuda_syncs_prefill`` (the operations
+that made the host wait for the device during one prefill, as ``torch.cuda.set_sync_debug_mode``
+reports them; ``None`` elsewhere).
+"""
+
+from .geometries import GEOMETRIES, LLAVA_7B_PARAMETERS, QUESTION, Geometry, build_geometry, llava_7b, llava_7b_config
+from .meta import bench_meta
+from .report import markdown, meta_markdown, write_json, write_markdown_section
+from .run import bench
+
+__all__ = ["GEOMETRIES", "LLAVA_7B_PARAMETERS", "QUESTION", "Geometry", "bench", "bench_meta", "build_geometry",
+           "llava_7b", "llava_7b_config", "markdown", "meta_markdown", "write_json", "write_markdown_section"]

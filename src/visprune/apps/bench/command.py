@@ -1,0 +1,82 @@
+"""``visprune bench`` on the command line: options checked, the device chosen, the report printed and written."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+import torch
+
+from ...errors import UsageError
+from ...evaluation.models import DTYPES, resolve_device
+from ...methods import parse_method
+from .geometries import GEOMETRIES, LLAVA_7B_PARAMETERS
+from .meta import bench_meta
+from .report import markdown, meta_markdown, write_json, write_markdown_section
+from .run import bench
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``visprune bench ...``: check the options, run or count, print and write the report."""
+    methods = args.method or None
+    try:
+        for spec in methods or []:
+            parse_method(spec)
+    except (ValueError, TypeError) as err:
+        raise UsageError(str(err)) from None
+    if args.geometry not in GEOMETRIES:
+        raise UsageError(f"unknown geometry {args.geometry!r}; valid: {', '.join(GEOMETRIES)}")
+    command = "visprune " + " ".join(shlex.quote(a) for a in (args.argv or []))
+    device = bench_device(args.geometry, args.device)
+    if device == "meta":
+        if args.compile:
+            raise UsageError("--compile needs timings; llava-1.5-7b on the meta device only counts FLOPs "
+                             "(time it with --device cuda, or --device cpu with the memory for its weights)")
+        report = bench_meta(methods) if methods else bench_meta()
+        text = meta_markdown(report, command)
+        key = args.geometry
+    else:
+        dtype = DTYPES[args.dtype]
+        if args.geometry == "llava-1.5-7b" and device == "cpu":
+            check_host_memory(LLAVA_7B_PARAMETERS * torch.empty(0, dtype=dtype).element_size(), args.dtype)
+        kwargs = dict(repeats=args.repeats, warmup=args.warmup, new_tokens=args.new_tokens, device=device,
+                      dtype=dtype, progress=None if args.quiet else print, compile=args.compile)
+        report = bench(args.geometry, methods, **kwargs) if methods else bench(args.geometry, **kwargs)
+        text = markdown(report, command)
+        # BENCHMARKS.md sections: `small` and `tiny` on CPU keep their plain names; any other timed run
+        # is named with its device (llava-1.5-7b-cpu, llava-1.5-7b-cuda, small-cuda), apart from the
+        # meta-device FLOPs count, `llava-1.5-7b`
+        plain = device == "cpu" and args.geometry != "llava-1.5-7b"
+        key = args.geometry if plain else f"{args.geometry}-{torch.device(device).type}"
+    print(text)
+    if args.json:
+        write_json(report, args.json)
+    if args.markdown:
+        write_markdown_section(Path(args.markdown), key + ("-compiled" if args.compile else ""), text)
+    return 0
+
+
+def bench_device(geometry: str, device: str) -> str:
+    """``auto``: CUDA when there is one; else the CPU, except for llava-1.5-7b, which is then counted
+    on the ``meta`` device (FLOPs, no timings). ``meta`` is only for llava-1.5-7b."""
+    if device == "meta" or (device == "auto" and geometry == "llava-1.5-7b" and not torch.cuda.is_available()):
+        if geometry != "llava-1.5-7b":
+            raise UsageError(f"--device meta counts FLOPs at llava-1.5-7b only; {geometry} runs on cpu or cuda")
+        return "meta"
+    return resolve_device(device)
+
+
+def check_host_memory(need: int, dtype: str) -> None:
+    """Refuse, with the numbers, a real-size model that cannot fit in the host's memory (Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return  # not known here: let it try
+    if need > 0.9 * available:
+        smaller = "--dtype bfloat16, " if dtype == "float32" else ""
+        raise UsageError(f"llava-1.5-7b in {dtype} needs {need / 2**30:.1f} GiB for its weights and this machine has "
+                         f"{available / 2**30:.1f} GiB available: use {smaller}a GPU (--device cuda), or --device "
+                         "meta (FLOPs only)")

@@ -1,7 +1,8 @@
-"""One row per architecture set-up: how to build a tiny random model and its inputs.
+"""The test case table: one row per architecture set-up, how to build a tiny random model and its inputs.
 
-Behaviour tests that every adapter must pass loop over ``CASES``; adding an architecture adds a
-row here.
+Every behaviour that all adapters share (keep-all equals stock, exact undo, batched equals one by
+one, the caller's prompt back from ``generate``, the scorer x budget contract, failure safety) is
+written once and runs over ``CASES``. Adding an architecture adds one row here.
 """
 
 from __future__ import annotations
@@ -9,7 +10,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
+
+from visprune import PruneConfig
 from visprune import testing as T
+from visprune.scoring.budgets import Budget
+
+QUESTIONS = ["what colour is the star ?", "how many circle ?", "is there a dog ?"]
+
+
+class PerImageBudget(Budget):
+    """A budget that differs between the test images, the same in any batch (seeded by the pixels):
+    ragged budgets for set-ups where the spectral budget keeps the same count for every image."""
+
+    name = "per_image_test"
+
+    def __call__(self, ctx, scores):
+        keys = ctx.require("image_key", "per-image test budget")
+        return torch.tensor([2 + 3 * (k % 2) for k in keys])
 
 
 @dataclass(frozen=True)
@@ -17,7 +35,20 @@ class Case:
     build: Callable[[], tuple]          # () -> (model, processor)
     kind: str                           # "placeholder" (one token per visual token), "blip", "idefics"
     image_size: tuple[int, int] = (T.IMAGE, T.IMAGE)
-    config: dict = field(default_factory=dict)  # PruneConfig fields the set-up needs (BLIP-2's cut)
+    config: dict = field(default_factory=dict)  # PruneConfig fields every config of this set-up carries (BLIP-2's cut)
+    scorers: tuple[str, ...] = ("atp", "cls", "random")  # run with keep=1.0 against the stock model
+    mixed: dict = field(default_factory=lambda: {"scorer": "atp", "energy": 0.8})  # ragged per-image budgets
+    clip: str | None = None             # CLIP text partner: "own" (the tower's own CLIP), "shared" (a CLIP of T.IMAGE)
+    refused: dict = field(default_factory=dict)  # scorer -> a word of the TypeError prune_ raises
+
+    def prune_config(self, **fields) -> PruneConfig:
+        return PruneConfig(**{**self.config, **fields})
+
+    def mixed_config(self) -> PruneConfig:
+        fields = dict(self.mixed)
+        if fields.get("budget") == "per_image":
+            fields["budget"] = PerImageBudget()
+        return self.prune_config(**fields)
 
     def inputs(self, processor, images, questions):
         if self.kind == "idefics":
@@ -30,19 +61,32 @@ class Case:
         return processor(images=images, text=text, return_tensors="pt", padding=True)
 
 
+IN_LLM = {"fastv": "in-LLM pruning needs"}  # FastV needs model.model.language_model.layers (LLaVA / Qwen layouts)
+QUERY_REFUSED = {"cls": "lmtext", "atp": "lmtext", "visionzip": "lmtext", "pool": "patch grid", "text": "lmtext", **IN_LLM}
+VIT_REFUSED = {"lmtext": "cut='query'", "atp": "cut='query'", "text": "EVA-CLIP", **IN_LLM}
+VIT_SCORERS = ("cls", "random", "visionzip", "pool", "divprune")
+PACKED = {"pool": "one patch grid"}  # any-resolution features have no single patch grid per image
+
 CASES = {
-    "llava": Case(T.llava, "placeholder"),
-    "llava_next": Case(T.llava_next, "placeholder", (T.IMAGE, 2 * T.IMAGE)),
-    "llava_onevision": Case(T.llava_onevision, "placeholder", (T.IMAGE, 2 * T.IMAGE)),
+    "llava": Case(T.llava, "placeholder", clip="own"),
+    "llava_next": Case(T.llava_next, "placeholder", (T.IMAGE, 2 * T.IMAGE), clip="own", refused=PACKED),
+    "llava_onevision": Case(T.llava_onevision, "placeholder", (T.IMAGE, 2 * T.IMAGE), refused=PACKED),
     "qwen2_vl": Case(T.qwen2_vl, "placeholder", (112, 168)),
     "qwen2_5_vl": Case(T.qwen2_5_vl, "placeholder", (112, 168)),
-    "blip2-query": Case(T.blip2, "blip", config={"cut": "query"}),
-    "blip2-vit": Case(T.blip2, "blip", config={"cut": "vit"}),
-    "instructblip-query": Case(T.instructblip, "blip", config={"cut": "query"}),
-    "idefics": Case(lambda: T.idefics(resampler=True), "idefics"),
-    "idefics-noresampler": Case(lambda: T.idefics(resampler=False), "idefics"),
+    "blip2-query": Case(T.blip2, "blip", config={"cut": "query"}, scorers=("lmtext", "random", "divprune"),
+                        mixed={"scorer": "random", "budget": "per_image"}, clip="shared", refused=QUERY_REFUSED),
+    "blip2-vit": Case(T.blip2, "blip", config={"cut": "vit"}, scorers=VIT_SCORERS, mixed={"scorer": "cls", "energy": 0.8},
+                      clip="shared", refused=VIT_REFUSED),
+    "instructblip-query": Case(T.instructblip, "blip", config={"cut": "query"}, scorers=("lmtext", "random", "divprune"),
+                               mixed={"scorer": "random", "budget": "per_image"}, clip="shared", refused=QUERY_REFUSED),
+    "instructblip-vit": Case(T.instructblip, "blip", config={"cut": "vit"}, scorers=VIT_SCORERS,
+                             mixed={"scorer": "cls", "energy": 0.8}, clip="shared", refused=VIT_REFUSED),
+    "idefics": Case(lambda: T.idefics(resampler=True), "idefics", scorers=VIT_SCORERS,
+                    mixed={"scorer": "cls", "energy": 0.8}, clip="shared", refused={"lmtext": "embedding space", **IN_LLM}),
+    "idefics-noresampler": Case(lambda: T.idefics(resampler=False), "idefics", scorers=VIT_SCORERS,
+                                mixed={"scorer": "cls", "energy": 0.8}, clip="shared",
+                                refused={"lmtext": "embedding space", **IN_LLM}),
 }
-QUESTIONS = ["what colour is the star ?", "how many circle ?", "is there a dog ?"]
 
 
 def module_state(model):

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from visprune import testing as random_models
 from visprune.evaluation import results as res
 from visprune.apps.cli import main
@@ -13,6 +15,7 @@ COMPARED = ("n", "accuracy", "accuracy_by_type", "kept_tokens", "flops_per_sampl
             "grounding_recall", "skipped", "config", "missing")
 
 
+@pytest.mark.subprocess
 def test_two_processes_equal_one(tmp_path):
     model_dir = tmp_path / "m"
     model, proc = random_models.llava()

@@ -3,7 +3,10 @@
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.subprocess
 def test_import_pulls_no_extras_and_no_cuda():
     code = (
         "import sys, torch, visprune\n"

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 LINT = Path(sys.executable).with_name("lint-imports")
 
@@ -15,11 +17,13 @@ def _lint(src: Path, tmp_path: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
 
 
+@pytest.mark.subprocess
 def test_the_tree_keeps_its_layers(tmp_path):
     run = _lint(ROOT / "src", tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+@pytest.mark.subprocess
 def test_an_upward_import_breaks_the_contract(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(ROOT / "src" / "visprune", src / "visprune", ignore=shutil.ignore_patterns("checkpoint", "__pycache__"))

@@ -167,6 +167,7 @@ def test_method_none_keeps_every_token_and_budgets_are_followed(registered, offl
     assert k16.kept_summary()["max"] == 16
 
 
+@pytest.mark.subprocess
 def test_lmms_eval_command_line(entry_point_path, tmp_path):
     """The real ``lmms-eval`` command: ``--model visprune --model_args ... --tasks ... --include_path``."""
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",

@@ -5,7 +5,6 @@ import torch
 
 from visprune import testing as T
 import visprune
-from helpers import assert_batched_equals_one_by_one
 from visprune import PruneConfig, prune_, unprune_
 
 QUESTIONS = ["what colour is the star ?", "how many ?"]
@@ -17,70 +16,6 @@ def built(request):
     imgs = T.images(2)
     inputs = proc(text=T.idefics_prompts(imgs, QUESTIONS), return_tensors="pt", padding=True)
     return model, proc, inputs, imgs
-
-
-def _single(proc, img, q):
-    return proc(text=T.idefics_prompts([img], [q]), return_tensors="pt", padding=True)
-
-
-@torch.no_grad()
-def test_keep_all_equals_stock(built):
-    model, proc, inputs, _ = built
-    ref = model(**inputs).logits
-    gref = model.generate(**inputs, max_new_tokens=5, do_sample=False)
-    for scorer in ("cls", "random", "visionzip", "pool", "divprune"):
-        prune_(model, PruneConfig(scorer=scorer, keep=1.0), processor=proc)
-        try:
-            assert (model(**inputs).logits - ref).abs().max().item() <= 1e-5
-            assert torch.equal(model.generate(**inputs, max_new_tokens=5, do_sample=False), gref)
-        finally:
-            unprune_(model)
-
-
-@pytest.mark.parametrize("beams", [1, 2])
-@torch.no_grad()
-def test_mixed_budgets_batched_equal_one_by_one(built, beams):
-    model, proc, inputs, imgs = built
-    prune_(model, PruneConfig(scorer="cls", energy=0.8), processor=proc)
-    try:
-        singles = [_single(proc, img, q) for img, q in zip(imgs, QUESTIONS)]
-        assert_batched_equals_one_by_one(model, inputs, singles, num_beams=beams)
-    finally:
-        unprune_(model)
-
-
-@torch.no_grad()
-def test_generate_returns_callers_prompt(built):
-    model, proc, inputs, _ = built
-    prune_(model, PruneConfig(scorer="random", keep=0.5), processor=proc)
-    try:
-        out = model.generate(**inputs, max_new_tokens=4, do_sample=False, return_dict_in_generate=True)
-        assert torch.equal(out.sequences[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
-        assert out.sequences.shape[1] == inputs["input_ids"].shape[1] + 4
-    finally:
-        unprune_(model)
-
-
-def _module_state(model):
-    return [(dict(m._forward_hooks), dict(m._forward_pre_hooks), "forward" in m.__dict__) for m in model.modules()]
-
-
-@torch.no_grad()
-def test_unprune_is_exact(built):
-    model, proc, inputs, _ = built
-    cls = type(model)
-    before = model(**inputs).logits
-    params = {k: v.clone() for k, v in model.state_dict().items()}
-    hooks = _module_state(model)
-    prune_(model, PruneConfig(scorer="cls", keep=0.25), processor=proc)
-    model(**inputs)
-    model.generate(**inputs, max_new_tokens=3, do_sample=False)
-    assert _module_state(model) == hooks
-    unprune_(model)
-    assert type(model) is cls and not visprune.is_pruned(model)
-    assert _module_state(model) == hooks
-    assert all(torch.equal(v, params[k]) for k, v in model.state_dict().items())
-    assert torch.equal(model(**inputs).logits, before)
 
 
 @torch.no_grad()

@@ -6,7 +6,6 @@ from transformers import LlamaConfig, LlamaForCausalLM, LlavaForConditionalGener
 
 from visprune import testing as T
 import visprune
-from helpers import assert_batched_equals_one_by_one
 from visprune import PruneConfig, prune_, unprune_
 
 ARCHS = list(T.BUILDERS)
@@ -28,43 +27,6 @@ def built(arch):
     imgs = T.images(2, size=_size(arch))
     inputs = proc(images=imgs, text=[T.prompt(q) for q in QUESTIONS], return_tensors="pt", padding=True)
     return model, proc, inputs, imgs
-
-
-def _single(proc, img, question):
-    return proc(images=[img], text=[T.prompt(question)], return_tensors="pt", padding=True)
-
-
-@torch.no_grad()
-def test_keep_all_equals_stock(built):
-    model, proc, inputs, _ = built
-    ref = model(**inputs).logits
-    gref = model.generate(**inputs, max_new_tokens=5, do_sample=False)
-    for scorer in ("atp", "cls", "random"):
-        prune_(model, PruneConfig(scorer=scorer, keep=1.0), processor=proc)
-        try:
-            assert (model(**inputs).logits - ref).abs().max().item() <= 1e-5
-            assert torch.equal(model.generate(**inputs, max_new_tokens=5, do_sample=False), gref)
-        finally:
-            unprune_(model)
-
-
-@torch.no_grad()
-def test_unprune_is_exact(built):
-    model, proc, inputs, _ = built
-    cls = type(model)
-    before = model(**inputs).logits
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    hooks = [(dict(m._forward_hooks), dict(m._forward_pre_hooks)) for m in model.modules()]
-    prune_(model, PruneConfig(scorer="atp", keep=0.25), processor=proc)
-    assert visprune.is_pruned(model) and isinstance(model, cls)
-    model(**inputs)
-    model.generate(**inputs, max_new_tokens=3, do_sample=False)
-    unprune_(model)
-    assert type(model) is cls and not visprune.is_pruned(model)
-    assert hooks == [(dict(m._forward_hooks), dict(m._forward_pre_hooks)) for m in model.modules()]
-    assert "pack_image_features" not in model.model.__dict__
-    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
-    assert torch.equal(model(**inputs).logits, before)
 
 
 @torch.no_grad()
@@ -101,20 +63,8 @@ def test_language_model_receives_exactly_the_kept_tokens(built):
         h2.remove()
 
 
-@pytest.mark.parametrize("beams", [1, 2])
 @torch.no_grad()
-def test_mixed_budgets_batched_equal_one_by_one(built, beams):
-    model, proc, inputs, imgs = built
-    prune_(model, PruneConfig(scorer="atp", energy=0.8), processor=proc)
-    try:
-        singles = [_single(proc, img, q) for img, q in zip(imgs, QUESTIONS)]
-        assert_batched_equals_one_by_one(model, inputs, singles, num_beams=beams)
-    finally:
-        unprune_(model)
-
-
-@torch.no_grad()
-def test_generate_returns_callers_prompt(built):
+def test_generate_takes_input_ids_positionally(built):
     model, proc, inputs, _ = built
     prune_(model, PruneConfig(scorer="random", keep=0.5), processor=proc)
     try:

@@ -126,6 +126,7 @@ def test_too_large_uploads_are_refused(url):
     assert _get(url + "/api/info")[0] == 200  # still serving
 
 
+@pytest.mark.browser
 def test_viewer_in_headless_chromium(url, tmp_path):
     reason = browser.missing()
     if reason:
@@ -204,6 +205,7 @@ def test_any_supported_model_folder(tmp_path):
     assert ref["overlay"] is None and isinstance(atp["answer"], str)
 
 
+@pytest.mark.subprocess
 def test_command_line_serves_until_interrupted():
     """``python -m visprune.apps.serve --port 0``: prints its address, serves, stops cleanly on Ctrl-C."""
     import os

@@ -1,0 +1,80 @@
+"""What every adapter must do, written once and run over the case table (tests/cases.py): keep-all
+equals the stock model, undo is exact, a batch with ragged per-image budgets equals its samples one
+by one (greedy and beam), and ``generate`` gives the caller's own prompt back."""
+
+import pytest
+import torch
+
+import visprune
+from visprune import prune_, unprune_
+from visprune import testing as T
+
+from cases import CASES, QUESTIONS, module_state
+from helpers import assert_batched_equals_one_by_one
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def built(request):
+    case = CASES[request.param]
+    model, proc = case.build()
+    imgs = T.images(2, size=case.image_size)
+    return case, model, proc, case.inputs(proc, imgs, QUESTIONS[:2]), imgs
+
+
+@torch.no_grad()
+def test_keep_all_equals_stock(built):
+    case, model, proc, inputs, _ = built
+    ref = model(**inputs).logits
+    gref = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    for scorer in case.scorers:
+        prune_(model, case.prune_config(scorer=scorer, keep=1.0), processor=proc)
+        try:
+            assert (model(**inputs).logits - ref).abs().max().item() <= 1e-5, scorer
+            assert torch.equal(model.generate(**inputs, max_new_tokens=5, do_sample=False), gref), scorer
+        finally:
+            unprune_(model)
+
+
+@torch.no_grad()
+def test_unprune_is_exact(built):
+    case, model, proc, inputs, _ = built
+    cls = type(model)
+    before = model(**inputs).logits
+    params = {k: v.clone() for k, v in model.state_dict().items()}
+    state = module_state(model)
+    prune_(model, case.prune_config(scorer=case.scorers[0], keep=0.25), processor=proc)
+    assert visprune.is_pruned(model) and isinstance(model, cls)
+    pruned = module_state(model)
+    model(**inputs)
+    assert module_state(model) == pruned  # nothing is left on the modules between calls either
+    model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert module_state(model) == pruned
+    unprune_(model)
+    assert type(model) is cls and not visprune.is_pruned(model)
+    assert module_state(model) == state
+    assert all(torch.equal(v, params[k]) for k, v in model.state_dict().items())
+    assert torch.equal(model(**inputs).logits, before)
+
+
+@pytest.mark.parametrize("beams", [1, 2])
+@torch.no_grad()
+def test_mixed_budgets_batched_equal_one_by_one(built, beams):
+    case, model, proc, inputs, imgs = built
+    prune_(model, case.mixed_config(), processor=proc)
+    try:
+        singles = [case.inputs(proc, [img], [q]) for img, q in zip(imgs, QUESTIONS)]
+        assert_batched_equals_one_by_one(model, inputs, singles, max_new_tokens=5, num_beams=beams)
+    finally:
+        unprune_(model)
+
+
+@torch.no_grad()
+def test_generate_returns_callers_prompt(built):
+    case, model, proc, inputs, _ = built
+    prune_(model, case.prune_config(scorer="random", keep=0.5), processor=proc)
+    try:
+        out = model.generate(**inputs, max_new_tokens=4, do_sample=False, return_dict_in_generate=True)
+        assert torch.equal(out.sequences[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
+        assert out.sequences.shape[1] == inputs["input_ids"].shape[1] + 4
+    finally:
+        unprune_(model)

@@ -22,16 +22,13 @@ from __future__ import annotations
 import argparse
 import collections
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_shapes as T  # noqa: E402
-
-from visprune import shapes  # noqa: E402
-from visprune.shapes import scenes as S  # noqa: E402
+from visprune import shapes
+from visprune.shapes import scenes as S
+from visprune.shapes import training as T
 
 MODES = ("full", "compacted", "original positions")
 

@@ -24,18 +24,14 @@ object's column at 0.11-0.14.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_shapes as T  # noqa: E402
-
-from visprune import shapes  # noqa: E402
-from visprune.shapes import scenes as S  # noqa: E402
+from visprune import shapes
+from visprune.shapes import scenes as S
+from visprune.shapes import training as T
 
 
 def linear_probe(x: torch.Tensor, y: torch.Tensor, classes: int, train: torch.Tensor) -> float:

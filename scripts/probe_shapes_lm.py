@@ -21,17 +21,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_shapes as T  # noqa: E402
-
-from visprune.shapes import model as M  # noqa: E402
-from visprune.shapes import scenes as S  # noqa: E402
+from visprune.shapes import model as M
+from visprune.shapes import scenes as S
+from visprune.shapes import training as T
 
 
 def question_first(vocab, turn):

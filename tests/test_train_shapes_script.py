@@ -1,4 +1,5 @@
-"""scripts/train_shapes.py and scripts/probe_shapes_lm.py run end to end at toy size."""
+"""scripts/train_shapes.py (its code: visprune.shapes.training) and scripts/probe_shapes_lm.py run end
+to end at toy size."""
 
 import json
 import shutil
@@ -11,6 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from visprune import shapes
+from visprune.shapes import training as T
+from visprune.shapes.training import runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_checkpoint = pytest.mark.skipif(
@@ -33,6 +36,7 @@ def _logged(log: str, phase: str) -> list[str]:
 
 
 @needs_clip
+@pytest.mark.subprocess
 def test_stage2_then_the_grounding_phase_run_save_and_reload(tmp_path):
     """Stage 2 with the grounding loss on every (full-image) batch, then the grounding phase with
     every batch compacted: the grounding loss is paid on full images only."""
@@ -60,19 +64,11 @@ def test_stage2_then_the_grounding_phase_run_save_and_reload(tmp_path):
 
 
 @needs_clip
+@pytest.mark.subprocess
 def test_probe_reports_an_escape_step_or_none(tmp_path):
     out = _run(["scripts/probe_shapes_lm.py", "--types", "colour", "--max-objects", "1", "--scenes", "32",
                 "--seconds", "2", "--batch", "4"], tmp_path)
     assert "train answer accuracy" in out and "escape step:" in out
-
-
-def _train_shapes():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import train_shapes
-    finally:
-        sys.path.pop(0)
-    return train_shapes
 
 
 def test_patch_subset_keeps_every_object_patch_and_the_full_sequence_positions():
@@ -82,7 +78,6 @@ def test_patch_subset_keeps_every_object_patch_and_the_full_sequence_positions()
     from visprune.shapes import model as M
     from visprune.shapes import scenes as S
 
-    T = _train_shapes()
     vocab = T.Vocab(M.build_tokenizer())
     rng = np.random.default_rng(0)
     scenes = [S.random_scene(S.scene_rng(3, i, "train")) for i in range(4)]
@@ -110,6 +105,7 @@ def test_patch_subset_keeps_every_object_patch_and_the_full_sequence_positions()
 
 
 @needs_clip
+@pytest.mark.subprocess
 def test_stage2_with_the_background_curriculum_and_stage1_with_object_weight(tmp_path):
     shutil.copytree(shapes.clip_path(), tmp_path / "clip")
     _run(["scripts/train_shapes.py", "--skip-stage1", "--out", str(tmp_path), "--stage2-steps", "4",
@@ -136,6 +132,7 @@ def test_stage2_with_the_background_curriculum_and_stage1_with_object_weight(tmp
 
 
 @needs_checkpoint
+@pytest.mark.subprocess
 def test_init_from_starts_stage2_from_a_saved_checkpoint_and_the_log_shows_the_pace(tmp_path):
     """--init-from loads the projector and language model (at lr 0 they come out unchanged);
     every monitor line is followed by where the steps' time went."""
@@ -153,7 +150,7 @@ def test_init_from_starts_stage2_from_a_saved_checkpoint_and_the_log_shows_the_p
     assert log.count("s/step, process cpu") == 2 and "subnormal optimizer state" in log
     # jemalloc where installed (the script re-executes itself with it), else the system's malloc
     allocator = json.loads((tmp_path / "metrics.json").read_text())["allocator"]
-    installed = any(Path(p).exists() for p in _train_shapes().JEMALLOC)
+    installed = any(Path(p).exists() for p in T.JEMALLOC)
     assert allocator == ("jemalloc (LD_PRELOAD)" if installed else "system malloc (no libjemalloc2)")
     assert f"allocator: {allocator}" in log
 
@@ -161,12 +158,25 @@ def test_init_from_starts_stage2_from_a_saved_checkpoint_and_the_log_shows_the_p
 def test_grounding_targets_follow_the_answer_layer():
     """--answer-layer moves the answer head's target (default layer 2, past FastV's ranking layer)
     or drops it (-1); the hooks capture exactly the layers the targets name."""
-    ts = _train_shapes()
-    assert ts.GROUNDING == ts.grounding_targets(ts.ANSWER_LAYER) and ts.ANSWER_LAYER == 2
-    assert ts.grounding_targets(None) == ((0, 0, "attr"), (0, 1, "words"))
-    assert ts.grounded_layers(ts.grounding_targets(2)) == (0, 2)
-    assert ts.grounded_layers(ts.grounding_targets(0)) == (0,)
+    assert T.GROUNDING == T.grounding_targets(T.ANSWER_LAYER) and T.ANSWER_LAYER == 2
+    assert T.grounding_targets(None) == ((0, 0, "attr"), (0, 1, "words"))
+    assert T.grounded_layers(T.grounding_targets(2)) == (0, 2)
+    assert T.grounded_layers(T.grounding_targets(0)) == (0,)
 
+
+def test_the_jemalloc_reexec_starts_the_same_script_or_module(monkeypatch):
+    """use_jemalloc re-executes the process with the command line it was started with: the short
+    script (sys.argv as it came), or ``python -m MODULE`` when started with -m (sys.argv[0] is then
+    the module's file, which cannot run as a plain script: its imports are relative)."""
+    import types
+
+    monkeypatch.setattr(sys, "argv", ["scripts/train_shapes.py", "--pool", "64"])
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__spec__=None))
+    assert runtime.reexec_argv() == [sys.executable, "scripts/train_shapes.py", "--pool", "64"]
+    cli = types.SimpleNamespace(name="visprune.shapes.training.cli")
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__spec__=cli))
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "src/visprune/shapes/training/cli.py"), "--pool", "64"])
+    assert runtime.reexec_argv() == [sys.executable, "-m", "visprune.shapes.training.cli", "--pool", "64"]
 
 def test_balanced_counts_take_their_share_with_answers_near_uniform():
     """--balanced-counts: training count questions follow the evaluation's answers (uniform 1..4),
@@ -175,14 +185,13 @@ def test_balanced_counts_take_their_share_with_answers_near_uniform():
 
     import numpy as np
 
-    ts = _train_shapes()
     from visprune.shapes import scenes as S
 
     rng = np.random.default_rng(0)
     types, answers = collections.Counter(), collections.Counter()
     for i in range(300):
         scene = S.random_scene(S.scene_rng(3, i, "train"))
-        for q, a, _, _ in ts.make_turns(scene.objects, ts.object_patches(scene), rng, 10, 0.0, balanced_counts=True):
+        for q, a, _, _ in T.make_turns(scene.objects, T.object_patches(scene), rng, 10, 0.0, balanced_counts=True):
             qtype = "count" if q.startswith("how many") else "other"
             types[qtype] += 1
             if qtype == "count":
@@ -201,10 +210,9 @@ def test_position_heads_read_each_image_token_at_its_own_patch_number():
     """PositionHeads pairs the image tokens, in order, with their patch numbers, also for a
     thinned and compacted subset: hidden states that spell out row and column give a loss near 0,
     the same states against shuffled patch numbers a high one."""
-    ts = _train_shapes()
     from visprune.shapes import scenes as S
 
-    heads = ts.PositionHeads(hidden=2 * S.GRID, sites=(0,))
+    heads = T.PositionHeads(hidden=2 * S.GRID, sites=(0,))
     with torch.no_grad():
         heads.heads[0].weight.copy_(torch.eye(2 * S.GRID) * 50)
         heads.heads[0].bias.zero_()
@@ -220,6 +228,7 @@ def test_position_heads_read_each_image_token_at_its_own_patch_number():
 
 
 @needs_clip
+@pytest.mark.subprocess
 def test_stage2_trains_the_position_heads_and_saves_no_trace_of_them(tmp_path):
     shutil.copytree(shapes.clip_path(), tmp_path / "clip")
     _run(["scripts/train_shapes.py", "--skip-stage1", "--out", str(tmp_path), "--stage2-steps", "12",
@@ -245,6 +254,7 @@ def test_probe_readout_reads_position_from_the_tower(tmp_path):
 
 
 @needs_checkpoint
+@pytest.mark.subprocess
 def test_probe_positions_runs_on_the_bundled_checkpoint(tmp_path):
     out = _run(["scripts/probe_positions.py", str(shapes.CHECKPOINT), "--n", "10"], tmp_path)
     lines = [line for line in out.splitlines() if line.startswith(str(shapes.CHECKPOINT))]

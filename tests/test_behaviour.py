@@ -78,3 +78,11 @@ def test_generate_returns_callers_prompt(built):
         assert out.sequences.shape[1] == inputs["input_ids"].shape[1] + 4
     finally:
         unprune_(model)
+
+
+@pytest.mark.parametrize("field", ["layer", "text_layer"])
+def test_out_of_range_layers_are_refused_at_prune_time(built, field):
+    case, model, proc, _, _ = built
+    with pytest.raises(ValueError, match=rf"{field}=-1000 is out of range: the vision tower .* has \d+ layers"):
+        prune_(model, case.prune_config(scorer="random", keep=0.5, **{field: -1000}), processor=proc)
+    assert not visprune.is_pruned(model)

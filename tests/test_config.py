@@ -78,3 +78,44 @@ def test_registry_refuses_duplicates_and_uppercase():
         register_scorer("cls")(type("X", (), {}))
     with pytest.raises(ValueError, match="lowercase"):
         register_scorer("Cls")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"budget": "energy", "keep": 0.25}, r"keep=0.25 does nothing with budget='energy'"),
+    ({"budget": "ratio", "k": 10}, r"k=10 does nothing with budget='ratio'"),
+    ({"keep": 0.25, "energy": 0.9}, r"keep=0.25 does nothing with budget='energy'"),
+    ({"k": 8, "keep": 0.5}, r"keep=0.5 does nothing with budget='fixed'"),
+    ({"keep": 0.5, "max_keep": 8}, r"max_keep=8 does nothing with budget='ratio'"),
+    ({"k": 8, "min_keep": 4}, r"min_keep=4 does nothing with budget='fixed'"),
+    ({"alpha": True}, "alpha must be a number"),
+    ({"seed": True}, "seed must be a number"),
+    ({"energy": 0.9, "min_keep": True}, "min_keep must be a number"),
+    ({"text_sign": True}, "text_sign must be a number"),
+])
+def test_settings_the_budget_does_not_read_and_booleans_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PruneConfig(**kwargs)
+
+
+def test_settings_the_budget_reads_are_accepted():
+    assert PruneConfig(keep=0.25).budget == "ratio"
+    assert PruneConfig(energy=0.9, min_keep=4, max_keep=64).budget == "energy"
+    assert PruneConfig(budget="iqr", min_keep=2, max_keep=32).max_keep == 32
+
+
+def test_method_specs_with_contradictory_settings_are_refused():
+    from visprune.methods import parse_method
+
+    with pytest.raises(ValueError, match="keep=0.25 does nothing with budget='energy'"):
+        parse_method("e-adaprune:keep=0.25")
+
+
+def test_the_config_is_frozen():
+    import dataclasses
+
+    cfg = PruneConfig(keep=0.25)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.keep = 7.0
+    assert cfg.replace(keep=0.5).keep == 0.5 and cfg.keep == 0.25
+    with pytest.raises(ValueError, match="keep"):
+        cfg.replace(keep=7.0)

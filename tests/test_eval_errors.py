@@ -57,6 +57,8 @@ def _eval(capsys, *args, model=None, out=None):
     (["--corrupt", "fog:9"], "severity must be 1..5"),
     (["--corrupt", "rain"], "unknown corruption 'rain'; valid: all, gaussian_noise"),
     (["--max-new-tokens", "0"], "--max-new-tokens"),
+    (["--method", "e-adaprune:keep=0.25"], "keep=0.25 does nothing with budget='energy'"),
+    (["--method", "atp:k=10,budget=ratio"], "k=10 does nothing with budget='ratio'"),
 ])
 def test_bad_settings_fail_before_loading(capsys, tmp_path, broken_model, args, message):
     out = tmp_path / "out"
@@ -75,6 +77,18 @@ def test_bad_models(capsys, tmp_path, broken_model):
     if not (shapes.CHECKPOINT / "config.json").is_file():
         rc, err = _eval(capsys, model="shapes", out=tmp_path / "o")
         assert rc == 2 and "train_shapes.py" in err
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("cls:layer=-1000", "layer=-1000 is out of range"),
+    ("text:text_layer=-1000,text_encoder=/nonexistent/clip", "text_layer=-1000 is out of range"),
+    ("text:text_encoder=/nonexistent/clip", "/nonexistent/clip"),
+])
+def test_bad_method_settings_fail_before_any_sample(capsys, tmp_path, model_dir, spec, message):
+    out = tmp_path / "o"
+    rc, err = _eval(capsys, "--method", spec, model=model_dir, out=out)
+    assert rc == 2 and message in err and f"method {spec!r} cannot prune" in err
+    assert not list(out.glob("**/*.jsonl"))  # not even the unpruned reference ran
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is absent")

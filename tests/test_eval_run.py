@@ -148,7 +148,7 @@ def test_cli_eval_and_sweep(shapes_like, tmp_path, capsys):
         assert (tmp_path / "s" / name).stat().st_size > 0
 
 
-def test_unreadable_image_is_skipped_and_named(tmp_path):
+def test_unreadable_image_is_skipped_and_named(tmp_path, monkeypatch):
     from PIL import Image
 
     model_dir = tmp_path / "m"
@@ -160,7 +160,9 @@ def test_unreadable_image_is_skipped_and_named(tmp_path):
     for i in (1, 2):
         Image.new("RGB", (60, 50), (40 * i, 90, 200)).save(images / f"{i}.jpg")
     (images / "3.jpg").write_bytes(b"not a jpeg at all")
-    qs = {str(q): {"imageId": str(q), "question": "what colour is it ?", "answer": "blue"} for q in (1, 2, 3, 4)}
+    Image.new("RGB", (200, 200)).save(images / "5.jpg")  # a decompression bomb under the limit set below
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # PIL refuses more than twice this: 200 x 200, not 60 x 50
+    qs = {str(q): {"imageId": str(q), "question": "what colour is it ?", "answer": "blue"} for q in (1, 2, 3, 4, 5)}
     (tmp_path / "q.json").write_text(json.dumps(qs))
     rc = main(["eval", "--model", str(model_dir), "--task", "gqa", "--questions", str(tmp_path / "q.json"),
                "--images", str(images), "--method", "random:keep=0.5", "--max-new-tokens", "2", "--timing", "1",
@@ -169,8 +171,9 @@ def test_unreadable_image_is_skipped_and_named(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     for row in summary["methods"]:
         assert row["n"] == 2 and row["missing"] == 0
-        assert [s["id"] for s in row["skipped"]] == ["3", "4"]  # unreadable, missing
+        assert [s["id"] for s in row["skipped"]] == ["3", "4", "5"]  # unreadable, missing, a bomb
         assert "3.jpg" in row["skipped"][0]["reason"] or "identify" in row["skipped"][0]["reason"]
+        assert "decompression bomb" in row["skipped"][2]["reason"]
     assert summary["methods"][0]["latency_s"] > 0  # timing skips unreadable images too
 
 

@@ -91,12 +91,17 @@ def test_budget_larger_than_tokens_keeps_all(built):
 
 @torch.no_grad()
 def test_text_free_call_passes_through(built):
-    model, proc, _, _ = built
+    model, proc, inputs, _ = built
     prune_(model, PruneConfig(scorer="cls", keep=0.5), processor=proc)
     try:
+        with pytest.raises(ValueError, match="not seen an image yet"):
+            visprune.last_kept(model)
+        model(**inputs)
         ids = proc.tokenizer(["what colour is the star ?"], return_tensors="pt")
         out = model.generate(**ids, max_new_tokens=3, do_sample=False)
         assert out.shape[1] == ids["input_ids"].shape[1] + 3
+        with pytest.raises(ValueError, match="last pruned call had no image"):  # not the earlier call's tokens
+            visprune.last_kept(model)
     finally:
         unprune_(model)
 

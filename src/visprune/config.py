@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +19,14 @@ CUTS = (None, "query", "vit")
 POSITIONS = (None, "compact", "original")
 
 
-@dataclass
+# The fields each registered budget reads; given with another budget they would be silently ignored.
+BUDGET_FIELDS = {"keep": ("ratio",), "k": ("fixed",), "energy": ("energy",), "max_keep": ("energy", "iqr")}
+
+
+@dataclass(frozen=True)
 class PruneConfig:
-    """What to keep and how to score it.
+    """What to keep and how to score it. Frozen: ``replace`` makes a validated copy, and a model
+    pruned with a config keeps exactly the settings it was checked with.
 
     Args:
         scorer: a registered scorer name (``visprune.list_scorers()``) or a ``Scorer`` instance.
@@ -32,7 +38,10 @@ class PruneConfig:
         k: number of visual tokens to keep per image, >= 1 (``fixed`` budget).
         energy: share of spectral energy to keep, in ``(0, 1]`` (``energy`` budget, E-AdaPrune;
             default 0.95).
-        min_keep, max_keep: clamp of the ``energy`` budget (``max_keep=None``: no upper clamp).
+        min_keep, max_keep: clamp of the ``energy`` and ``iqr`` budgets (``max_keep=None``: no upper clamp).
+
+    A field that the chosen budget does not read (``keep`` with the energy budget, ``k`` with the
+    ratio budget, ...) is refused rather than ignored, and so are booleans where numbers go.
         alpha: ATP fusion weight in ``[0, 1]``: ``alpha * norm(saliency) + (1 - alpha) * norm(text)``.
             Default 0.75, measured (docs/defaults.md): the best of 0.25 / 0.5 / 0.75 in grounding
             recall on the shapes proving ground at every budget tried.
@@ -92,10 +101,23 @@ class PruneConfig:
     positions: str | None = None
 
     def __post_init__(self) -> None:
-        self.scorer = _resolve(self.scorer, SCORERS, Scorer, "scorer")
-        if self.budget is None:
-            self.budget = "fixed" if self.k is not None else "energy" if self.energy is not None else "ratio"
-        self.budget = _resolve(self.budget, BUDGETS, Budget, "budget")
+        set_ = functools.partial(object.__setattr__, self)
+        set_("scorer", _resolve(self.scorer, SCORERS, Scorer, "scorer"))
+        budget = self.budget
+        if budget is None:
+            budget = "fixed" if self.k is not None else "energy" if self.energy is not None else "ratio"
+        set_("budget", _resolve(budget, BUDGETS, Budget, "budget"))
+        if isinstance(self.budget, str):
+            for name, readers in BUDGET_FIELDS.items():
+                if getattr(self, name) is not None and self.budget not in readers:
+                    raise ValueError(f"{name}={getattr(self, name)!r} does nothing with budget={self.budget!r} (it is "
+                                     f"read by budget={' or '.join(map(repr, readers))}): leave it out or change the budget")
+            if self.min_keep != 1 and self.budget not in ("energy", "iqr"):
+                raise ValueError(f"min_keep={self.min_keep!r} does nothing with budget={self.budget!r} (it clamps the "
+                                 "'energy' and 'iqr' budgets): leave it out or change the budget")
+        for name in ("alpha", "seed", "min_keep", "max_keep", "text_sign"):
+            if isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a number, not a boolean ({getattr(self, name)!r})")
         if self.keep is not None:
             _check_unit("keep", self.keep)
         if self.energy is not None:
@@ -105,9 +127,9 @@ class PruneConfig:
         if self.budget_name == "fixed" and self.k is None:
             raise ValueError("budget='fixed' needs k, the number of tokens to keep: PruneConfig(budget='fixed', k=64)")
         if self.budget_name == "ratio" and self.keep is None:
-            self.keep = DEFAULT_KEEP
+            set_("keep", DEFAULT_KEEP)
         if self.budget_name == "energy" and self.energy is None:
-            self.energy = DEFAULT_ENERGY
+            set_("energy", DEFAULT_ENERGY)
         if not isinstance(self.min_keep, int) or self.min_keep < 1:
             raise ValueError(f"min_keep must be an integer >= 1, got {self.min_keep!r}")
         if self.max_keep is not None:

@@ -33,7 +33,8 @@ class PruneState:
     budget: Budget
     processor: Any
     original_class: type
-    last: Selection | None = None
+    last: Selection | None = None  # the last successful call's selection; None when it had no image
+    called: bool = False  # a pruned call has succeeded since prune_
 
 
 def is_pruned(model: nn.Module) -> bool:
@@ -68,6 +69,7 @@ def prune_(model: nn.Module, config: PruneConfig | dict | None = None, processor
     elif not isinstance(config, PruneConfig):
         raise TypeError(f"config must be a PruneConfig or a dict, got {type(config).__name__}")
     adapter = get_adapter(model)
+    adapter.check_layers(model, config)
     scorer = config.scorer if isinstance(config.scorer, Scorer) else SCORERS.get(config.scorer)()
     budget = config.budget if isinstance(config.budget, Budget) else BUDGETS.get(config.budget)()
     scorer.setup(model, config, processor)
@@ -94,17 +96,16 @@ def last_kept(model: nn.Module) -> list[torch.Tensor]:
     Indices refer to the image's visual tokens as the unpruned model would feed them to its
     language model (for LLaVA-NeXT: the packed sequence, newline tokens included).
     """
-    state = _state(model)
-    if state.last is None:
-        raise ValueError("the pruned model has not seen an image yet: call generate or forward with pixel_values")
-    return [k.cpu() for k in state.last.kept]
+    return [k.cpu() for k in last_selection(model).kept]
 
 
 def last_selection(model: nn.Module) -> Selection:
     """The full record of the last pruned call (features, signals, kept indices, timing)."""
     state = _state(model)
     if state.last is None:
-        raise ValueError("the pruned model has not seen an image yet")
+        if state.called:
+            raise ValueError("the last pruned call had no image (no pixel_values), so nothing was kept or dropped")
+        raise ValueError("the pruned model has not seen an image yet: call generate or forward with pixel_values")
     return state.last
 
 
@@ -171,14 +172,14 @@ def _pruned_call(model: nn.Module, kwargs: dict, side: str | None):
 
     Every hook and temporary attribute the call needs lives in one ``ExitStack``, entered as it is
     made, so whatever the call raises they are all removed and the model is pruned exactly as
-    before it. The call's selection becomes ``last_kept`` only when the call succeeds.
+    before it. The call's selection becomes ``last_kept`` only when the call succeeds; a call
+    without images leaves none, so ``last_kept`` says so instead of returning an older call's tokens.
     """
     state: PruneState = model.__dict__[STATE_ATTR]
     with contextlib.ExitStack() as stack:
         kwargs, input_ids, sel = _prepare(model, state, kwargs, side, stack)
         yield kwargs, input_ids
-    if sel is not None:
-        state.last = sel
+    state.last, state.called = sel, True
 
 
 def _prepare(model: nn.Module, state: PruneState, kwargs: dict, side: str | None, stack: contextlib.ExitStack):

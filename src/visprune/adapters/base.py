@@ -80,6 +80,26 @@ class Adapter:
                     f"scorer {config.scorer_name!r} cannot run on {model.config.model_type}: {self.unsupported[signal]}"
                 )
 
+    def vision_depth(self, model: nn.Module) -> int | None:
+        """How many layers the vision tower has (what ``layer`` / ``text_layer`` index into); None: unknown."""
+        return None
+
+    def check_layers(self, model: nn.Module, config: Any) -> None:
+        """Raise ``ValueError`` if ``config.layer`` / ``config.text_layer`` are outside the vision tower
+        (called by ``prune_``, so a bad index fails before any model runs)."""
+        depth = self.vision_depth(model)
+        if depth is None:
+            return
+        for name in ("layer", "text_layer"):
+            index = getattr(config, name)
+            if index is not None:
+                try:
+                    hidden_index_to_layer(index, depth)
+                except ValueError:
+                    raise ValueError(f"{name}={index} is out of range: the vision tower of this "
+                                     f"{model.config.model_type} has {depth} layers (valid: 1..{depth} or "
+                                     f"-{depth}..-1)") from None
+
     def check_positions(self, model: nn.Module, config: Any, scorer: Any) -> None:
         """Raise ``TypeError`` if ``config.positions`` cannot be honoured (called by ``prune_``).
         In-LLM scorers (FastV) keep every position by construction."""

@@ -127,6 +127,9 @@ class Blip2FamilyAdapter(Adapter):
             if not hasattr(model, name):
                 raise TypeError(f"{type(model).__name__} lacks {name}; pass the ...ForConditionalGeneration model")
 
+    def vision_depth(self, model: nn.Module) -> int:
+        return len(model.vision_model.encoder.layers)
+
     def check_config(self, model: nn.Module, config: Any, scorer: Any) -> None:
         from ..scoring.scorers.pool import PoolScorer
 

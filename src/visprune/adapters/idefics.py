@@ -64,6 +64,9 @@ class IdeficsAdapter(Adapter):
         if base is None or not hasattr(base, "vision_model") or not hasattr(base, "gated_cross_attn_layers"):
             raise TypeError(f"{type(model).__name__} lacks model.vision_model / model.gated_cross_attn_layers")
 
+    def vision_depth(self, model: nn.Module) -> int:
+        return len(model.model.vision_model.encoder.layers)
+
     def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
         tower = model.model.vision_model
         n_layers = len(tower.encoder.layers)

@@ -40,6 +40,9 @@ class LlavaFamilyAdapter(Adapter):
             raise TypeError(f"{type(model).__name__} lacks model.get_image_features / model.vision_tower")
         encoder_layers(base.vision_tower)
 
+    def vision_depth(self, model: nn.Module) -> int:
+        return len(encoder_layers(model.model.vision_tower))
+
     def _layers(self, model: nn.Module, image_inputs: dict, config: Any) -> tuple[int, int]:
         n = len(encoder_layers(model.model.vision_tower))
         feat = image_inputs.get("vision_feature_layer", model.config.vision_feature_layer)

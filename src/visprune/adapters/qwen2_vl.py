@@ -83,6 +83,9 @@ class Qwen2VLAdapter(Adapter):
     def _full_attention_blocks(self, tower: nn.Module) -> list[int]:
         return list(range(len(tower.blocks)))
 
+    def vision_depth(self, model: nn.Module) -> int:
+        return len(model.model.visual.blocks)
+
     @contextmanager
     def _recording_window(self, tower: nn.Module):
         """Yields a getter of the window order the tower used (Qwen2-VL keeps patches in order: none)."""

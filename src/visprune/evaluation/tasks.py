@@ -48,13 +48,18 @@ class Example:
     qtype: str | None = None
 
     def load_image(self):
-        """The image as RGB PIL; raises ``OSError`` / ``ValueError`` when it cannot be read."""
+        """The image as RGB PIL; raises ``OSError`` / ``ValueError`` when it cannot be read, a
+        decompression bomb (more pixels than PIL's ``Image.MAX_IMAGE_PIXELS``) included, so a run
+        skips and names it instead of failing on it at every resume."""
         from PIL import Image
 
         if self.image is not None:
             return self.image.convert("RGB")
-        with Image.open(self.image_path) as img:
-            return img.convert("RGB")
+        try:
+            with Image.open(self.image_path) as img:
+                return img.convert("RGB")
+        except Image.DecompressionBombError as err:
+            raise ValueError(f"{self.image_path}: {err}") from None
 
 
 @dataclass

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -33,8 +34,9 @@ class PruneState:
     budget: Budget
     processor: Any
     original_class: type
-    last: Selection | None = None  # the last successful call's selection; None when it had no image
-    called: bool = False  # a pruned call has succeeded since prune_
+    # per thread: ``last``, the last successful call's selection (None when it had no image), and
+    # ``called``, whether a pruned call has succeeded on this thread since prune_
+    calls: threading.local = field(default_factory=threading.local, repr=False)
 
 
 def is_pruned(model: nn.Module) -> bool:
@@ -91,7 +93,10 @@ def unprune_(model: nn.Module) -> nn.Module:
 
 
 def last_kept(model: nn.Module) -> list[torch.Tensor]:
-    """Kept visual-token indices of the last pruned call: one ascending ``LongTensor`` per image.
+    """Kept visual-token indices of this thread's last pruned call: one ascending ``LongTensor`` per image.
+
+    Per thread: several threads may call one pruned model at once, and each gets its own call's
+    selection here (and exactly the output it would get alone).
 
     Indices refer to the image's visual tokens as the unpruned model would feed them to its
     language model (for LLaVA-NeXT: the packed sequence, newline tokens included).
@@ -100,13 +105,14 @@ def last_kept(model: nn.Module) -> list[torch.Tensor]:
 
 
 def last_selection(model: nn.Module) -> Selection:
-    """The full record of the last pruned call (features, signals, kept indices, timing)."""
+    """The full record of this thread's last pruned call (features, signals, kept indices, timing)."""
     state = _state(model)
-    if state.last is None:
-        if state.called:
+    last = getattr(state.calls, "last", None)
+    if last is None:
+        if getattr(state.calls, "called", False):
             raise ValueError("the last pruned call had no image (no pixel_values), so nothing was kept or dropped")
         raise ValueError("the pruned model has not seen an image yet: call generate or forward with pixel_values")
-    return state.last
+    return last
 
 
 # --- the patched class ------------------------------------------------------------------------
@@ -179,7 +185,7 @@ def _pruned_call(model: nn.Module, kwargs: dict, side: str | None):
     with contextlib.ExitStack() as stack:
         kwargs, input_ids, sel = _prepare(model, state, kwargs, side, stack)
         yield kwargs, input_ids
-    state.last, state.called = sel, True
+    state.calls.last, state.calls.called = sel, True
 
 
 def _prepare(model: nn.Module, state: PruneState, kwargs: dict, side: str | None, stack: contextlib.ExitStack):

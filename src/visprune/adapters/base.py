@@ -13,6 +13,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .. import ops
+from ..callscope import this_thread
 from ..batching import RowPlan, keep_positions
 from ..scoring.context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
 from ..prompt import ASSISTANT_MARKERS, USER_MARKERS
@@ -250,15 +251,16 @@ class Capture:
         try:
             attn = self.layers[self.saliency_layer].self_attn
             # k is always taken: its shape gives crops x tokens for the marker channel.
-            handles.append(attn.k_proj.register_forward_hook(self._store("k")))
+            handles.append(attn.k_proj.register_forward_hook(this_thread(self._store("k"))))
             if SALIENCY in self.needs:
-                handles.append(attn.q_proj.register_forward_hook(self._store("q")))
+                handles.append(attn.q_proj.register_forward_hook(this_thread(self._store("q"))))
             if PATCH_HIDDEN in self.needs:
-                handles.append(self.layers[self.text_layer].register_forward_hook(self._store("hidden")))
+                handles.append(self.layers[self.text_layer].register_forward_hook(this_thread(self._store("hidden"))))
             if IMAGE_KEY in self.needs:
                 handles.append(
                     self.tower.register_forward_pre_hook(
-                        lambda _m, args, kwargs: self.values.__setitem__("pixels", (args or (kwargs["pixel_values"],))[0]),
+                        this_thread(lambda _m, args, kwargs: self.values.__setitem__(
+                            "pixels", (args or (kwargs["pixel_values"],))[0])),
                         with_kwargs=True,
                     )
                 )
@@ -295,20 +297,3 @@ class Capture:
             return None
         pixels = self.values["pixels"]
         return [pixel_key(chunk) for chunk in torch.split(pixels, crops_per_image)]
-
-
-@contextmanager
-def overriding(obj: Any, name: str, value: Any):
-    """While active, ``obj.name`` is ``value`` as an instance attribute (a module's ``forward``, say);
-    afterwards the instance is exactly as before: its own attribute back, or none."""
-    own = name in vars(obj)
-    previous = vars(obj).get(name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        if own:
-            setattr(obj, name, previous)
-        else:
-            delattr(obj, name)
-

@@ -51,7 +51,8 @@ from .. import ops
 from ..scoring.context import IMAGE_KEY, KEYS, PATCH_HIDDEN, QUESTION_EMBEDS, SALIENCY
 from ..prompt import ASSISTANT_MARKERS, USER_MARKERS
 from ..batching import keep_positions
-from .base import PER_TOKEN, Adapter, Encoded, _pad_id, hidden_index_to_layer, overriding, pixel_key
+from ..callscope import overriding, this_thread
+from .base import PER_TOKEN, Adapter, Encoded, _pad_id, hidden_index_to_layer, pixel_key
 
 CUTS = ("query", "vit")
 
@@ -100,7 +101,7 @@ class _QkvCapture:
         def hook(_module, _inputs, output):
             self.qkv = output
 
-        handle = self.attn.qkv.register_forward_hook(hook)
+        handle = self.attn.qkv.register_forward_hook(this_thread(hook))
         try:
             yield self
         finally:
@@ -264,7 +265,7 @@ def _served(model: nn.Module, extras: dict, kept=None, patches=None, patch_mask=
                 kwargs = dict(kwargs, encoder_hidden_states=patches.to(given), encoder_attention_mask=patch_mask)
                 return args, kwargs
 
-            handle = model.qformer.register_forward_pre_hook(hand_kept_patches, with_kwargs=True)
+            handle = model.qformer.register_forward_pre_hook(this_thread(hand_kept_patches), with_kwargs=True)
             stack.callback(handle.remove)
         try:
             yield

@@ -44,7 +44,8 @@ from ..measure import clock
 from .. import ops
 from ..compat import idefics_generate_reuses_latents, idefics_perceiver_embeddings
 from ..scoring.context import KEYS, PATCH_HIDDEN, QUESTION_EMBEDS, SALIENCY
-from .base import Adapter, Capture, Encoded, hidden_index_to_layer, overriding
+from ..callscope import overriding, this_thread
+from .base import Adapter, Capture, Encoded, hidden_index_to_layer
 
 
 class IdeficsAdapter(Adapter):
@@ -162,6 +163,6 @@ def _masked_padding(base: nn.Module, valid: torch.Tensor):
 
     with ExitStack() as stack:
         for layer in base.gated_cross_attn_layers:
-            handle = layer.register_forward_pre_hook(hide_padding, with_kwargs=True)
+            handle = layer.register_forward_pre_hook(this_thread(hide_padding), with_kwargs=True)
             stack.callback(handle.remove)
         yield

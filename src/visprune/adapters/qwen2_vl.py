@@ -21,7 +21,8 @@ from ..measure import clock
 from .. import ops
 from ..batching import RowPlan
 from ..scoring.context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
-from .base import Adapter, Encoded, hidden_index_to_layer, overriding, pixel_key
+from ..callscope import original, overriding, this_thread
+from .base import Adapter, Encoded, hidden_index_to_layer, pixel_key
 
 
 class _QwenCapture:
@@ -38,7 +39,7 @@ class _QwenCapture:
             self.values["cu_seqlens"] = kwargs["cu_seqlens"]
             self.values["rotary"] = kwargs["position_embeddings"]
 
-        handle = self.block.attn.register_forward_pre_hook(hook, with_kwargs=True)
+        handle = self.block.attn.register_forward_pre_hook(this_thread(hook), with_kwargs=True)
         try:
             yield self
         finally:
@@ -193,7 +194,7 @@ class Qwen2_5_VLAdapter(Qwen2VLAdapter):
         version) the order is recomputed from the grid.
         """
         seen: list[torch.Tensor] = []
-        method = getattr(tower, "permute_input_for_window_attn", None)
+        method = original(tower, "permute_input_for_window_attn")  # not another thread's recording
         getter = lambda grid: seen[0] if seen else self._window_index(tower, grid)  # noqa: E731
         if method is None:
             yield getter

@@ -136,7 +136,9 @@ def evaluate_shard(model, processor, task: Task, method: Method, examples: list[
     max_new = s.max_new_tokens or task.max_new_tokens
     image_token = image_token_id(model)
     label = f"{results.condition_name(corruption)} {method.label}"
-    bar = tqdm(total=len(todo), desc=f"{label[:40]:<40}", disable=not progress, leave=False, file=sys.stderr)
+    # disable=None: no bar when stderr is not a terminal (a log file, CI), as well as when asked for none
+    bar = tqdm(total=len(todo), desc=f"{label[:40]:<40}", disable=None if progress else True, leave=False,
+               file=sys.stderr)
     if method.config is not None:
         prune_(model, method.config, processor=processor)
     try:

@@ -198,7 +198,7 @@ class VisPrune(lmms):
         res: list[str | None] = [None] * len(requests)
         # one batch = consecutive requests with the same generation settings and one image each
         order = sorted(range(len(requests)), key=lambda i: repr(requests[i].args[1]))
-        bar = tqdm(total=len(requests), disable=self.rank != 0, desc="visprune responding")
+        bar = tqdm(total=len(requests), disable=None if self.rank == 0 else True, desc="visprune responding")
         i = 0
         while i < len(order):
             batch = [order[i]]

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...callscope import this_thread
 from ...compat import cache_kwarg
 from ..context import ScoreContext
 from ..decide import decide
@@ -190,8 +191,9 @@ def fastv_hooks(model: nn.Module, state: Any, sel: Any, ctx: Any, input_ids: tor
             kwargs["hidden_states"] = hidden
         return args, kwargs
 
-    handles = [layers[k_layer - 1].self_attn.register_forward_pre_hook(record, with_kwargs=True)]
-    handles += [layers[j].register_forward_pre_hook(shorten, with_kwargs=True) for j in range(k_layer, len(layers))]
+    handles = [layers[k_layer - 1].self_attn.register_forward_pre_hook(this_thread(record), with_kwargs=True)]
+    handles += [layers[j].register_forward_pre_hook(this_thread(shorten), with_kwargs=True)
+                for j in range(k_layer, len(layers))]
     try:
         yield
     finally:

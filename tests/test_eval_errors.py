@@ -164,3 +164,78 @@ def test_resume_with_other_settings_is_refused(capsys, tmp_path, model_dir):
     assert rc == 2 and "(seed)" in err
     rc, _ = _eval(capsys, "--timing", "0", "--max-new-tokens", "1", "--n", "3", model=model_dir, out=out)
     assert rc == 0  # more samples of the same run: resumes
+
+
+def _gqa(tmp_path, ids=(1, 2), images=(1, 2)):
+    from PIL import Image
+
+    folder = tmp_path / "img"
+    folder.mkdir(exist_ok=True)
+    for i in images:
+        Image.new("RGB", (60, 50), (40 * i, 90, 200)).save(folder / f"{i}.jpg")
+    qs = {str(q): {"imageId": str(q), "question": "what colour is it ?", "answer": "blue"} for q in ids}
+    (tmp_path / "q.json").write_text(json.dumps(qs))
+    return ["--task", "gqa", "--questions", str(tmp_path / "q.json"), "--images", str(folder)]
+
+
+def _gqa_eval(tmp_path, model, out, *args):
+    return main(["eval", "--model", model, *_gqa(tmp_path), "--method", "random:keep=0.5", "--max-new-tokens",
+                 "1", "--timing", "0", "--quiet", "--out", str(out), *args])
+
+
+def test_a_failed_model_load_leaves_no_settings_behind(capsys, tmp_path, model_dir, broken_model):
+    out = tmp_path / "o"
+    rc, err = _eval(capsys, model=broken_model, out=out)
+    assert rc == 2 and "cannot load it" in err
+    assert not (out / "run.json").exists()
+    rc, err = _eval(capsys, "--timing", "0", "--max-new-tokens", "1", model=model_dir, out=out)  # the corrected command
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("where, message", [("file", "is a file"), ("under", "is a file")])
+def test_out_that_cannot_be_written_is_a_usage_error(capsys, tmp_path, model_dir, where, message):
+    (tmp_path / "f").write_text("x")
+    out = tmp_path / "f" if where == "file" else tmp_path / "f" / "below"
+    rc, err = _eval(capsys, model=model_dir, out=out)
+    assert rc == 2 and (message in err or "not a folder" in err) and "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_stop_after_below_one_is_refused(capsys, tmp_path, model_dir, value):
+    rc, err = _eval(capsys, "--stop-after", value, model=model_dir, out=tmp_path / "o")
+    assert rc == 2 and "--stop-after must be at least 1" in err
+
+
+def test_a_run_with_no_readable_sample_fails(capsys, tmp_path, model_dir):
+    out = tmp_path / "o"
+    rc = main(["eval", "--model", model_dir, *_gqa(tmp_path, ids=(7, 8), images=()), "--method", "random:keep=0.5",
+               "--timing", "0", "--quiet", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no sample could be evaluated" in err
+    assert (out / "summary.json").is_file()  # with the skipped samples named
+
+
+def test_an_edited_annotation_file_is_not_resumed(capsys, tmp_path, model_dir):
+    out = tmp_path / "o"
+    assert _gqa_eval(tmp_path, model_dir, out) == 0
+    q = json.loads((tmp_path / "q.json").read_text())
+    q["1"]["answer"] = "red"
+    (tmp_path / "q.json").write_text(json.dumps(q))
+    capsys.readouterr()
+    args = ["eval", "--model", model_dir, "--task", "gqa", "--questions", str(tmp_path / "q.json"), "--images",
+            str(tmp_path / "img"), "--method", "random:keep=0.5", "--max-new-tokens", "1", "--timing", "0",
+            "--quiet", "--out", str(out)]
+    assert main(args) == 2
+    assert "questions_sha256" in capsys.readouterr().err
+
+
+def test_two_runs_on_one_out_are_refused(capsys, tmp_path, model_dir):
+    from visprune.evaluation.runner import exclusive
+
+    out = tmp_path / "o"
+    out.mkdir()
+    with exclusive(out):  # as another process holding the folder would
+        rc, err = _eval(capsys, "--timing", "0", model=model_dir, out=out)
+    assert rc == 2 and "is in use by another run" in err
+    rc, err = _eval(capsys, "--timing", "0", "--max-new-tokens", "1", model=model_dir, out=out)
+    assert rc == 0, err

@@ -10,7 +10,12 @@ and writes ``summary.json``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
+import hashlib
 import json
+import os
 import resource
 import statistics
 import sys
@@ -76,6 +81,8 @@ def check(s: EvalSettings, model: bool = True) -> None:
         raise UsageError("--timing must be >= 0 and --repeats >= 1")
     if s.max_new_tokens is not None and s.max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be at least 1")
+    if s.stop_after is not None and s.stop_after < 1:
+        raise UsageError("--stop-after must be at least 1 (samples per method; leave it out for all)")
     if s.dtype not in DTYPES:
         raise UsageError(f"--dtype {s.dtype!r}; valid: {', '.join(DTYPES)}")
     resolve_device(s.device)
@@ -84,6 +91,11 @@ def check(s: EvalSettings, model: bool = True) -> None:
     out = Path(s.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
+    ancestor = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not ancestor.is_dir():
+        raise UsageError(f"--out {out}: {ancestor} is a file, so no folder can be made below it")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {ancestor} is not writable")
     previous = _read_manifest(out)
     if previous is not None and previous != manifest(s):
         diff = sorted(k for k in set(previous) | set(manifest(s)) if previous.get(k) != manifest(s).get(k))
@@ -95,10 +107,49 @@ MANIFEST = "run.json"
 
 
 def manifest(s: EvalSettings) -> dict[str, Any]:
-    """What the per-sample records depend on besides the method: a resumed run must match it."""
+    """What the per-sample records depend on besides the method: a resumed run must match it, the
+    content of its question and annotation files included (an edited file is not the same run)."""
+    hashes = {f"{k}_sha256": file_hash(s.task.meta[k]) for k in ("questions", "annotations") if k in s.task.meta}
     return {"model": s.model, "task": s.task.name, "dtype": s.dtype,
-            "max_new_tokens": s.max_new_tokens or s.task.max_new_tokens, **s.task.meta,
+            "max_new_tokens": s.max_new_tokens or s.task.max_new_tokens, **s.task.meta, **hashes,
             **({} if s.flops else {"flops": False})}
+
+
+def file_hash(path: str) -> str:
+    """SHA-256 of a file's content, computed once per (path, size, modification time)."""
+    st = os.stat(path)
+    return _hash(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _hash(path: str, _size: int, _mtime: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive(out: Path):
+    """Hold ``out/.lock`` for the run: a second process on the same ``--out`` is refused (the lock
+    goes with the process, so a killed run leaves nothing to clean up)."""
+    path = out / ".lock"
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise UsageError(f"--out {out} is in use by another run ({fh.read().strip() or 'pid unknown'}); wait "
+                             "for it or use another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _read_manifest(out: Path) -> dict | None:
@@ -236,15 +287,17 @@ def run(s: EvalSettings, after=None, loaded=None) -> dict | None:
     check(s, model=loaded is None)
     device = resolve_device(s.device)
     dist = distributed.setup(device)
+    stack = contextlib.ExitStack()
     try:
         if device == "cuda" and dist.world > 1:
             device = f"cuda:{dist.local_rank}"
         out = Path(s.out)
-        out.mkdir(parents=True, exist_ok=True)
-        if dist.main:
-            tmp = out / f"{MANIFEST}.tmp"
-            tmp.write_text(json.dumps(manifest(s), indent=2))
-            tmp.replace(out / MANIFEST)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"--out {out}: cannot make it ({err.strerror})") from None
+        lock = exclusive(out) if dist.main else contextlib.nullcontext()
+        stack.enter_context(lock)
         model, processor, text_encoder = loaded if loaded is not None else load_model(s.model, device, s.dtype)
         methods = with_text_encoder(s.methods, text_encoder)
         for m in methods:  # an unsupported model or a missing text encoder fails here, before any sample
@@ -254,6 +307,10 @@ def run(s: EvalSettings, after=None, loaded=None) -> dict | None:
                 except (TypeError, ValueError, OSError) as err:
                     raise UsageError(f"method {m.label!r} cannot prune --model {s.model}: {err}") from None
                 unprune_(model)
+        if dist.main:  # only now: a run that failed to load its model leaves no settings to refuse the next one
+            tmp = out / f"{MANIFEST}.tmp"
+            tmp.write_text(json.dumps(manifest(s), indent=2))
+            tmp.replace(out / MANIFEST)
         shard = dist.shard(s.task.examples)
         progress = s.progress and dist.main
         memory: dict[str, dict] = {}
@@ -280,6 +337,10 @@ def run(s: EvalSettings, after=None, loaded=None) -> dict | None:
             if after is not None:
                 after(model, processor, methods, summary)
         dist.barrier()
+        if summary is not None and not any(r["n"] for r in summary["methods"]):
+            raise UsageError(f"no sample could be evaluated (every image missing or unreadable: see 'skipped' in "
+                             f"{out / 'summary.json'})")
         return summary
     finally:
+        stack.close()
         distributed.teardown(dist)

@@ -189,6 +189,22 @@ def test_lmms_eval_command_line(entry_point_path, tmp_path):
     print(f"lmms-eval CLI: {time.perf_counter() - t0:.1f}s")
 
 
+@pytest.mark.subprocess
+def test_a_failing_plugin_makes_the_command_fail(entry_point_path, tmp_path):
+    """lmms-eval's command line would log the error and exit 0; the plug-in makes it exit 1 with the reason."""
+    env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+               LMMS_EVAL_DATASETS_CACHE=str(tmp_path / "datasets"))
+    if entry_point_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(entry_point_path), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "lmms_eval", "--model", "visprune",
+           "--model_args", "pretrained=/nonexistent/model,method=atp,keep=0.25,device=cpu",
+           "--tasks", "visprune_shapes", "--include_path", str(TASKS_DIR), "--limit", "2",
+           "--output_path", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "visprune: the lmms-eval plug-in failed" in proc.stderr and "/nonexistent/model" in proc.stderr
+
+
 def test_any_supported_model_folder(registered, offline, tmp_path):
     """``pretrained=PATH``: a LLaVA-NeXT saved with ``save_pretrained``, loaded by the plug-in, pruned."""
     from lmms_eval import evaluator

@@ -19,7 +19,11 @@ lmms-eval finds the plug-in through the entry-point group ``lmms_eval.models`` (
 
 from __future__ import annotations
 
+import functools
 import statistics
+import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -75,11 +79,37 @@ def load_pretrained(pretrained: str, device: str, dtype: str):
     return load_model(pretrained, device, "float32" if pretrained == "random" else dtype)
 
 
+def _under_lmms_eval_cli() -> bool:
+    """True when the process is the ``lmms-eval`` command (``lmms-eval ...`` or ``python -m lmms_eval``)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return (spec is not None and spec.name == "lmms_eval.__main__") or Path(sys.argv[0]).name == "lmms-eval"
+
+
+def _fail_loudly(fn):
+    """lmms-eval 0.7.3's command line catches every ``Exception`` a model raises, logs it and exits 0
+    (``lmms_eval/__main__.py``, ``cli_evaluate``): a failed run looks like a finished one to a script
+    or CI. Under that command a failure of the plug-in becomes ``SystemExit`` (not an ``Exception``),
+    so the process exits 1 with the reason; called from Python, the exception is raised as it is."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            if not _under_lmms_eval_cli():
+                raise
+            traceback.print_exc()
+            raise SystemExit(f"visprune: the lmms-eval plug-in failed: {type(err).__name__}: {err}") from err
+
+    return wrapped
+
+
 class VisPrune(lmms):
     """A visprune-pruned ``transformers`` VLM as an lmms-eval model (generation and log-likelihood)."""
 
     is_simple = True
 
+    @_fail_loudly
     def __init__(
         self,
         pretrained: str = "shapes",
@@ -192,6 +222,7 @@ class VisPrune(lmms):
         texts = self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         return [_cut(t, until).strip() for t in texts]
 
+    @_fail_loudly
     def generate_until(self, requests) -> list[str]:
         from tqdm.auto import tqdm
 
@@ -220,6 +251,7 @@ class VisPrune(lmms):
         bar.close()
         return res  # type: ignore[return-value]
 
+    @_fail_loudly
     def generate_until_multi_round(self, requests) -> list:
         """Rounds driven by the task's ``doc_to_text(doc, previous_output=..., round_idx=...)``."""
         res = []
@@ -245,6 +277,7 @@ class VisPrune(lmms):
 
     # --- log-likelihood -------------------------------------------------------------------------
 
+    @_fail_loudly
     def loglikelihood(self, requests) -> list[tuple[float, bool]]:
         """``(loss, greedy)`` of each continuation after its (pruned) prompt.
 

@@ -33,6 +33,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--repeats", type=int, default=3, help="timed generate calls per method after the first (default 3)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds a connection may stay idle (a stalled upload) before it is closed (default 30)")
     p.add_argument("--quiet", action="store_true", help="no request log")
 
 
@@ -42,8 +44,8 @@ def _run(args: argparse.Namespace) -> int:
     from .inference import Engine, load
     from .server import make_server
 
-    if args.repeats < 1:
-        print("visprune serve: --repeats must be at least 1", file=sys.stderr)
+    if args.repeats < 1 or args.timeout <= 0:
+        print("visprune serve: --repeats must be at least 1 and --timeout above 0", file=sys.stderr)
         return 2
     try:
         loaded = load(args.model, resolve_device(args.device), args.dtype)
@@ -52,7 +54,8 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     if loaded.banner:
         print(f"NOTE: {loaded.banner}", file=sys.stderr)
-    server = make_server(Engine(loaded, repeats=args.repeats), args.host, args.port, quiet=args.quiet)
+    server = make_server(Engine(loaded, repeats=args.repeats), args.host, args.port, quiet=args.quiet,
+                         timeout=args.timeout)
     host, port = server.server_address[:2]
     print(f"visprune viewer on http://{host}:{port}/ (model: {loaded.name}); Ctrl-C stops it", flush=True)
     try:

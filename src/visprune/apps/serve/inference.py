@@ -102,6 +102,14 @@ class Engine:
     _warm: bool = False
     _clips: dict = field(default_factory=dict)  # text encoder path -> (CLIPModel, tokenizer)
 
+    def _special_tokens(self) -> list[str]:
+        """The tokenizer's special tokens (``<image>``, ``<|image_pad|>``, ...): typed into a question they
+        would add image placeholders or end the turn."""
+        proc = self.loaded.processor
+        tok = getattr(proc, "tokenizer", proc)
+        names = {*getattr(tok, "all_special_tokens", []), getattr(proc, "image_token", None)}
+        return sorted(t for t in names if isinstance(t, str) and len(t) > 1)
+
     def info(self) -> dict[str, Any]:
         return {"model": self.loaded.name, "trained": self.loaded.trained, "banner": self.loaded.banner,
                 "methods": [m for m in method_names() if m != "none"], "defaults": list(QUICK_METHODS),
@@ -116,6 +124,9 @@ class Engine:
             raise UsageError("type a question first")
         if len(question) > 500:
             raise UsageError("the question is too long (at most 500 characters)")
+        special = [t for t in self._special_tokens() if t in question]
+        if special:
+            raise UsageError(f"the question may not contain the model's special tokens ({', '.join(special)})")
         if len(specs) > MAX_METHODS:
             raise UsageError(f"pick at most {MAX_METHODS} methods at a time")
         todo = [self._with_text_encoder(m) if isinstance(m, Method) else m for m in parse_specs(specs)]

@@ -109,7 +109,7 @@ PEAK_BOUND_MIB = 2048  # the stated bound: the random-weight viewer idles at abo
 def test_bounded_load_on_loopback():
     """8 concurrent valid runs, 6 uploads of 36 megapixels, 10 oversized bodies, 10 malicious ones, 80 stalled
     connections: each valid
-    run is answered (200, the same answer as alone, or 503 when all slots are busy), the stalled
+    run is answered as it is alone (its client retrying while told 503, busy), the stalled
     connections beyond the cap are closed at once and the rest time out, and the server's peak memory
     stays under PEAK_BOUND_MIB. Bounded: every request has a timeout, the whole test about 30 s."""
     proc = subprocess.Popen([sys.executable, "-m", "visprune.apps.serve", "--model", "random", "--port", "0",
@@ -126,8 +126,11 @@ def test_bounded_load_on_loopback():
 
         results: list[tuple[str, int, object]] = []
 
-        def valid():
-            results.append(("valid", *_post(port, GOOD)))
+        def valid():  # a client that retries when told the viewer is busy, as the 503 asks, for at most 60 s
+            deadline = time.time() + 60
+            while (answer := _post(port, GOOD))[0] == 503 and time.time() < deadline:
+                time.sleep(0.5)
+            results.append(("valid", *answer))
 
         def oversized():  # claims 300 MB, sends 1 MB, then stops
             with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
@@ -177,14 +180,10 @@ def test_bounded_load_on_loopback():
         assert not [r for r in results if r[1] == "error"], [r for r in results if r[1] == "error"]
         kinds = [r[0] for r in results]
         assert [kinds.count(k) for k in ("valid", "large", "oversized", "malicious")] == [8, 6, 10, 10]
-        runs = [(status, data) for kind, status, data in results if kind == "valid"]
-        assert any(status == 200 for status, _ in runs)
-        for status, data in runs:
-            assert status in (200, 503), (status, data)
-            if status == 200:
+        for kind, status, data in results:  # every valid request answered, exactly as alone
+            if kind == "valid":
+                assert status == 200, data
                 assert [(r["label"], r["kept"], r["answer"]) for r in data["results"]] == expected
-            else:
-                assert "busy" in data["error"]
         for kind, status, data in results:
             if kind == "large":
                 assert status == 200 and data["size"] == [6000, 6000] or status == 503, (status, data)

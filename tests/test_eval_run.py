@@ -60,6 +60,16 @@ def test_summary_fields(shapes_like, tmp_path):
         assert 0.0 <= r["accuracy"] <= 1.0 and set(r["accuracy_by_type"]) <= set(shapes.QTYPES)
         assert r["latency_s"] > 0 and r["latency_ratio"] > 0 and r["peak_memory"]["peak_bytes"] > 0
         assert "RSS" in r["peak_memory"]["kind"]
+        lo, hi = r["accuracy_ci"]  # paired bootstrap intervals (visprune.evaluation.stats)
+        assert lo <= r["accuracy"] <= hi
+    for r in (atp, rnd):
+        d = r["vs_unpruned"]
+        assert d["n"] == 6 and d["ci"][0] <= d["diff"] <= d["ci"][1] and d["tie"] == (d["ci"][0] <= 0 <= d["ci"][1])
+        assert abs(d["diff"] - (r["accuracy"] - none["accuracy"])) < 1e-12
+    best = max((atp, rnd), key=lambda r: r["accuracy"])
+    other = rnd if best is atp else atp
+    assert "vs_best" not in best and other["vs_best"]["best"] == best["method"]
+    assert "bootstrap" in summary["statistics"] and "Intervals:" in (tmp_path / "summary.md").read_text()
     assert summary["complete"] and summary["settings"]["processes"] == 1
     assert {"torch", "transformers", "visprune"} <= set(summary["versions"])
     # per-sample records: the summary is recomputed from them, and the accuracy is their mean

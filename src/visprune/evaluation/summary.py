@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..methods import Method
-from . import results
+from . import results, stats
 from .tables import fmt, markdown_table
 from .settings import EvalSettings
 
@@ -46,12 +46,15 @@ def write_summary(s: EvalSettings, methods: list[Method], out: Path, latency: di
                   device: str, world: int, prefill: dict | None = None) -> dict:
     """Merge the per-rank records, compute every method's row and write ``summary.json`` / ``summary.md``."""
     order = [e.id for e in s.task.examples]
-    rows = {}
+    rows, scores = {}, {}
     for m in methods:
         folder = results.method_dir(out, results.CLEAN, m.label)
         results.merge(folder, order)
         row = {"method": m.label, "config": m.to_dict()["config"]}
-        row.update(results.summarize_method(s.task, results.read_records(folder), s.caption_tokenizer))
+        records = results.read_records(folder)
+        row.update(results.summarize_method(s.task, records, s.caption_tokenizer))
+        scores[m.label] = {i: r["score"] for i, r in records.items()
+                           if not r.get("skipped") and isinstance(r.get("score"), (int, float))}
         row["latency_s"] = latency.get(m.label)
         peaks = [r["memory"][m.label] for r in ranks if m.label in r["memory"]]
         row["peak_memory"] = max(peaks, key=lambda p: p["peak_bytes"]) if peaks else None
@@ -64,6 +67,7 @@ def write_summary(s: EvalSettings, methods: list[Method], out: Path, latency: di
         mine, theirs = row.get("prefill_memory") or {}, ref.get("prefill_memory") or {}
         row["peak_memory_ratio"] = _ratio(mine.get("prefill_peak_bytes"), theirs.get("prefill_peak_bytes"))
         row["kv_cache_ratio"] = _ratio(mine.get("kv_cache_bytes"), theirs.get("kv_cache_bytes"))
+    _intervals(rows, scores, methods, per_sample=s.task.kind != "caption")
     missing = sum(r["missing"] for r in rows.values())
     robustness = {}
     for corruption in s.corruptions:
@@ -96,6 +100,7 @@ def write_summary(s: EvalSettings, methods: list[Method], out: Path, latency: di
                      "max_new_tokens": s.max_new_tokens or s.task.max_new_tokens,
                      "corruptions": [results.condition_name(c) for c in s.corruptions], **s.task.meta},
         "notes": NOTES,
+        "statistics": stats.DESCRIPTION,
         "methods": list(rows.values()),
         "robustness": robustness,
         "robustness_mean": robustness_mean,  # over all corruption conditions of this run
@@ -106,6 +111,35 @@ def write_summary(s: EvalSettings, methods: list[Method], out: Path, latency: di
     tmp.replace(out / "summary.json")
     (out / "summary.md").write_text(table(summary) + "\n")
     return summary
+
+
+def _with_ci(value, ci) -> str:
+    return fmt(value) if not ci else f"{fmt(value)} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _difference(d) -> str:
+    """``-0.050 [-0.090, -0.010]``; a difference whose interval contains 0 is marked a tie."""
+    if not d:
+        return "-"
+    cell = f"{d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+    return f"tie: {cell}" if d["tie"] else cell
+
+
+def _intervals(rows: dict, scores: dict, methods: list[Method], per_sample: bool) -> None:
+    """Each row's ``accuracy_ci``, and its paired difference from the unpruned reference and from the
+    most accurate pruned method (``vs_unpruned``, ``vs_best``: diff, ci, n, tie). Per-sample metrics
+    only: a corpus metric (CIDEr) is not a mean of per-sample scores, and gets none."""
+    if not per_sample:
+        return
+    ref = methods[0].label
+    pruned = [m.label for m in methods[1:] if rows[m.label].get("accuracy") is not None]
+    best = max(pruned, key=lambda label: rows[label]["accuracy"], default=None)
+    for label, row in rows.items():
+        row["accuracy_ci"] = stats.mean_ci(list(scores[label].values()))
+        if label != ref:
+            row["vs_unpruned"] = stats.paired_difference(scores[label], scores[ref])
+        if best is not None and label not in (ref, best):
+            row["vs_best"] = {"best": best, **(stats.paired_difference(scores[label], scores[best]) or {})}
 
 
 def _ratio(a, b):
@@ -119,11 +153,15 @@ def _diff(a, b):
 def table(summary: dict) -> str:
     """The summary as a Markdown table (one row per method)."""
     text = markdown_table(
-        ["method", "n", "accuracy", "kept tokens (mean)", "FLOPs share", "latency ratio", "grounding recall"],
-        [[r["method"], r["n"], fmt(r["accuracy"]), fmt((r.get("kept_tokens") or {}).get("mean"), ".1f"),
-          fmt(r.get("flops_ratio")), fmt(r.get("latency_ratio")), fmt(r.get("grounding_recall"))]
+        ["method", "n", "accuracy [95% CI]", "vs unpruned [95% CI]", "kept tokens (mean)", "FLOPs share",
+         "latency ratio", "grounding recall"],
+        [[r["method"], r["n"], _with_ci(r["accuracy"], r.get("accuracy_ci")), _difference(r.get("vs_unpruned")),
+          fmt((r.get("kept_tokens") or {}).get("mean"), ".1f"), fmt(r.get("flops_ratio")),
+          fmt(r.get("latency_ratio")), fmt(r.get("grounding_recall"))]
          for r in summary["methods"]],
     )
+    if any(r.get("accuracy_ci") for r in summary["methods"]):
+        text += f"\n\nIntervals: {summary.get('statistics', stats.DESCRIPTION)}."
     if summary.get("robustness"):
         labels = [r["method"] for r in summary["methods"]]
         text += "\n\n" + markdown_table(

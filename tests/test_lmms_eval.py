@@ -167,19 +167,23 @@ def test_method_none_keeps_every_token_and_budgets_are_followed(registered, offl
     assert k16.kept_summary()["max"] == 16
 
 
-@pytest.mark.subprocess
-def test_lmms_eval_command_line(entry_point_path, tmp_path):
-    """The real ``lmms-eval`` command: ``--model visprune --model_args ... --tasks ... --include_path``."""
+def _lmms_eval_command(entry_point_path, tmp_path, model_args: str, limit: int) -> subprocess.CompletedProcess:
+    """The real ``lmms-eval`` command on the bundled task, offline, with the plug-in's entry point."""
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
                LMMS_EVAL_DATASETS_CACHE=str(tmp_path / "datasets"))
     if entry_point_path is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(entry_point_path), env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-m", "lmms_eval", "--model", "visprune",
-           "--model_args", f"pretrained={PRETRAINED},method=atp,keep=0.25,device=cpu",
-           "--tasks", "visprune_shapes", "--include_path", str(TASKS_DIR), "--limit", "4",
+    cmd = [sys.executable, "-m", "lmms_eval", "--model", "visprune", "--model_args", model_args,
+           "--tasks", "visprune_shapes", "--include_path", str(TASKS_DIR), "--limit", str(limit),
            "--output_path", str(tmp_path / "out")]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.subprocess
+def test_lmms_eval_command_line(entry_point_path, tmp_path):
+    """The real ``lmms-eval`` command: ``--model visprune --model_args ... --tasks ... --include_path``."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = _lmms_eval_command(entry_point_path, tmp_path, f"pretrained={PRETRAINED},method=atp,keep=0.25,device=cpu", 4)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     files = list((tmp_path / "out").rglob("*results*.json"))
     assert files, proc.stdout[-2000:]
@@ -192,15 +196,7 @@ def test_lmms_eval_command_line(entry_point_path, tmp_path):
 @pytest.mark.subprocess
 def test_a_failing_plugin_makes_the_command_fail(entry_point_path, tmp_path):
     """lmms-eval's command line would log the error and exit 0; the plug-in makes it exit 1 with the reason."""
-    env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
-               LMMS_EVAL_DATASETS_CACHE=str(tmp_path / "datasets"))
-    if entry_point_path is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(entry_point_path), env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-m", "lmms_eval", "--model", "visprune",
-           "--model_args", "pretrained=/nonexistent/model,method=atp,keep=0.25,device=cpu",
-           "--tasks", "visprune_shapes", "--include_path", str(TASKS_DIR), "--limit", "2",
-           "--output_path", str(tmp_path / "out")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = _lmms_eval_command(entry_point_path, tmp_path, "pretrained=/nonexistent/model,method=atp,keep=0.25,device=cpu", 2)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "visprune: the lmms-eval plug-in failed" in proc.stderr and "/nonexistent/model" in proc.stderr
 

@@ -48,6 +48,8 @@ def test_summary_fields(shapes_like, tmp_path):
     none, atp, rnd = rows["none"], rows["atp:keep=0.25"], rows["random:k=16"]
     assert none["config"] is None and atp["config"]["keep"] == 0.25 and rnd["config"]["k"] == 16
     assert none["kept_tokens"] == {"mean": 256, "min": 256, "max": 256}
+    # the folder ships no CLIP: ATP's relevance is the weight-free lmtext, and the records say so
+    assert atp["relevance"] == "lmtext" and rnd["relevance"] is None and none["relevance"] is None
     assert atp["kept_tokens"] == {"mean": 64, "min": 64, "max": 64}
     assert none["flops_ratio"] == 1.0 and rnd["flops_ratio"] < atp["flops_ratio"] < 1.0
     assert none["grounding_recall"] == 1.0 and 0.0 <= rnd["grounding_recall"] <= 1.0
@@ -196,7 +198,8 @@ def test_trained_shapes_model(tmp_path):
                      progress=False)
     rows = {r["method"]: r for r in run(s)["methods"]}
     assert rows["atp:keep=0.25"]["config"]["text_encoder"] == str(shapes.clip_path())
-    assert rows["cls:keep=0.25"]["config"]["text_encoder"] is None
+    assert rows["atp:keep=0.25"]["relevance"] == f"clip:{shapes.clip_path()}"
+    assert rows["cls:keep=0.25"]["config"]["text_encoder"] == "auto" and rows["cls:keep=0.25"]["relevance"] is None
     assert rows["none"]["grounding_recall"] == 1.0 and rows["atp:keep=0.25"]["kept_tokens"]["mean"] == 64
     # the same checkpoint given as a folder (as scripts/train_shapes.py --out writes one) brings its CLIP too
     by_path = EvalSettings(model=str(shapes.CHECKPOINT), task=build_task("shapes-vqa", n=8, seed=7),

@@ -8,8 +8,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from .scoring.budgets import BUDGETS, Budget
 from .scoring.scorers import SCORERS, Scorer
+from .scoring.scorers.clip_text import AUTO
 
 CONFIG_VERSION = 1
 NORMS = ("minmax", "softmax", "rank", "none")
@@ -57,8 +60,14 @@ class PruneConfig:
         text_layer: vision layer (same convention) whose hidden states are projected into CLIP
             space for the ``text`` scorer; ``-1`` (default) is the final layer, which CLIP's
             ``post_layernorm`` and ``visual_projection`` were trained on.
-        text_encoder: a ``CLIPModel``, a hub id or a local folder, for the ``text`` scorer and for
-            ATP's text term. Without one, ATP uses the weight-free ``lmtext`` relevance.
+        text_encoder: the CLIP text encoder of the ``text`` scorer and of ATP's relevance term.
+            ``"auto"`` (default): the model's own CLIP partner when the folder it was loaded from
+            ships one (``<folder>/clip/``, as the bundled shapes model and ``scripts/train_shapes.py``
+            folders do), found by ``prune_`` from ``model.name_or_path``; otherwise none (a hub id or a
+            model built in memory: nothing is downloaded). ``None``: no CLIP text encoder, explicitly.
+            Or a ``CLIPModel``, a hub id or a local folder. Without a text encoder ATP uses the
+            weight-free ``lmtext`` relevance and the ``text`` scorer is refused.
+            ``visprune.last_selection(model).relevance`` says which ran (``"clip:<path>"`` or ``"lmtext"``).
         text_tokenizer: tokenizer of the text encoder; default: loaded from the same place.
         text_sign: +1 or -1, multiplies the CLIP patch-text similarity. Measured +1 on the shapes
             CLIP (docs/defaults.md); LLaVA's CLIP is reported to rank question-relevant patches
@@ -93,7 +102,7 @@ class PruneConfig:
     layer: int | None = None
     llm_layer: int = 2
     text_layer: int = -1
-    text_encoder: Any = None
+    text_encoder: Any = AUTO
     text_tokenizer: Any = None
     text_sign: float = 1.0
     cut: str | None = None
@@ -153,6 +162,7 @@ class PruneConfig:
             raise ValueError(f"unknown cut {self.cut!r}; valid: {', '.join(str(c) for c in CUTS)}")
         if self.positions not in POSITIONS:
             raise ValueError(f"unknown positions {self.positions!r}; valid: {', '.join(str(p) for p in POSITIONS)}")
+        _check_text_encoder(self.text_encoder)
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
 
@@ -193,6 +203,20 @@ class PruneConfig:
         if unknown:
             raise ValueError(f"unknown PruneConfig fields {unknown}; valid: {', '.join(sorted(known))}")
         return cls(**data)
+
+
+def _check_text_encoder(value: Any) -> None:
+    valid = (f"{AUTO!r} (the model's own CLIP partner when its folder ships one), None (no CLIP: ATP uses "
+             "the weight-free lmtext relevance), a hub id, a local folder or a CLIPModel")
+    if value is None or isinstance(value, torch.nn.Module):
+        return
+    if not isinstance(value, str):
+        raise ValueError(f"text_encoder must be {valid}; got {type(value).__name__} {value!r}")
+    if value.strip().lower() in ("", "none", "null", "lmtext"):
+        raise ValueError(f"text_encoder={value!r} names no CLIP; for the weight-free lmtext relevance pass "
+                         f"text_encoder=None. Valid: {valid}")
+    if value != AUTO and value.strip().lower() == AUTO:
+        raise ValueError(f"text_encoder={value!r}: write {AUTO!r} (lower case) for the model's own CLIP partner")
 
 
 def _check_unit(name: str, value: Any) -> None:

@@ -28,6 +28,8 @@ class Selection:
     apply_seconds: float = 0.0  # turning the selection into the call's inputs
     scores: torch.Tensor | None = None  # [I, N] as the scorer returned them (padded rows)
     questions: list[str] | None = None  # per image, when a text-aware scorer read them
+    # the question relevance that ran: "clip:<hub id or folder>", "lmtext", or None (no question term)
+    relevance: str | None = None
 
     merged: list[torch.Tensor] | None = None  # features a merging scorer put at the kept positions
     layout: PromptLayout | None = None  # the call's prompt on the host (image rows, row widths)
@@ -166,6 +168,7 @@ def select(
         encode_seconds=encode_seconds,
         scores=scores.detach(),
         questions=ctx.questions,
+        relevance=state.scorer.relevance_source,
         merged=merged,
         layout=layout,
         original_positions=state.config.positions == "original",

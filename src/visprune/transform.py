@@ -105,7 +105,8 @@ def last_kept(model: nn.Module) -> list[torch.Tensor]:
 
 
 def last_selection(model: nn.Module) -> Selection:
-    """The full record of this thread's last pruned call (features, signals, kept indices, timing)."""
+    """The full record of this thread's last pruned call (features, signals, kept indices, timing, and
+    ``relevance``: which question relevance ran, ``"clip:<hub id or folder>"``, ``"lmtext"`` or None)."""
     state = _state(model)
     last = getattr(state.calls, "last", None)
     if last is None:
@@ -220,7 +221,7 @@ def _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, questio
     enc, ctx, rows, encode_seconds = build_context(state, model, input_ids, mask, image_inputs, question, layout)
     everything = [torch.arange(f.shape[0], device=f.device) for f in enc.features]
     sel = Selection(encoded=enc, kept=everything, image_rows=rows, score_seconds=0.0, encode_seconds=encode_seconds,
-                    layout=layout)
+                    layout=layout, relevance=state.scorer.relevance_source)
     kwargs, context = state.adapter.apply(model, sel, kwargs, input_ids, mask, image_inputs, side)
     stack.enter_context(context)
     stack.enter_context(state.scorer.llm_hooks(model, state, sel, ctx, kwargs["input_ids"], kwargs["attention_mask"]))

@@ -65,7 +65,8 @@ class Qwen2VLAdapter(Adapter):
     query looks at is what a [CLS] query would look at too; this is the usual proxy for towers
     without [CLS] (SigLIP in LLaVA-OneVision gets the same definition), so ``cls`` and ``atp``
     work here. The CLIP ``text`` scorer does not (Qwen's tower shares no space with a CLIP text
-    tower): use ``lmtext``, which ATP uses by default without a ``text_encoder``.
+    tower): use ``lmtext``, which ATP uses when there is no CLIP text encoder (``text_encoder=None``, or
+    ``"auto"`` on a folder that ships no ``clip/``).
     """
 
     model_types = ("qwen2_vl",)
@@ -73,7 +74,7 @@ class Qwen2VLAdapter(Adapter):
     position_modes = ("original",)  # M-RoPE positions of the kept tokens are always kept (extra_inputs)
     unsupported = {
         PATCH_HIDDEN: "the CLIP 'text' scorer needs a CLIP vision tower; Qwen's tower shares no space with a CLIP "
-        "text tower: use scorer='lmtext' (ATP uses it when no text_encoder is set)"
+        "text tower: use scorer='lmtext' (ATP uses it without a CLIP text encoder: text_encoder=None)"
     }
 
     def check(self, model: nn.Module) -> None:

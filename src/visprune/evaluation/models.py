@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
+from ..scoring.scorers.clip_text import clip_partner
 from .tasks import Example, Task
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -41,7 +42,8 @@ def check_model(spec: str) -> None:
 
 def load_model(spec: str, device: str = "cpu", dtype: str = "float32"):
     """(model, processor, text_encoder): the one loader of ``eval``, ``sweep``, the demo, the viewer and
-    the lmms-eval plug-in.
+    the lmms-eval plug-in. ``text_encoder`` is the model's CLIP partner (what ``text_encoder="auto"``
+    resolves to in ``prune_``: :func:`visprune.scoring.scorers.clip_text.clip_partner`), or None.
 
     ``shapes``: the bundled proving-ground VLM. ``tower``: its trained stage-1 vision tower with an
     untrained language model (``shapes.load_tower_only``): which tokens are kept, and so grounding
@@ -53,7 +55,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32"):
     torch_dtype = DTYPES[dtype]
     if spec == "shapes":
         model, processor = shapes.load(dtype=torch_dtype)
-        text_encoder = str(shapes.clip_path())
+        text_encoder = clip_partner(model)  # the checkpoint folder ships its CLIP: shapes.clip_path()
     elif spec == "tower":
         model, processor = shapes.load_tower_only()
         text_encoder = str(shapes.clip_path())
@@ -74,8 +76,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32"):
             raise UsageError(f"--model {spec}: cannot load it ({err})") from None
         # a folder written by scripts/train_shapes.py carries its CLIP (text tower included), as the
         # bundled one does: ATP's relevance then comes from it, not from the language model's embeddings
-        clip = Path(spec).expanduser() / "clip"
-        text_encoder = str(clip) if (clip / "config.json").is_file() else None
+        text_encoder = clip_partner(model)
     model.to(device=device, dtype=torch_dtype).eval()
     tok = getattr(processor, "tokenizer", processor)
     tok.padding_side = "left"

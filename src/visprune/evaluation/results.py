@@ -139,4 +139,7 @@ def summarize_method(task, records: dict[str, dict], caption_tokenizer: str = "a
     row["flops_per_sample"] = sum(flops) / len(flops) if flops else None
     recalls = [r["grounding_recall"] for r in scored if r.get("grounding_recall") is not None]
     row["grounding_recall"] = sum(recalls) / len(recalls) if recalls else None
+    # which question relevance ran ("clip:<path>", "lmtext", None); a list if the records disagree
+    relevance = list(dict.fromkeys(r.get("relevance") for r in scored))
+    row["relevance"] = relevance[0] if len(relevance) == 1 else relevance
     return row

@@ -25,11 +25,12 @@ from typing import Any
 
 import torch
 
-from ..transform import last_kept, prune_, unprune_
+from ..transform import last_kept, last_selection, prune_, unprune_
 from ..measure.flops import count_flops
 from ..measure.memory import prefill_memory
 from ..measure.timing import in_turns, timed
 from ..methods import Method, parse_method
+from ..scoring.scorers.clip_text import AUTO
 from . import distributed, results
 from .models import (
     DTYPES,
@@ -61,14 +62,20 @@ def parse_methods(specs: list[str]) -> list[Method]:
 
 
 def with_text_encoder(methods: list[Method], text_encoder: str | None) -> list[Method]:
-    """Give methods whose scorer reads the question in CLIP space the model's own text encoder."""
+    """Write the loaded model's own text encoder (``load_model``'s third value) into methods whose scorer
+    reads the question in CLIP space and whose ``text_encoder`` is ``"auto"``, so the records name it.
+    An explicit one, or ``text_encoder=none`` (lmtext), is left as it is."""
     if text_encoder is None:
         return methods
     return [
         Method(m.label, m.config.replace(text_encoder=text_encoder))
-        if m.config is not None and m.config.scorer_name in TEXT_SCORERS and m.config.text_encoder is None else m
+        if m.config is not None and m.config.scorer_name in TEXT_SCORERS and _is_auto(m.config.text_encoder) else m
         for m in methods
     ]
+
+
+def _is_auto(text_encoder: Any) -> bool:
+    return isinstance(text_encoder, str) and text_encoder == AUTO
 
 
 def check(s: EvalSettings, model: bool = True) -> None:
@@ -211,6 +218,7 @@ def evaluate_shard(model, processor, task: Task, method: Method, examples: list[
                 preds = getattr(processor, "tokenizer", processor).batch_decode(new, skip_special_tokens=True)
                 total = [int((row == image_token).sum()) for row in inputs["input_ids"].cpu()]
                 kept = last_kept(model) if method.config is not None else [torch.arange(t) for t in total]
+                relevance = last_selection(model).relevance if method.config is not None else None
                 for i, e in enumerate(batch):
                     flops = None  # --no-flops: no extra prefill per sample
                     if s.flops:
@@ -219,7 +227,7 @@ def evaluate_shard(model, processor, task: Task, method: Method, examples: list[
                     rec = {"id": e.id, "prediction": pred, "references": e.references,
                            "score": task.score(pred, e.references), "kept_tokens": len(kept[i]),
                            "visual_tokens": total[i], "flops": flops, "qtype": e.qtype,
-                           "grounding_recall": _recall(e, kept[i], total[i])}
+                           "grounding_recall": _recall(e, kept[i], total[i]), "relevance": relevance}
                     writer.write(rec)
                     bar.update(1)
     finally:

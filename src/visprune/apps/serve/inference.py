@@ -153,12 +153,13 @@ class Engine:
 
     def _with_text_encoder(self, method: Method) -> Method:
         """The model's text encoder for CLIP-space scorers, loaded once and shared (not on every ``prune_``)."""
-        from ...evaluation.runner import with_text_encoder
+        from ...evaluation.runner import TEXT_SCORERS, with_text_encoder
+        from ...scoring.scorers.clip_text import AUTO
 
         method = with_text_encoder([method], self.loaded.text_encoder)[0]
         enc = method.config.text_encoder
-        if not isinstance(enc, str):
-            return method
+        if not isinstance(enc, str) or enc == AUTO or method.config.scorer_name not in TEXT_SCORERS:
+            return method  # "auto" without a partner: prune_ finds none either, so ATP runs lmtext
         if enc not in self._clips:
             from transformers import AutoTokenizer, CLIPModel
 

@@ -10,7 +10,7 @@ from ... import ops
 from ..context import ScoreContext
 from .attention import ClsAttentionScorer
 from .base import Scorer, register_scorer
-from .clip_text import ClipTextScorer
+from .clip_text import ClipTextScorer, text_encoder_for
 from .lm_text import LmTextScorer
 
 
@@ -19,8 +19,10 @@ class AtpScorer(Scorer):
     """ATP (Li, Song, Hu; arXiv 2512.12701): ``alpha * norm(a) + (1 - alpha) * norm(r)``.
 
     ``a`` is the [CLS] attention saliency (scorer ``cls``), ``r`` the question relevance: CLIP
-    similarity (scorer ``text``) when ``PruneConfig.text_encoder`` is set, otherwise the weight-free
-    language-model embedding similarity (scorer ``lmtext``). ``norm`` is ``PruneConfig.norm``,
+    similarity (scorer ``text``) when there is a CLIP text encoder (``PruneConfig.text_encoder``;
+    the default ``"auto"`` finds the partner the model's folder ships), otherwise the weight-free
+    language-model embedding similarity (scorer ``lmtext``). Which one ran:
+    ``visprune.last_selection(model).relevance``. ``norm`` is ``PruneConfig.norm``,
     taken per image over the candidate tokens. The paper does not publish ``alpha``; the default
     0.75 and ``norm="minmax"`` were measured on the shapes proving ground (docs/defaults.md,
     ``scripts/tune_defaults.py``), where [CLS] saliency alone still kept the most question-relevant
@@ -35,8 +37,12 @@ class AtpScorer(Scorer):
     def needs(self) -> frozenset[str]:  # type: ignore[override]
         return self.saliency.needs | self.relevance.needs
 
+    @property
+    def relevance_source(self) -> str | None:  # type: ignore[override]
+        return self.relevance.relevance_source
+
     def setup(self, model: Any, config: Any, processor: Any = None) -> None:
-        self.relevance = ClipTextScorer() if config.text_encoder is not None else LmTextScorer()
+        self.relevance = ClipTextScorer() if text_encoder_for(model, config) is not None else LmTextScorer()
         self.relevance.setup(model, config, processor)
 
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:

@@ -25,6 +25,13 @@ class Scorer:
     def setup(self, model: Any, config: Any, processor: Any = None) -> None:
         """Called once by ``prune_``; raise ``ValueError`` / ``TypeError`` for an unusable set-up."""
 
+    @property
+    def relevance_source(self) -> str | None:
+        """Which question relevance this scorer runs, once set up: ``"clip:<hub id or folder>"`` (CLIP
+        text tower), ``"lmtext"`` (the language model's own embeddings), or None (no question term).
+        ``visprune.last_selection(model).relevance`` reports it."""
+        return None
+
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 

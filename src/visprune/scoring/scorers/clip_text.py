@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -9,6 +10,34 @@ import torch
 from ... import ops
 from ..context import PATCH_HIDDEN, QUESTION_TEXT, ScoreContext
 from .base import Scorer, register_scorer
+
+#: ``PruneConfig.text_encoder`` default: the model's own CLIP partner when its folder ships one, else none
+AUTO = "auto"
+#: where a model folder ships its CLIP partner (text tower and projections): ``<folder>/clip/``, as the
+#: bundled shapes checkpoint and every folder ``scripts/train_shapes.py`` writes do
+PARTNER_FOLDER = "clip"
+
+
+def clip_partner(model: Any) -> str | None:
+    """The CLIP partner the model's own folder ships, or None: ``<folder>/clip`` (with a ``config.json``),
+    where ``<folder>`` is the local folder ``from_pretrained`` loaded the model from (``model.name_or_path``).
+
+    The one lookup behind ``text_encoder="auto"`` (``prune_``) and the command line's model loader.
+    A hub id, or a model built in memory, has no folder here, so no partner (nothing is downloaded).
+    """
+    for source in (getattr(model, "name_or_path", None), getattr(getattr(model, "config", None), "_name_or_path", None)):
+        if isinstance(source, (str, Path)) and str(source):
+            path = Path(source).expanduser() / PARTNER_FOLDER
+            if (path / "config.json").is_file():
+                return str(path)
+    return None
+
+
+def text_encoder_for(model: Any, config: Any) -> Any:
+    """``config.text_encoder`` with ``"auto"`` resolved against ``model``: a hub id, a folder, a
+    ``CLIPModel``, or None (no CLIP text encoder: ATP falls back to ``lmtext``)."""
+    enc = config.text_encoder
+    return clip_partner(model) if isinstance(enc, str) and enc == AUTO else enc
 
 
 @register_scorer("text")
@@ -20,20 +49,28 @@ class ClipTextScorer(Scorer):
     reproduces ``get_image_features`` on [CLS]); the question goes through CLIP's text tower and
     ``text_projection``. The score is the cosine times ``PruneConfig.text_sign``.
 
-    The text encoder (``PruneConfig.text_encoder``) must share the VLM's vision tower space: for
-    LLaVA-1.5 that is ``openai/clip-vit-large-patch14-336``. Only its text tower and the two
-    projection heads are kept in memory. Cf. TRIM (Song et al., arXiv 2409.10994).
+    The text encoder (``PruneConfig.text_encoder``; default ``"auto"``: the CLIP partner the model's
+    folder ships, :func:`clip_partner`) must share the VLM's vision tower space: for LLaVA-1.5 that
+    is ``openai/clip-vit-large-patch14-336``. Only its text tower and the two projection heads are
+    kept in memory. Cf. TRIM (Song et al., arXiv 2409.10994).
     """
 
     needs = frozenset({PATCH_HIDDEN, QUESTION_TEXT})
+    source: str | None = None  # what ran: "clip:<hub id or folder>", set by setup
+
+    @property
+    def relevance_source(self) -> str | None:  # type: ignore[override]
+        return self.source
 
     def setup(self, model: Any, config: Any, processor: Any = None) -> None:
         from transformers import AutoTokenizer, CLIPModel
 
-        enc = config.text_encoder
+        enc = text_encoder_for(model, config)
         if enc is None:
+            where = (" and this model's folder ships none (text_encoder='auto' looks for "
+                     f"<model folder>/{PARTNER_FOLDER}/config.json)" if config.text_encoder == AUTO else "")
             raise ValueError(
-                "scorer 'text' needs a CLIP text encoder: PruneConfig(text_encoder=<hub id, local folder or "
+                f"scorer 'text' needs a CLIP text encoder{where}: PruneConfig(text_encoder=<hub id, local folder or "
                 "CLIPModel>); or use scorer='lmtext', which needs no extra weights"
             )
         if isinstance(enc, str):
@@ -57,6 +94,7 @@ class ClipTextScorer(Scorer):
                 "use the CLIP the VLM's tower was taken from"
             )
         param = next(model.parameters())
+        self.source = f"clip:{enc if isinstance(enc, str) else getattr(clip, 'name_or_path', None) or 'CLIPModel'}"
         self.tokenizer = tok
         self.max_length = clip.config.text_config.max_position_embeddings
         self.text_model = clip.text_model.to(param.device).eval()

@@ -19,6 +19,7 @@ class LmTextScorer(Scorer):
     """
 
     needs = frozenset({QUESTION_EMBEDS})
+    relevance_source = "lmtext"
 
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:
         embeds = ctx.require(QUESTION_EMBEDS, "scorer 'lmtext'")

@@ -138,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="latency vs FLOPs, visprune's overhead, memory: pruned vs unpruned, same run")
     be.add_argument("--geometry", default="small",
-                    help="tiny, small (CPU-sized, 576 tokens) or llava-1.5-7b (real size, random weights: 14 GB in "
-                         "bf16; its FLOPs only, on the meta device, when there is no CUDA and no --device)")
+                    help="tiny, small (CPU-sized, 576 tokens), small-hd (LLaVA-NeXT any-resolution, 5 crops, 2,928 "
+                         "tokens) or llava-1.5-7b (real size, random weights: 14 GB in bf16; its FLOPs only, on the "
+                         "meta device, when there is no CUDA and no --device)")
     be.add_argument("--method", action="append", help="method spec, repeatable (default: visprune.methods.QUICK_METHODS: atp, e-adaprune, random at about a quarter of the tokens)")
     be.add_argument("--json", help="write the full report here")
     be.add_argument("--markdown", help="replace this geometry's section of a Markdown file (e.g. BENCHMARKS.md)")
@@ -153,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--compile", nargs="?", const="inductor", default=False, metavar="BACKEND",
                     help="time with the language model under torch.compile(dynamic=True), backend inductor unless "
                          "named; written to its own BENCHMARKS.md section")
+    th = be.add_argument_group("throughput", "samples per second at the batch sizes servers run (BENCHMARKS.md, "
+                                             "'Throughput'); the options below need --batch-sizes")
+    th.add_argument("--batch-sizes", metavar="B,B,...", help="measure throughput at these batch sizes (e.g. 1,4,16)")
+    th.add_argument("--images", type=int, default=1, help="images per prompt (default 1)")
+    th.add_argument("--loop", choices=["bs1"], help="also feed the pruned model the batch's samples one at a time, as "
+                                                    "the pruning toolkits evaluate")
+    th.add_argument("--scoring", choices=["qk", "eager"], default="qk",
+                    help="eager: also read [CLS] / FastV attention from eager attention maps, as the official code does")
+    th.add_argument("--plot", metavar="PNG", help="latency and throughput against the visual tokens kept")
+    th.add_argument("--section", help="name of the BENCHMARKS.md section (default: GEOMETRY-throughput)")
     be.add_argument("--quiet", action="store_true")
     be.set_defaults(func=_bench)
 

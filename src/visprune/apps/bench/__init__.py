@@ -17,12 +17,21 @@ data back into Python during one prefill, the model's own included: each is a ho
 on a GPU; see :mod:`visprune.measure.hostreads`) and, on CUDA, ``cuda_syncs_prefill`` (the operations
 that made the host wait for the device during one prefill, as ``torch.cuda.set_sync_debug_mode``
 reports them; ``None`` elsewhere).
+
+With ``--batch-sizes``, :func:`throughput` measures samples per second at each batch size instead,
+with several images per prompt, the batch-1 loop of the pruning toolkits and the official code's
+eager-attention scoring beside visprune's own (:mod:`.throughput`, :mod:`.eager`); :func:`scaling_plot`
+draws latency and throughput against the tokens kept.
 """
 
-from .geometries import GEOMETRIES, LLAVA_7B_PARAMETERS, QUESTION, Geometry, build_geometry, llava_7b, llava_7b_config
+from .geometries import (GEOMETRIES, LLAVA_7B_PARAMETERS, QUESTION, Geometry, batch_inputs, build_geometry, llava_7b,
+                         llava_7b_config)
 from .meta import bench_meta
-from .report import markdown, meta_markdown, write_json, write_markdown_section
+from .plot import scaling_plot
+from .report import markdown, meta_markdown, throughput_markdown, write_json, write_markdown_section
 from .run import bench
+from .throughput import throughput
 
-__all__ = ["GEOMETRIES", "LLAVA_7B_PARAMETERS", "QUESTION", "Geometry", "bench", "bench_meta", "build_geometry",
-           "llava_7b", "llava_7b_config", "markdown", "meta_markdown", "write_json", "write_markdown_section"]
+__all__ = ["GEOMETRIES", "LLAVA_7B_PARAMETERS", "QUESTION", "Geometry", "batch_inputs", "bench", "bench_meta",
+           "build_geometry", "llava_7b", "llava_7b_config", "markdown", "meta_markdown", "scaling_plot", "throughput",
+           "throughput_markdown", "write_json", "write_markdown_section"]

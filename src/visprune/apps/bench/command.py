@@ -10,11 +10,13 @@ import torch
 
 from ...errors import UsageError
 from ...evaluation.models import DTYPES, resolve_device
-from ...methods import parse_method
+from ...methods import QUICK_METHODS, parse_method
 from .geometries import GEOMETRIES, LLAVA_7B_PARAMETERS
 from .meta import bench_meta
-from .report import markdown, meta_markdown, write_json, write_markdown_section
+from .plot import scaling_plot
+from .report import markdown, meta_markdown, throughput_markdown, write_json, write_markdown_section
 from .run import bench
+from .throughput import throughput
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -29,6 +31,11 @@ def run_command(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown geometry {args.geometry!r}; valid: {', '.join(GEOMETRIES)}")
     command = "visprune " + " ".join(shlex.quote(a) for a in (args.argv or []))
     device = bench_device(args.geometry, args.device)
+    if args.batch_sizes is not None:
+        return _throughput_command(args, methods, device, command)
+    for flag, default in (("images", 1), ("loop", None), ("scoring", "qk"), ("plot", None), ("section", None)):
+        if getattr(args, flag) != default:
+            raise UsageError(f"--{flag} measures throughput: it needs --batch-sizes")
     if device == "meta":
         if args.compile:
             raise UsageError("--compile needs timings; llava-1.5-7b on the meta device only counts FLOPs "
@@ -55,6 +62,45 @@ def run_command(args: argparse.Namespace) -> int:
     if args.markdown:
         write_markdown_section(Path(args.markdown), key + ("-compiled" if args.compile else ""), text)
     return 0
+
+
+def _throughput_command(args: argparse.Namespace, methods: list[str] | None, device: str, command: str) -> int:
+    sizes = parse_batch_sizes(args.batch_sizes)
+    if device == "meta":
+        raise UsageError("throughput needs timings; the meta device only counts FLOPs (use --device cpu or cuda)")
+    if args.compile:
+        raise UsageError("--compile is not measured with --batch-sizes")
+    if args.images < 1:
+        raise UsageError(f"--images must be at least 1, got {args.images}")
+    if args.repeats < 1 or args.warmup < 0:
+        raise UsageError("--repeats must be at least 1 and --warmup at least 0")
+    dtype = DTYPES[args.dtype]
+    if args.geometry == "llava-1.5-7b" and device == "cpu":
+        check_host_memory(LLAVA_7B_PARAMETERS * torch.empty(0, dtype=dtype).element_size(), args.dtype)
+    report = throughput(args.geometry, methods or QUICK_METHODS, sizes, images=args.images, repeats=args.repeats,
+                        warmup=args.warmup, new_tokens=args.new_tokens, loop=args.loop, scoring=args.scoring,
+                        device=device, dtype=dtype, progress=None if args.quiet else print)
+    text = throughput_markdown(report, command)
+    print(text)
+    if args.json:
+        write_json(report, args.json)
+    if args.plot:
+        scaling_plot(report, args.plot)
+    if args.markdown:
+        suffix = "" if device == "cpu" else f"-{torch.device(device).type}"
+        write_markdown_section(Path(args.markdown), args.section or f"{args.geometry}-throughput{suffix}", text)
+    return 0
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """``"1,4,16"`` -> ``(1, 4, 16)``; a clear error for anything else."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise UsageError(f"--batch-sizes takes integers >= 1 separated by commas (e.g. 1,4,16), got {text!r}")
+    return sizes
 
 
 def bench_device(geometry: str, device: str) -> str:

@@ -5,21 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from ... import testing
 
-GEOMETRIES = ("tiny", "small", "llava-1.5-7b")
+GEOMETRIES = ("tiny", "small", "small-hd", "llava-1.5-7b")
 QUESTION = "what colour is the star ?"
 
 
 @dataclass
 class Geometry:
+    """A benchmark model with the inputs of one prompt, one image (``inputs``); ``processor`` builds
+    larger batches and prompts with several images (:func:`batch_inputs`)."""
+
     name: str
     model: Any
     inputs: dict
     description: str
-
+    processor: Any = None
+    image_size: tuple[int, int] | None = None
 
 
 def llava_7b(device: str, dtype: torch.dtype, seed: int = 0, layers: tuple[int, int] | None = None):
@@ -71,16 +76,96 @@ def build_geometry(name: str, device: str = "cpu", dtype: torch.dtype = torch.fl
         model, proc = testing.llava(image=336, vision=SMALL, text=SMALL_TEXT)
         desc = ("small LLaVA: CLIP ViT-B-like tower (768 x 12 layers) at 336 px / 14 px patches = 576 visual tokens, "
                 "Llama 768 x 12 layers (~110 M parameters without embeddings), random weights")
+    elif name == "small-hd":
+        model, proc = small_hd()
+        desc = SMALL_HD_DESCRIPTION
     elif name == "llava-1.5-7b":
         model, proc = llava_7b(device, dtype)
         desc = LLAVA_7B_DESCRIPTION
     else:
         raise ValueError(f"unknown geometry {name!r}; valid: {', '.join(GEOMETRIES)}")
-    img = testing.images(1, size=(proc.image_processor.crop_size["width"],) * 2)
-    inputs = proc(images=img, text=[testing.prompt(QUESTION)], return_tensors="pt")
+    side = proc.image_processor.crop_size["width"] * (2 if name == "small-hd" else 1)
     model = model.to(device=device, dtype=dtype)
-    inputs = {k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
-    return Geometry(name, model, inputs, desc)
+    geo = Geometry(name, model, {}, desc, proc, (side, side))
+    geo.inputs = batch_inputs(geo, 1)
+    return geo
+
+
+def batch_inputs(geo: Geometry, batch_size: int, images: int = 1, only: int | None = None) -> dict:
+    """The inputs of ``batch_size`` prompts, each asking :data:`QUESTION` about ``images`` images, on
+    the model's device and in its dtype. The images run from busy to plain (:func:`graded_images`), so
+    spectral budgets differ between the samples of a batch; the batch is left-padded, as ``generate``
+    wants it. ``only=i``: sample ``i`` of that batch alone (the same images)."""
+    if batch_size < 1 or images < 1:
+        raise ValueError(f"batch_size and images must be >= 1, got {batch_size} and {images}")
+    param = next(geo.model.parameters())
+    pictures = graded_images(batch_size * images, geo.image_size)
+    if only is not None:
+        pictures, batch_size = pictures[only * images:(only + 1) * images], 1
+    tok = geo.processor.tokenizer
+    side, tok.padding_side = tok.padding_side, "left"
+    try:
+        inputs = geo.processor(images=pictures, text=[testing.prompt(QUESTION, images)] * batch_size,
+                               return_tensors="pt", padding=True)
+    finally:
+        tok.padding_side = side
+    return {k: (v.to(device=param.device, dtype=param.dtype) if v.is_floating_point() else v.to(param.device))
+            for k, v in inputs.items()}
+
+
+def graded_images(n: int, size: tuple[int, int], seed: int = 0) -> list:
+    """``n`` pictures from busy to plain: picture ``i`` blends uniform noise, share ``1 - (i % 8) / 7``,
+    into a red-and-black half-and-half picture. Eight in a row span the whole range, so E-AdaPrune's
+    spectral budget keeps from about half of an image's tokens down to one or two (ragged budgets)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    out = []
+    for i in range(n):
+        share = 1 - (i % 8) / 7
+        base = np.zeros((h, w, 3))
+        base[:, : w // 2] = (200, 30, 30)
+        noise = rng.integers(0, 256, (h, w, 3))
+        out.append(Image.fromarray((base * (1 - share) + noise * share).astype(np.uint8)))
+    return out
+
+
+SMALL_HD_DESCRIPTION = ("small LLaVA-NeXT at high resolution: the `small` tower and language model, any-resolution "
+                        "672 x 672 px images as a 2 x 2 grid of 336 px crops plus the whole image (5 crops, 2,880 tower "
+                        "tokens; 2,928 visual tokens with the row-end newlines), random weights")
+
+
+def small_hd():
+    """LLaVA-NeXT's any-resolution layout at the `small` widths: every 672 x 672 image is cut into
+    5 crops of 336 px (the 2 x 2 grid and the whole image resized)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    tok = testing.tokenizer()
+    cfg = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(image_size=336, patch_size=14, **SMALL),
+        text_config=LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                                eos_token_id=tok.eos_token_id, max_position_embeddings=8192, **SMALL_TEXT),
+        image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
+        vision_feature_select_strategy="default", image_grid_pinpoints=HD_PINPOINTS,
+    )
+    torch.manual_seed(0)
+    model = LlavaNextForConditionalGeneration(cfg).eval()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, small_hd_processor(tok)
+
+
+def small_hd_processor(tok=None):
+    """The `small-hd` geometry's processor: LLaVA-NeXT's, 336 px crops, one 672 x 672 grid."""
+    from transformers import LlavaNextImageProcessorPil, LlavaNextProcessor
+
+    ip = LlavaNextImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
+                                    image_grid_pinpoints=HD_PINPOINTS)
+    return LlavaNextProcessor(image_processor=ip, tokenizer=tok or testing.tokenizer(), patch_size=14,
+                              vision_feature_select_strategy="default", num_additional_image_tokens=1)
+
+
+HD_PINPOINTS = [[672, 672]]
 
 
 

@@ -66,3 +66,51 @@ def meta_markdown(report: dict, command: str) -> str:
              markdown_table(["method", "kept tokens", "prefill TFLOP", "FLOPs ratio"], rows),
              f"\nVision tower + projector: {report['vision_flops'] / 1e12:.2f} TFLOP of every row."]
     return "\n".join(lines) + "\n"
+
+
+def throughput_markdown(report: dict, command: str) -> str:
+    """A throughput run as a BENCHMARKS.md section: one row per batch size and method."""
+    s = report["setup"]
+    images = s["images_per_prompt"]
+    lines = [
+        f"### `{report['geometry']}`: throughput, {images} image{'s' if images > 1 else ''} per prompt",
+        "",
+        f"{report['description']}. Measured on {s['device']} ({s['device_name']}, {s['cpu_threads']} threads), "
+        f"{s['dtype']}, median of {s['repeats']} runs after {s['warmup']} warm-up run{'s' if s['warmup'] != 1 else ''}, "
+        f"{s['new_tokens']} new tokens; torch {s['torch']}, transformers {s['transformers']}.",
+        "",
+        f"Command: `{command}`",
+        "",
+    ]
+    loop = any("loop_bs1" in r for r in report["results"])
+    eager = any("eager_scoring" in r for r in report["results"])
+    header = ["batch", "method", "kept tokens per sample", "FLOPs ratio", "FLOPs limit", "samples/s prefill",
+              "samples/s generate", "throughput ratio (prefill / generate)", "share of the limit",
+              "overhead per batch", "peak memory ratio"]
+    header += ["batched / batch-1 loop (prefill / generate)"] if loop else []
+    header += ["eager scoring / q-k (prefill / generate)"] if eager else []
+    rows = []
+    for r in report["results"]:
+        kept = "all" if r["kept_tokens"] is None else _kept(r["kept_tokens"])
+        row = [r["batch_size"], r["method"], kept, f"{r['flops_ratio']:.3f}", f"{r['flops_limit']:.2f}x",
+               f"{r['prefill_samples_per_s']:.2f}", f"{r['generate_samples_per_s']:.2f}",
+               f"{r['prefill_throughput_ratio']:.2f}x / {r['throughput_ratio']:.2f}x", f"{r['limit_share']:.2f}",
+               f"{1000 * r['overhead_s']:.1f} ms ({100 * r['overhead_fraction']:.2f}%)", _or_na(r["peak_memory_ratio"])]
+        if loop:
+            lo = r.get("loop_bs1")
+            row.append("" if lo is None else f"{lo['batched_over_loop_prefill']:.2f}x / {lo['batched_over_loop']:.2f}x"
+                       + ("" if lo["same_kept_counts"] else " (counts differ)"))
+        if eager:
+            e = r.get("eager_scoring")
+            row.append("" if e is None else f"{e['qk_over_eager_prefill']:.2f}x / {e['qk_over_eager']:.2f}x"
+                       + ("" if e["same_selection"] else " (selection differs)"))
+        rows.append(row)
+    lines.append(markdown_table(header, rows))
+    return "\n".join(lines) + "\n"
+
+
+def _kept(counts: list[int]) -> str:
+    mean = sum(counts) / len(counts)
+    if len(set(counts)) == 1:
+        return str(counts[0])
+    return f"{min(counts)}-{max(counts)} (mean {mean:.0f})"

@@ -161,28 +161,27 @@ def _cpu_name() -> str:
     return f"{name}, {platform.machine()}" + (f", {' '.join(units)}" if units else "")
 
 
-def _setup(device: torch.device, dtype: torch.dtype, repeats: int, warmup: int, new_tokens: int) -> dict:
+def machine(device: torch.device, dtype: torch.dtype) -> dict:
+    """Where a benchmark ran: device, processor, threads, dtype and the software versions."""
+    import os
+
     import transformers
 
-    info = {
+    return {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "dtype": str(dtype).replace("torch.", ""),
-        "repeats": repeats,
-        "warmup": warmup,
-        "new_tokens": new_tokens,
-        "batch_size": 1,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
-    try:
-        import os
 
-        info["cpu_count"] = os.cpu_count()
-    except Exception:  # pragma: no cover
-        pass
+
+def _setup(device: torch.device, dtype: torch.dtype, repeats: int, warmup: int, new_tokens: int) -> dict:
+    info = machine(device, dtype)
+    info.update(repeats=repeats, warmup=warmup, new_tokens=new_tokens, batch_size=1)
     return info
 

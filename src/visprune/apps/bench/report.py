@@ -84,7 +84,7 @@ def throughput_markdown(report: dict, command: str) -> str:
     ]
     loop = any("loop_bs1" in r for r in report["results"])
     eager = any("eager_scoring" in r for r in report["results"])
-    header = ["batch", "method", "kept tokens per sample", "FLOPs ratio", "FLOPs limit", "samples/s prefill",
+    header = ["batch", "method", "kept tokens per image", "FLOPs ratio", "FLOPs limit", "samples/s prefill",
               "samples/s generate", "throughput ratio (prefill / generate)", "share of the limit",
               "overhead per batch", "peak memory ratio"]
     header += ["batched / batch-1 loop (prefill / generate)"] if loop else []

@@ -24,6 +24,7 @@ import torch
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from visprune import ops  # noqa: E402
 from visprune.compat import idefics_perceiver_embeddings  # noqa: E402
 from visprune.evaluation.tables import markdown_table  # noqa: E402
 from visprune.measure.flops import count_flops_by_module  # noqa: E402
@@ -49,7 +50,7 @@ def _build(cls, cfg):
 
 
 def _kept(n: int, keep: float) -> int:
-    return n if keep >= 1.0 else max(1, int(n * keep + 0.5))  # the `ratio` budget's rounding
+    return int(ops.ratio_budget(n, keep))  # the `ratio` budget's rounding
 
 
 def _prefill(model, lm, head, width: int, length: int) -> int:

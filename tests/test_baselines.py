@@ -123,6 +123,24 @@ def test_divprune_equals_greedy_max_min_reference():
     assert kept[1].tolist() == _divprune_reference(feats[1], 12)
 
 
+def test_divprune_at_a_half_budget_keeps_what_the_official_code_keeps():
+    """The official count is ``int(round(threshold_ratio * image_feature_length))`` (vbdi/divprune,
+    LLaVA/llava/model/llava_arch.py): 0.25 of 10 tokens is 2.5, which Python rounds to 2, and
+    0.25 of 14 is 3.5, which it rounds to 4."""
+    from visprune.scoring.budgets import RatioBudget
+    from visprune.scoring.decide import decide
+
+    g = torch.Generator().manual_seed(3)
+    for n in (10, 14):
+        feats = torch.randn(1, n, 6, generator=g)
+        ctx = _ctx(feats, config=PruneConfig(scorer="divprune", keep=0.25))
+        scorer = DivPruneScorer()
+        kept, _ = decide(scorer, RatioBudget(), ctx, scorer(ctx))
+        official_k = int(round(0.25 * n))
+        assert len(kept[0]) == official_k == {10: 2, 14: 4}[n]
+        assert kept[0].tolist() == _divprune_reference(feats[0], official_k)
+
+
 def test_iqr_budget_counts_outliers_per_image():
     scores = torch.tensor([[1.0, 2, 3, 4, 5, 6, 7, 8, 50, 60], [1.0, 1, 1, 1, 1, 1, 1, 1, 1, 1]])
     ctx = _ctx(torch.zeros(2, 10, 2), config=PruneConfig(budget="iqr", min_keep=1))

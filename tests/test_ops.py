@@ -118,7 +118,8 @@ def test_hot_path_ops_compile_without_graph_breaks(name, fn, args):
 
 def test_ratio_budget_rounds_and_clamps():
     counts = torch.tensor([576, 16, 1, 10])
-    assert ops.ratio_budget(counts, 0.25).tolist() == [144, 4, 1, 3]  # 2.5 rounds half up
+    assert ops.ratio_budget(counts, 0.25).tolist() == [144, 4, 1, 2]  # 2.5 rounds half to even, as round() does
+    assert [int(ops.ratio_budget(n, 0.5)) for n in (3, 5, 7, 9)] == [round(n * 0.5) for n in (3, 5, 7, 9)]
     assert ops.ratio_budget(counts, 1.0).tolist() == [576, 16, 1, 10]
 
 

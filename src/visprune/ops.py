@@ -66,9 +66,16 @@ def energy_budget(features: torch.Tensor, energy: float, valid: torch.Tensor | N
     return k.clamp(max=n)
 
 
-def ratio_budget(counts: torch.Tensor, keep: float) -> torch.Tensor:
-    """``round(keep * n)`` per sample, at least 1 and at most ``n``."""
-    k = torch.floor(counts.to(torch.float64) * float(keep) + 0.5).to(torch.int64)
+def ratio_budget(counts: torch.Tensor | int, keep: float) -> torch.Tensor:
+    """``round(keep * n)`` per sample, at least 1 and at most ``n``.
+
+    Rounded as Python's ``round`` rounds a float: in double precision, halves to the even integer
+    (``0.25 * 10 = 2.5`` keeps 2). That is how DivPrune's official code counts the tokens it keeps
+    (``vbdi/divprune``, ``LLaVA/llava/model/llava_arch.py``, ``DivPrune``:
+    ``int(round(threshold_ratio * image_feature_length))``), so ``divprune:keep=...`` keeps what it
+    keeps, and every ratio budget rounds the same way."""
+    counts = torch.as_tensor(counts)
+    k = torch.round(counts.to(torch.float64) * float(keep)).to(torch.int64)  # torch.round: half to even
     return torch.minimum(k.clamp_min(1), counts.to(torch.int64))
 
 

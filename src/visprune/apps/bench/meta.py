@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ... import ops
 from ...methods import QUICK_METHODS, parse_method
 from .geometries import llava_7b_config
 
@@ -44,7 +45,7 @@ def bench_meta(methods: list[str] | tuple[str, ...] = QUICK_METHODS, text_tokens
             continue
         budget = m.config.budget_name
         if budget == "ratio":
-            k = int(n * m.config.keep + 0.5)
+            k = int(ops.ratio_budget(n, m.config.keep))
         elif budget == "fixed":
             k = min(m.config.k, n)
         else:

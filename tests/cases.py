@@ -62,9 +62,11 @@ class Case:
 
 
 IN_LLM = {"fastv": "in-LLM pruning needs"}  # FastV needs model.model.language_model.layers (LLaVA / Qwen layouts)
-QUERY_REFUSED = {"cls": "lmtext", "atp": "lmtext", "visionzip": "lmtext", "pool": "patch grid", "text": "lmtext", **IN_LLM}
-VIT_REFUSED = {"lmtext": "cut='query'", "atp": "cut='query'", "text": "EVA-CLIP", **IN_LLM}
-VIT_SCORERS = ("cls", "random", "visionzip", "pool", "divprune")
+# Queries have no [CLS] attention (vispruner) and no CLIP patches (cdpruner with the CLIP partner the contract gives it)
+QUERY_REFUSED = {"cls": "lmtext", "atp": "lmtext", "visionzip": "lmtext", "pool": "patch grid", "text": "lmtext",
+                 "vispruner": "lmtext", "cdpruner": "lmtext", **IN_LLM}
+VIT_REFUSED = {"lmtext": "cut='query'", "atp": "cut='query'", "text": "EVA-CLIP", "cdpruner": "EVA-CLIP", **IN_LLM}
+VIT_SCORERS = ("cls", "random", "visionzip", "vispruner", "pool", "divprune")
 PACKED = {"pool": "one patch grid"}  # any-resolution features have no single patch grid per image
 
 CASES = {

@@ -19,7 +19,7 @@ SETTINGS = {
     "iqr": {"min_keep": 2},
 }
 GRID_ONLY = {"pool"}  # pooling keeps the largest grid of at most k cells: at most, not exactly, k
-TEXT_AWARE = ("text", "atp")
+TEXT_AWARE = ("text", "atp", "cdpruner")  # given the set-up's CLIP partner (cdpruner: its relevance, as ATP's)
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,17 @@ language model's input space, one image placeholder token each. So there are two
 
 - ``cut="query"`` (default): the projected query outputs, before the language model. This is what
   shortens the language model's input (32 -> k placeholders per image) and saves prefill compute.
-  Scorers that fit: ``lmtext``, ``random``, ``divprune`` (any budget; ``energy`` is E-AdaPrune on
-  the projected queries). Queries have no [CLS] attention, keys or patch grid, so ``cls``, ``atp``,
-  ``visionzip`` and ``pool`` are refused with a ``TypeError``.
+  Scorers that fit: ``lmtext``, ``random``, ``divprune``, ``cdpruner`` with ``text_encoder=None``
+  (any budget; ``energy`` is E-AdaPrune on the projected queries). Queries have no [CLS] attention,
+  keys or patch grid, so ``cls``, ``atp``, ``visionzip``, ``vispruner`` and ``pool`` are refused
+  with a ``TypeError``.
 - ``cut="vit"``: the ViT patch tokens, before the Q-Former. The Q-Former cross-attends to the kept
   patches only (ragged budgets right-padded, with an ``encoder_attention_mask`` the Q-Former
   honours); the language model still receives 32 query tokens per image, so this saves Q-Former
   cross-attention work only (see ``docs/savings.md``: well under 1% of a real-size prefill).
   Scorers that fit: ``cls`` ([CLS] attention of the ViT's last layer, the one the Q-Former reads),
-  ``visionzip``, ``pool`` (square patch grid after [CLS]), ``random``, ``divprune``. ``lmtext``
-  is refused (ViT patches are not in the language model's embedding space). [CLS] is protected.
+  ``visionzip``, ``vispruner``, ``pool`` (square patch grid after [CLS]), ``random``, ``divprune``.
+  ``lmtext`` and ``cdpruner`` are refused (ViT patches are not in the language model's embedding space). [CLS] is protected.
 
 The cut is ``PruneConfig.cut``; default ``"query"``.
 
@@ -57,12 +58,13 @@ from .base import PER_TOKEN, Adapter, Encoded, _pad_id, hidden_index_to_layer, p
 CUTS = ("query", "vit")
 
 _QUERY_HELP = (
-    "use scorer='lmtext', 'random' or 'divprune' (any budget; budget='energy' is E-AdaPrune), or set cut='vit' "
-    "to prune ViT patches before the Q-Former with 'cls', 'visionzip' or 'pool'"
+    "use scorer='lmtext', 'random', 'divprune' or 'cdpruner' with text_encoder=None (any budget; budget='energy' "
+    "is E-AdaPrune), or set cut='vit' to prune ViT patches before the Q-Former with 'cls', 'visionzip', 'vispruner' "
+    "or 'pool'"
 )
 _VIT_HELP = (
-    "use scorer='cls', 'visionzip', 'pool', 'random' or 'divprune', or set cut='query' to prune the projected "
-    "query outputs with 'lmtext'"
+    "use scorer='cls', 'visionzip', 'vispruner', 'pool', 'random' or 'divprune', or set cut='query' to prune the "
+    "projected query outputs with 'lmtext' or 'cdpruner'"
 )
 QUERY_UNSUPPORTED = {
     SALIENCY: "cut='query' scores the Q-Former's query outputs, which have no [CLS] attention; " + _QUERY_HELP,

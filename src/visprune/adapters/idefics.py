@@ -20,9 +20,9 @@ protected) where the model reads them:
   shortens every cross-attention's keys and values.
 
 The prompt is left as it is. Scorers: ``cls`` (the [CLS] attention of the last ViT layer, whose
-output the resampler reads), ``visionzip``, ``pool``, ``random``, ``divprune``, ``text`` / ``atp``
-with a CLIP ``text_encoder`` sharing the ViT's space; not ``lmtext`` (ViT patches are not in the
-language model's embedding space).
+output the resampler reads), ``visionzip``, ``vispruner``, ``pool``, ``random``, ``divprune``,
+``text`` / ``atp`` / ``cdpruner`` with a CLIP ``text_encoder`` sharing the ViT's space; not ``lmtext``
+(ViT patches are not in the language model's embedding space).
 
 Modifications against the stock model (transformers 5.23-5.25 ``modeling_idefics.py``
 ``IdeficsModel.forward``): none to the code; the vision tower runs once (in ``encode``), the
@@ -53,8 +53,8 @@ class IdeficsAdapter(Adapter):
     image_input_keys = ("pixel_values", "image_attention_mask", "interpolate_pos_encoding")
     unsupported = {
         QUESTION_EMBEDS: "IDEFICS is pruned before its resampler, on ViT patches, which are not in the language "
-        "model's embedding space: use scorer='cls', 'visionzip', 'pool', 'random' or 'divprune', or 'text' / 'atp' "
-        "with a CLIP text_encoder that shares the ViT's space"
+        "model's embedding space: use scorer='cls', 'visionzip', 'vispruner', 'pool', 'random' or 'divprune', or "
+        "'text' / 'atp' / 'cdpruner' with a CLIP text_encoder that shares the ViT's space"
     }
 
     def image_token_id(self, model: nn.Module) -> int:

@@ -46,7 +46,7 @@ from .summary import write_summary
 from ..errors import UsageError
 from .tasks import Example, Task
 
-TEXT_SCORERS = ("atp", "text")
+TEXT_SCORERS = ("atp", "text", "cdpruner")  # scorers whose question relevance can be CLIP's
 
 
 def parse_methods(specs: list[str]) -> list[Method]:

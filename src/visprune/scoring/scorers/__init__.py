@@ -10,6 +10,8 @@ from .pool import PoolScorer
 from .visionzip import VisionZipScorer
 from .divprune import DivPruneScorer
 from .fastv import FastVScorer
+from .cdpruner import CDPrunerScorer
+from .vispruner import VisPrunerScorer
 
 __all__ = [
     "SCORERS",
@@ -24,4 +26,6 @@ __all__ = [
     "VisionZipScorer",
     "DivPruneScorer",
     "FastVScorer",
+    "CDPrunerScorer",
+    "VisPrunerScorer",
 ]

@@ -1,0 +1,144 @@
+"""``cdpruner``: instruction-conditioned DPP selection of the projected visual tokens (CDPruner)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..context import ScoreContext
+from .base import Scorer, register_scorer
+from .clip_text import ClipTextScorer, text_encoder_for
+from .lm_text import LmTextScorer
+
+#: added to the numerator of the min-max relevance, as the official code does, so the least relevant
+#: token keeps a small positive weight (and a non-zero kernel diagonal)
+RELEVANCE_OFFSET = 1e-6
+#: a residual variance at or below this share of the item's own kernel diagonal counts as zero: the
+#: chosen items already span it (the kernel's rank is below ``k``). Chen et al.'s fast greedy MAP stops
+#: there (their epsilon 1e-10); a budget must still be met, so the remaining picks follow the residuals.
+EXHAUSTED = 1e-10
+
+
+def greedy_map(kernel: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor) -> list[torch.Tensor]:
+    """Greedy MAP inference of a DPP, ``k[i]`` items per image, ascending indices per image.
+
+    Chen, Zhang, Zhou, "Fast Greedy MAP Inference for Determinantal Point Process to Improve
+    Recommendation Diversity" (NeurIPS 2018), Algorithm 1: each step adds the item with the largest
+    residual variance ``d_j`` (the marginal gain of ``log det L_Y``), then updates every residual
+    with one new row of the incremental Cholesky factor,
+    ``e_n = (L_jn - <c_j, c_n>) / sqrt(d_j)``, ``d_n -= e_n ** 2``. All images of the batch advance
+    together; the greedy order does not depend on ``k``, so per-image budgets take a prefix of it.
+    Ties go to the lower index. A pick whose residual is at most ``EXHAUSTED`` of its own diagonal
+    entry (already spanned: the kernel's rank is below ``k``) adds no update, so the image's later
+    picks follow the residuals as they stand (the official code would divide by zero there; it does
+    not arise at real sizes, where the model width exceeds ``k``).
+
+    Args:
+        kernel: ``[I, N, N]`` positive semi-definite DPP kernels.
+        candidates: ``[I, N]`` items each image may choose.
+        k: ``[I]`` items per image, at most its candidate count.
+    """
+    n_img, n = candidates.shape
+    kmax = int(k.max()) if len(k) else 0
+    rows = torch.arange(n_img, device=kernel.device)
+    d = torch.diagonal(kernel, dim1=1, dim2=2).clone()
+    floor = EXHAUSTED * d
+    factor = kernel.new_zeros(kmax, n_img, n)
+    available = candidates.clone()
+    order = torch.empty(n_img, kmax, dtype=torch.long, device=kernel.device)
+    lowest, never = torch.finfo(d.dtype).min, torch.full_like(d, -math.inf)
+    for t in range(kmax):
+        pick = torch.where(available, d.clamp(min=lowest), never).argmax(-1)  # the first index among ties
+        order[:, t] = pick
+        dj = d[rows, pick]
+        done = factor[:t, rows, pick]  # [t, I]: the picked item's factor column so far
+        e = (kernel[rows, pick] - torch.einsum("ti,tin->in", done, factor[:t])) / dj.clamp(min=1e-30).sqrt()[:, None]
+        e = torch.where((dj > floor[rows, pick])[:, None], e, torch.zeros_like(e))
+        factor[t] = e
+        d = d - e * e
+        available[rows, pick] = False
+    return [torch.sort(order[i, : int(k[i])]).values for i in range(n_img)]
+
+
+@register_scorer("cdpruner")
+class CDPrunerScorer(Scorer):
+    """CDPruner (Zhang et al., "Beyond Attention or Similarity: Maximizing Conditional Diversity for
+    Token Pruning in MLLMs", NeurIPS 2025, arXiv 2506.10967): a determinantal point process over the
+    visual tokens, conditioned on the instruction. Follows the official code, github.com/Theia-4869/CDPruner:
+    ``llava/model/llava_arch.py``, ``LlavaMetaForCausalLM.encode_images`` (kernel and greedy MAP), with
+    the relevance inputs of ``llava/model/multimodal_encoder/clip_encoder.py``, ``CLIPVisionTower.forward``.
+
+    - Similarity ``S``: cosine similarity of the projected visual tokens (what the language model
+      receives), as in the official code.
+    - Relevance ``r``: the question relevance ATP uses: CLIP's patch-question similarity (scorer
+      ``text``) when there is a CLIP text encoder (``PruneConfig.text_encoder``; the default
+      ``"auto"`` finds the partner the model's folder ships), else the weight-free ``lmtext``.
+      ``visprune.last_selection(model).relevance`` says which ran. The official code *negates* the
+      CLIP similarity (relevance ``= -cos``), and so does this scorer on the ``text`` scorer's output
+      (``PruneConfig.text_sign=-1`` therefore gives the unnegated similarity); ``lmtext`` is used as
+      it is (higher = more relevant). Then min-max normalised as the official code does,
+      ``(r - min r + 1e-6) / (max r - min r)``; an image whose relevance is flat gets ``r = 1``.
+    - Kernel ``L = diag(r) S diag(r)``; the kept tokens are the greedy MAP of the DPP
+      (:func:`greedy_map`: Chen et al.'s incremental Cholesky, as the official loop), ``k`` per image.
+
+    ``__call__`` returns ``r`` (for pictures and score-based budgets such as ``iqr``); the selection
+    is :meth:`select`.
+
+    Deliberate differences from the official code:
+
+    - Min-max is taken per image over its candidate tokens, not over every image of the call, so a
+      batched call selects what each image would alone (the official evaluation runs one image at a time).
+    - LLaVA-NeXT: the official code selects ``k`` tokens in each crop; here the image's tokens are
+      one set (packed, row-end newlines protected) and ``k`` is the image's.
+    - The CLIP relevance is taken at ``PruneConfig.text_layer`` (default ``-1``, shared with ``text``
+      and ATP); the official code projects the layer LLaVA feeds its language model (``-2``): pass
+      ``text_layer=-2`` to match it. A question longer than CLIP's 77 positions is truncated (the
+      official code embeds each 77-token segment and averages the similarities).
+
+    Args:
+        theta: the official code's commented-out relevance sharpening, off by default (None):
+            ``r = exp(alpha * r)`` with ``alpha = theta / (2 * (1 - theta))`` (the paper's trade-off
+            between relevance and diversity), ``theta`` in ``[0, 1)``.
+    """
+
+    def __init__(self, theta: float | None = None) -> None:
+        if theta is not None and (isinstance(theta, bool) or not isinstance(theta, (int, float)) or not 0 <= theta < 1):
+            raise ValueError(f"theta must be None (the official default) or in [0, 1), got {theta!r}")
+        self.theta = theta
+        self.relevance: Scorer = LmTextScorer()
+
+    @property
+    def needs(self) -> frozenset[str]:  # type: ignore[override]
+        return self.relevance.needs
+
+    @property
+    def relevance_source(self) -> str | None:  # type: ignore[override]
+        return self.relevance.relevance_source
+
+    def setup(self, model: Any, config: Any, processor: Any = None) -> None:
+        self.relevance = ClipTextScorer() if text_encoder_for(model, config) is not None else LmTextScorer()
+        self.relevance.setup(model, config, processor)
+
+    def __call__(self, ctx: ScoreContext) -> torch.Tensor:
+        cand = ctx.candidates
+        raw = self.relevance(ctx).float()
+        if isinstance(self.relevance, ClipTextScorer):
+            raw = -raw
+        lo = raw.masked_fill(~cand, math.inf).amin(-1, keepdim=True)
+        hi = raw.masked_fill(~cand, -math.inf).amax(-1, keepdim=True)
+        span = hi - lo
+        r = torch.where(span > 0, (raw - lo + RELEVANCE_OFFSET) / span.clamp(min=1e-30), torch.ones_like(raw))
+        if self.theta is not None:
+            r = torch.exp(self.theta / (2 * (1 - self.theta)) * r)
+        return torch.where(cand, r, torch.zeros_like(r))
+
+    def select(self, ctx: ScoreContext, scores: torch.Tensor, k: torch.Tensor) -> list[torch.Tensor]:
+        f = torch.nn.functional.normalize(torch.nan_to_num(ctx.features.float(), nan=0.0), dim=-1)
+        r = torch.where(ctx.candidates, scores.float(), torch.zeros_like(scores, dtype=torch.float))
+        kernel = r[:, :, None] * (f @ f.transpose(1, 2)) * r[:, None, :]
+        return greedy_map(kernel, ctx.candidates, k)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(theta={self.theta!r})"

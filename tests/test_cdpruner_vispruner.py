@@ -1,0 +1,282 @@
+"""CDPruner and VisPruner against independent references written from the published algorithms.
+
+CDPruner's reference picks, at each step, the token whose addition gives the largest log-determinant
+of the kernel restricted to the chosen set (NumPy ``slogdet`` in float64, no Cholesky updates);
+VisPruner's follows the official loop with plain Python lists. Both run on the same tensors as the
+scorers: hand-made score contexts and the selections of a tiny random LLaVA, with ragged per-image
+budgets.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import visprune
+from visprune import PruneConfig, prune_, unprune_
+from visprune import testing as T
+from visprune.apps.cli import main
+from visprune.scoring.budgets import Budget
+from visprune.scoring.context import ScoreContext
+from visprune.scoring.scorers import CDPrunerScorer, ClipTextScorer, VisPrunerScorer
+
+QUESTIONS = ["what colour is the star ?", "how many circle ?"]
+
+
+class GivenBudget(Budget):
+    """Per-image budgets given in the test (ragged, by position in the call)."""
+
+    name = "given_test"
+
+    def __init__(self, ks):
+        self.ks = ks
+
+    def __call__(self, ctx, scores):
+        return torch.tensor(self.ks[: ctx.valid.shape[0]])
+
+
+# --- references ---------------------------------------------------------------------------------
+
+def _unit(x):
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def cdpruner_relevance_reference(raw):
+    """The official normalisation: ``(r - min + 1e-6) / (max - min)``."""
+    raw = np.asarray(raw, dtype=np.float64)
+    return (raw - raw.min() + 1e-6) / (raw.max() - raw.min())
+
+
+def dpp_greedy_reference(features, relevance, k):
+    """Greedy MAP of the DPP with kernel ``diag(r) S diag(r)``: largest log-det gain first, by slogdet."""
+    f = _unit(features)
+    r = np.asarray(relevance, dtype=np.float64)
+    kernel = r[:, None] * (f @ f.T) * r[None, :]
+    chosen = []
+    for _ in range(k):
+        best, best_gain = None, -np.inf
+        for j in range(len(r)):
+            if j in chosen:
+                continue
+            sub = kernel[np.ix_(chosen + [j], chosen + [j])]
+            sign, logdet = np.linalg.slogdet(sub)
+            gain = logdet if sign > 0 else -np.inf
+            if gain > best_gain:  # strict: ties keep the lower index
+                best, best_gain = j, gain
+        chosen.append(best)
+    return sorted(chosen)
+
+
+def vispruner_reference(features, attention, k, ratio=0.5):
+    """Important tokens by attention, then rounds of at most 8: drop the even-place tokens most
+    similar to an odd-place one, until ``k`` are left."""
+    f = _unit(features)
+    att = [float(a) for a in attention]
+    order = sorted(range(len(att)), key=lambda i: (-att[i], i))
+    n_imp = int(k * ratio)
+    important, rest = order[:n_imp], order[n_imp:]
+    n_div = k - n_imp
+    if n_div == 0:
+        return sorted(important)
+    while len(rest) > n_div:
+        drop = min(8, len(rest) - n_div)
+        a, b = rest[0::2], rest[1::2]
+        dup = [max(float(f[i] @ f[j]) for j in b) for i in a]
+        ranked = sorted(range(len(a)), key=lambda p: (-dup[p], p))
+        rest = [a[p] for p in ranked[drop:]] + b
+    return sorted(important + rest)
+
+
+def _ctx(features, valid=None, protected=None, **kw):
+    i, n, _ = features.shape
+    return ScoreContext(
+        features=features,
+        valid=torch.ones(i, n, dtype=torch.bool) if valid is None else valid,
+        protected=torch.zeros(i, n, dtype=torch.bool) if protected is None else protected,
+        config=kw.pop("config", PruneConfig()),
+        **kw,
+    )
+
+
+# --- CDPruner -----------------------------------------------------------------------------------
+
+def test_cdpruner_equals_log_det_greedy_on_ragged_images():
+    """Two images of different lengths in one padded context, a protected token, ragged k; the
+    weight-free relevance (lmtext: max cosine to the question's embeddings)."""
+    g = torch.Generator().manual_seed(0)
+    n, d = 30, 48  # width above the token count: the kernel has full rank
+    feats = torch.randn(2, n, d, generator=g)
+    valid = torch.ones(2, n, dtype=torch.bool)
+    valid[1, 24:] = False  # image 1 has 24 tokens
+    protected = torch.zeros(2, n, dtype=torch.bool)
+    protected[0, 0] = True  # e.g. a [CLS] token fed to the language model
+    embeds = [torch.randn(5, d, generator=g), torch.randn(3, d, generator=g)]
+    ctx = _ctx(feats, valid, protected, question_embeds=embeds)
+    scorer = CDPrunerScorer()
+    scores = scorer(ctx)
+    kept = scorer.select(ctx, scores, torch.tensor([9, 13]))
+    for i, k in enumerate([9, 13]):
+        cand = (valid[i] & ~protected[i]).nonzero(as_tuple=True)[0].numpy()
+        x = feats[i].numpy()[cand]
+        raw = (_unit(x) @ _unit(embeds[i].numpy()).T).max(-1)
+        rel = cdpruner_relevance_reference(raw)
+        assert np.allclose(scores[i].numpy()[cand], rel, rtol=1e-5, atol=1e-6)
+        assert kept[i].tolist() == [int(cand[j]) for j in dpp_greedy_reference(x, rel, k)]
+        assert scores[i][~(valid[i] & ~protected[i])].eq(0).all()
+
+
+def test_cdpruner_negates_clip_relevance_and_theta_is_off_by_default():
+    """With a CLIP text tower the official code ranks by the negated patch-question similarity."""
+
+    class GivenClip(ClipTextScorer):  # a CLIP relevance with given cosines (no weights)
+        def __init__(self, cos):
+            self.cos = cos
+
+        def __call__(self, ctx):
+            return self.cos
+
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(1, 20, 32, generator=g)
+    cos = torch.rand(1, 20, generator=g) * 2 - 1
+    ctx = _ctx(feats)
+    scorer = CDPrunerScorer()
+    scorer.relevance = GivenClip(cos)
+    rel = cdpruner_relevance_reference(-cos[0].numpy())
+    assert np.allclose(scorer(ctx)[0].numpy(), rel, rtol=1e-5, atol=1e-6)
+    assert scorer.select(ctx, scorer(ctx), torch.tensor([7]))[0].tolist() == dpp_greedy_reference(feats[0], rel, 7)
+    sharp = CDPrunerScorer(theta=0.5)  # the official code's commented-out variant: exp(theta / (2 (1 - theta)) r)
+    sharp.relevance = GivenClip(cos)
+    assert np.allclose(sharp(ctx)[0].numpy(), np.exp(0.5 * rel), rtol=1e-5)
+    with pytest.raises(ValueError, match="theta"):
+        CDPrunerScorer(theta=1.0)
+
+
+def test_cdpruner_meets_budgets_beyond_the_kernel_rank():
+    """Width 4, 12 tokens, k = 10: the greedy exhausts the kernel and still returns k distinct tokens."""
+    g = torch.Generator().manual_seed(2)
+    feats = torch.randn(2, 12, 4, generator=g)
+    ctx = _ctx(feats, question_embeds=[torch.randn(2, 4, generator=g) for _ in range(2)])
+    scorer = CDPrunerScorer()
+    kept = scorer.select(ctx, scorer(ctx), torch.tensor([10, 12]))
+    assert [len(torch.unique(k)) for k in kept] == [10, 12] and kept[1].tolist() == list(range(12))
+    # the first picks, while the kernel still has rank, are the log-det greedy's
+    ref = dpp_greedy_reference(feats[0], scorer(ctx)[0].numpy(), 4)
+    assert set(ref) <= set(kept[0].tolist())
+
+
+@pytest.fixture(scope="module")
+def llava_with_clip(tmp_path_factory):
+    model, proc = T.llava()
+    path = tmp_path_factory.mktemp("clip")
+    T.clip_model(model.config.vision_config).save_pretrained(path)
+    T.tokenizer().save_pretrained(path)
+    return model, proc, str(path)
+
+
+def _run(model, proc, cfg):
+    inputs = proc(images=T.images(2), text=[T.prompt(q) for q in QUESTIONS], return_tensors="pt", padding=True)
+    prune_(model, cfg, processor=proc)
+    try:
+        model(**inputs)
+        return visprune.last_selection(model), inputs
+    finally:
+        unprune_(model)
+
+
+@torch.no_grad()
+def test_cdpruner_on_llava_with_its_clip_partner(llava_with_clip):
+    """The CLIP relevance (negated, min-max) and the greedy DPP on the tokens LLaVA's language model receives."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    model, proc, clip_dir = llava_with_clip
+    ks = [5, 8]
+    sel, inputs = _run(model, proc, PruneConfig(scorer="cdpruner", budget=GivenBudget(ks), text_encoder=clip_dir))
+    assert sel.relevance == f"clip:{clip_dir}" and sel.questions == QUESTIONS
+    clip = CLIPModel.from_pretrained(clip_dir).eval()
+    tok = AutoTokenizer.from_pretrained(clip_dir)
+    hidden = model.model.vision_tower(inputs["pixel_values"], output_hidden_states=True).hidden_states[-1][:, 1:]
+    patches = clip.visual_projection(clip.vision_model.post_layernorm(hidden)).numpy()
+    text = clip.get_text_features(**tok(QUESTIONS, return_tensors="pt", padding=True)).pooler_output.numpy()
+    for i, k in enumerate(ks):
+        rel = cdpruner_relevance_reference(-(_unit(patches[i]) @ _unit(text[i])))
+        assert np.allclose(sel.scores[i].numpy(), rel, rtol=1e-4, atol=1e-5)
+        assert sel.kept[i].tolist() == dpp_greedy_reference(sel.encoded.features[i].numpy(), rel, k)
+
+
+@torch.no_grad()
+def test_cdpruner_on_llava_without_clip_uses_lmtext():
+    model, proc = T.llava()
+    ks = [7, 4]
+    sel, _ = _run(model, proc, PruneConfig(scorer="cdpruner", budget=GivenBudget(ks)))
+    assert sel.relevance == "lmtext"
+    emb = model.get_input_embeddings()
+    for i, k in enumerate(ks):
+        ids = torch.tensor(proc.tokenizer(QUESTIONS[i], add_special_tokens=False)["input_ids"])
+        feats = sel.encoded.features[i].numpy()
+        rel = cdpruner_relevance_reference((_unit(feats) @ _unit(emb(ids).numpy()).T).max(-1))
+        assert np.allclose(sel.scores[i].numpy(), rel, rtol=1e-4, atol=1e-5)
+        assert sel.kept[i].tolist() == dpp_greedy_reference(feats, rel, k)
+
+
+# --- VisPruner ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ks, ratio", [([10, 25], 0.5), ([1, 7], 0.5), ([12, 3], 0.75), ([6, 9], 0.0), ([6, 9], 1.0)])
+def test_vispruner_equals_reference(ks, ratio):
+    g = torch.Generator().manual_seed(3)
+    n, d = 60, 16
+    feats = torch.randn(2, n, d, generator=g)
+    att = torch.rand(2, n, generator=g)
+    valid = torch.ones(2, n, dtype=torch.bool)
+    valid[1, 45:] = False
+    protected = torch.zeros(2, n, dtype=torch.bool)
+    protected[1, 3] = True
+    ctx = _ctx(feats, valid, protected, saliency=att)
+    scorer = VisPrunerScorer(important_ratio=ratio)
+    kept = scorer.select(ctx, scorer(ctx), torch.tensor(ks))
+    for i, k in enumerate(ks):
+        cand = (valid[i] & ~protected[i]).nonzero(as_tuple=True)[0].numpy()
+        ref = vispruner_reference(feats[i].numpy()[cand], att[i].numpy()[cand], k, ratio)
+        assert kept[i].tolist() == [int(cand[j]) for j in ref]
+    if ratio == 1.0:  # attention only: the top-k of the saliency
+        assert kept[0].tolist() == sorted(torch.topk(att[0], ks[0]).indices.tolist())
+
+
+def test_vispruner_default_split_is_the_official_half():
+    assert VisPrunerScorer().important_ratio == 0.5
+    with pytest.raises(ValueError, match="important_ratio"):
+        VisPrunerScorer(important_ratio=1.5)
+
+
+@torch.no_grad()
+def test_vispruner_on_llava():
+    model, proc = T.llava()
+    ks = [9, 4]
+    sel, _ = _run(model, proc, PruneConfig(scorer="vispruner", budget=GivenBudget(ks)))
+    assert sel.relevance is None
+    cls, _ = _run(model, proc, PruneConfig(scorer="cls", k=3))
+    for i, k in enumerate(ks):
+        assert torch.equal(sel.scores[i], cls.scores[i])  # the [CLS] attention of the cls scorer
+        ref = vispruner_reference(sel.encoded.features[i].numpy(), sel.scores[i].numpy(), k)
+        assert sel.kept[i].tolist() == ref
+
+
+# --- by name on the command line ----------------------------------------------------------------
+
+def test_visprune_eval_runs_both_by_name(tmp_path, capsys):
+    path = tmp_path / "llava"
+    model, proc = T.llava()
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    methods = ["cdpruner:keep=0.5", "vispruner:k=6"]
+    argv = ["eval", "--model", str(path), "--task", "shapes-vqa", "--n", "2", "--quiet", "--timing", "0",
+            "--out", str(tmp_path / "out")]
+    for m in methods:
+        argv += ["--method", m]
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = {r["method"]: r for r in json.loads((tmp_path / "out" / "summary.json").read_text())["methods"]}
+    assert rows["cdpruner:keep=0.5"]["config"]["scorer"] == "cdpruner"
+    assert rows["cdpruner:keep=0.5"]["relevance"] == "lmtext"  # the folder ships no CLIP
+    assert rows["vispruner:k=6"]["kept_tokens"] == {"mean": 6, "min": 6, "max": 6}
+    assert rows["vispruner:k=6"]["relevance"] is None

@@ -68,14 +68,16 @@ class VisPrunerScorer(Scorer):
         important, rest = order[:n_imp], order[n_imp:]
         if n_div == 0:
             return torch.sort(important).values
-        f = torch.nn.functional.normalize(torch.nan_to_num(features.float(), nan=0.0), dim=-1)
-        while rest.numel() > n_div:
-            drop = min(ROUND, rest.numel() - n_div)
-            a, b = rest[0::2], rest[1::2]
-            dup = (f[a] @ f[b].T).amax(-1)
+        f = torch.nn.functional.normalize(torch.nan_to_num(features[rest].float(), nan=0.0), dim=-1)
+        sim = f @ f.T  # once: every round reads a block of it (the official loop multiplies again each round)
+        place = torch.arange(rest.numel(), device=rest.device)  # rest[place] is what remains, in its order
+        while place.numel() > n_div:
+            drop = min(ROUND, place.numel() - n_div)
+            a, b = place[0::2], place[1::2]
+            dup = sim[a[:, None], b[None, :]].amax(-1)
             a = a[torch.sort(dup, descending=True, stable=True).indices[drop:]]
-            rest = torch.cat([a, b])
-        return torch.sort(torch.cat([important, rest])).values
+            place = torch.cat([a, b])
+        return torch.sort(torch.cat([important, rest[place]])).values
 
     def select(self, ctx: ScoreContext, scores: torch.Tensor, k: torch.Tensor) -> list[torch.Tensor]:
         cand = ctx.candidates

@@ -37,6 +37,7 @@ def test_demo_on_random_model(tmp_path, capsys):
     assert rows["atp:keep=0.25"]["config"]["keep"] == 0.25
     for name in ("results.md", "accuracy_vs_flops.png", "overlays.png"):
         assert (tmp_path / name).stat().st_size > 0
+    assert "accuracy [95% CI]" in (tmp_path / "results.md").read_text()  # the eval summary's table, with intervals
     assert "| atp:keep=0.25 |" in capsys.readouterr().out
 
 

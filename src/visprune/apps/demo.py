@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from ..evaluation.tables import fmt, markdown_table
 from ..methods import DEFAULT_METHODS, Method
 
 OVERLAY_METHODS = 4  # columns of the overlay sheet: the first methods of the list
@@ -30,14 +29,6 @@ def default_model_kind() -> str:
     if (shapes.CHECKPOINT / "config.json").is_file():
         return "shapes"
     return "tower" if (shapes.clip_path() / "config.json").is_file() else "random"
-
-
-def table(rows: list[dict]) -> str:
-    return markdown_table(
-        ["method", "accuracy", "kept tokens (mean)", "FLOPs share", "latency ratio", "grounding recall"],
-        [[r["method"], fmt(r["accuracy"]), fmt(r["kept_tokens"]["mean"], ".1f"), fmt(r["flops_ratio"]),
-          fmt(r["latency_ratio"]), fmt(r["grounding_recall"])] for r in rows],
-    )
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -70,6 +61,7 @@ def run(
     from ..evaluation import run as run_eval
     from ..evaluation.models import load_model
     from ..evaluation.runner import with_text_encoder
+    from ..evaluation.summary import table
 
     parsed = parse_methods(list(methods))  # fail on a bad spec before loading anything
     task = build_task("shapes-vqa", n=n, seed=seed)
@@ -98,7 +90,7 @@ def run(
                             repeats=repeats, progress=progress)
     summary = run_eval(settings, loaded=(model, processor, text_encoder))
     rows = summary["methods"]
-    md = table(rows)
+    md = table(summary)  # the eval summary's table: accuracy with its interval, the difference from unpruned
     print(md)
     title = f"shapes proving ground, n={n}, seed={seed}, model={model_kind}"
     plot(rows, out / "accuracy_vs_flops.png", title)

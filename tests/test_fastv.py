@@ -138,3 +138,48 @@ def test_llm_layer_must_exist():
         prune_(model, PruneConfig(scorer="fastv", keep=0.5), processor=proc)
     with pytest.raises(ValueError, match="llm_layer"):
         PruneConfig(scorer="fastv", llm_layer=0)
+
+
+def _llava_with(text_config):
+    """A tiny LLaVA whose language model is ``text_config``'s (real transformers classes)."""
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    tok = T.tokenizer()
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=56, patch_size=14)
+    cfg = LlavaConfig(vision_config=vision, text_config=text_config, image_token_id=tok.convert_tokens_to_ids("<image>"))
+    return LlavaForConditionalGeneration(cfg).eval()
+
+
+TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8)
+
+
+@pytest.mark.parametrize("kind, why", [
+    ("qwen3", "QK-norm"),
+    ("mistral", "sliding_attention"),
+    ("qwen3_next", "linear_attention"),
+])
+def test_fastv_is_refused_on_attention_it_does_not_rebuild(kind, why):
+    """QK-norm (Qwen3, Gemma 3), sliding windows (Mistral, Gemma 3) and linear attention (Qwen3.5 /
+    Qwen3-Next): refused at prune_, before any model runs, naming what to use instead."""
+    from transformers import AutoConfig
+
+    extra = {"mistral": dict(sliding_window=8), "qwen3_next": dict(layer_types=["linear_attention", "full_attention",
+                                                                                "full_attention"])}.get(kind, {})
+    model = _llava_with(AutoConfig.for_model(kind, **TEXT, **extra))
+    with pytest.raises(TypeError, match=why) as err:
+        prune_(model, PruneConfig(scorer="fastv", keep=0.5, llm_layer=2))
+    assert "scorer='atp'" in str(err.value)
+    assert not visprune.is_pruned(model)
+    prune_(model, PruneConfig(scorer="cls", keep=0.5))  # pruning before the language model still works there
+    unprune_(model)
+
+
+def test_fastv_runs_on_full_attention_without_qk_norm():
+    """Qwen2's language model (no QK-norm, sliding window off) is accepted."""
+    from transformers import AutoConfig
+
+    model = _llava_with(AutoConfig.for_model("qwen2", **{k: v for k, v in TEXT.items() if k != "head_dim"}))
+    prune_(model, PruneConfig(scorer="fastv", keep=0.5, llm_layer=2))
+    unprune_(model)

@@ -56,6 +56,7 @@ class FastVScorer(Scorer):
         layers = decoder_layers(model)
         if config.llm_layer >= len(layers):
             raise ValueError(f"llm_layer={config.llm_layer} but the language model has {len(layers)} layers")
+        check_attention(model, layers, config.llm_layer)
 
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:
         raise RuntimeError("fastv scores come from inside the language model; use it through visprune.prune_")
@@ -63,6 +64,35 @@ class FastVScorer(Scorer):
     def llm_hooks(self, model: nn.Module, state: Any, sel: Any, ctx: ScoreContext, input_ids, attention_mask):
         """The call's decoder-layer hooks (a context manager); fills ``sel.kept``. See :func:`fastv_hooks`."""
         return fastv_hooks(model, state, sel, ctx, input_ids, attention_mask)
+
+
+def check_attention(model: nn.Module, layers: nn.ModuleList, k_layer: int) -> None:
+    """Raise ``TypeError`` (at ``prune_``) where the ranking row or the shortened layers would be wrong.
+
+    The row is recomputed as ``softmax(rotary(q_proj x) . rotary(k_proj x) * scaling)``, and the
+    layers from ``K`` on are given a causal mask over the kept positions. That is the attention of
+    Llama / Qwen2-style layers; refused until supported: QK-norm (``q_norm`` / ``k_norm``, Qwen3,
+    Gemma 3: the row would skip the norms), sliding-window and linear-attention layers (Mistral,
+    Gemma 3, Qwen3.5 / Qwen3-Next: their masks and recurrent states are not the causal full
+    attention the hooks rebuild), and attention without ``q_proj`` / ``k_proj``.
+    """
+    text = getattr(model.config, "text_config", None) or model.config
+    kind = getattr(text, "model_type", type(layers[0]).__name__)
+    attn = getattr(layers[k_layer - 1], "self_attn", None)
+    if attn is None or not all(hasattr(attn, name) for name in ("q_proj", "k_proj")):
+        raise TypeError(f"fastv cannot run on this {kind} language model: its layers have no self_attn.q_proj / "
+                        "k_proj to recompute the ranking row from")
+    types = sorted({t for t in (getattr(text, "layer_types", None) or ()) if t != "full_attention"})
+    if not types and getattr(text, "sliding_window", None) and getattr(text, "use_sliding_window", True):
+        types = ["sliding_attention"]
+    if types:
+        raise TypeError(f"fastv cannot run on this {kind} language model yet: it has {' and '.join(types)} layers, "
+                        "whose masks or recurrent state the in-LLM hooks do not rebuild (only full causal "
+                        "attention is supported); prune before the language model instead (e.g. scorer='atp' or 'cls')")
+    if getattr(attn, "q_norm", None) is not None or getattr(attn, "k_norm", None) is not None:
+        raise TypeError(f"fastv cannot run on this {kind} language model yet: its attention normalises q and k "
+                        "(QK-norm), which the ranking row does not apply; prune before the language model "
+                        "instead (e.g. scorer='atp' or 'cls')")
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -71,7 +71,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="'shapes' (the bundled model), a local folder or a hub id")
-    p.add_argument("--task", required=True, help="shapes-vqa, shapes-caption, vqav2, gqa or coco-caption")
+    p.add_argument("--task", required=True, help="shapes-vqa, shapes-vqa-crowded, shapes-caption, vqav2, gqa or coco-caption")
     # --num-samples: under torchrun (Python 3.11 argparse) a bare --n is taken as torchrun's own --nnodes...
     p.add_argument("--n", "--num-samples", dest="n", type=int, default=None,
                    help="first N examples (default: shapes 100, files all); spell it --num-samples under torchrun")

@@ -13,6 +13,9 @@ from the user's own files in their official formats (nothing is downloaded):
   "annotations": [{"image_id", "caption"}]}``) and ``--images``. Corpus CIDEr-D and BLEU-4.
 - ``shapes-vqa`` / ``shapes-caption``: generated scenes (``visprune.shapes``) with the ground truth
   of which patches each question is about (grounding recall).
+- ``shapes-vqa-crowded``: the same questions on crowded scenes (``make_samples(..., crowded=True)``:
+  17-20 mostly big objects covering more patches than a 64-token budget, so a pruner must choose
+  between objects and only the question says which).
 
 Everything is checked when the task is built, so a bad file fails before a model is loaded.
 Examples keep the file's order; ``n`` takes the first ``n``.
@@ -79,7 +82,7 @@ class Task:
         """Per-sample score; ``None`` for captions, whose metrics are corpus-level."""
         from . import metrics
 
-        if self.name == "shapes-vqa":
+        if self.name in SHAPES_VQA_TASKS:
             from ..shapes import normalise_answer
 
             return float(normalise_answer(prediction) == references[0])
@@ -89,6 +92,9 @@ class Task:
             return metrics.gqa_accuracy(prediction, references[0])
         return None
 
+
+# Scored by exact match on the shapes answer vocabulary.
+SHAPES_VQA_TASKS = ("shapes-vqa", "shapes-vqa-crowded")
 
 TASKS: Registry[Callable[..., Task]] = Registry("task")
 register_task = TASKS.register
@@ -157,11 +163,11 @@ def _no_extra_files(task: str, **given: str | None) -> None:
 # --- the tasks --------------------------------------------------------------------------------
 
 
-def _shapes(name: str, n, seed, caption: bool) -> Task:
+def _shapes(name: str, n, seed, caption: bool, crowded: bool = False) -> Task:
     from .. import shapes
     from ..shapes.model import CAPTION_QUESTION
 
-    samples = shapes.make_samples(n=n or 100, seed=seed)
+    samples = shapes.make_samples(n=n or 100, seed=seed, crowded=crowded)
     examples = [
         Example(
             id=f"{seed}-{i}",
@@ -174,7 +180,7 @@ def _shapes(name: str, n, seed, caption: bool) -> Task:
         for i, s in enumerate(samples)
     ]
     return Task(name, "caption" if caption else "vqa", examples, max_new_tokens=128 if caption else 2,
-                grid=shapes.GRID, meta={"seed": seed})
+                grid=shapes.GRID, meta={"seed": seed, **({"crowded": True} if crowded else {})})
 
 
 @register_task("shapes-vqa")
@@ -182,6 +188,13 @@ def _shapes_vqa(n, seed, questions, annotations, images, image_pattern) -> Task:
     _no_extra_files("shapes-vqa", questions=questions, annotations=annotations, images=images,
                     image_pattern=image_pattern)
     return _shapes("shapes-vqa", n, seed, caption=False)
+
+
+@register_task("shapes-vqa-crowded")
+def _shapes_vqa_crowded(n, seed, questions, annotations, images, image_pattern) -> Task:
+    _no_extra_files("shapes-vqa-crowded", questions=questions, annotations=annotations, images=images,
+                    image_pattern=image_pattern)
+    return _shapes("shapes-vqa-crowded", n, seed, caption=False, crowded=True)
 
 
 @register_task("shapes-caption")

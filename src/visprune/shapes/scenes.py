@@ -10,6 +10,14 @@ Seeds. Every scene comes from ``numpy.random.default_rng([namespace, seed, index
 scenes use namespace 1 (``split="train"``), evaluation scenes namespace 0 (``split="eval"``, the
 default). The two splits are separate random streams, so no evaluation seed (12345 or any other)
 can reproduce a training scene.
+
+Crowded split (``crowded=True``): scenes of 17 to 20 objects, nine in ten of them big, so that the
+objects cover more patches (about 68 of 256 on average) than a 64- or 32-token budget keeps, and a
+pruner must choose between objects; only the question says which. Everything else is what the
+bundled model was trained on: the same shapes, colours, two sizes, backgrounds, one-cell gaps
+between objects, at most four of a shape or a colour, and the same five question types. Crowded
+scenes are their own random stream (``scene_rng(..., crowded=True)``), so the default split is
+unchanged and a crowded seed never repeats a default scene.
 """
 
 from __future__ import annotations
@@ -55,6 +63,12 @@ ANSWERS = {
 CHANCE = {q: 1.0 / len(a) for q, a in ANSWERS.items()}
 
 SPLITS = {"eval": 0, "train": 1}
+
+# The crowded split: object count drawn uniformly from CROWDED_OBJECTS (inclusive), each object big
+# with probability CROWDED_P_BIG (small where no big one fits any more).
+CROWDED_OBJECTS = (17, 20)
+CROWDED_P_BIG = 0.9
+_CROWDED_STREAM = 1  # appended to the seed sequence: a stream of its own
 
 
 @dataclass(frozen=True)
@@ -148,6 +162,8 @@ class Sample:
     index: int
     split: str
     objects: list[SceneObject]
+    object_patches: np.ndarray  # bool [256]: patches showing any object (relevant_patches is a subset)
+    crowded: bool = False
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -236,8 +252,13 @@ def _allowed_origins(size: str) -> list[tuple[int, int]]:
 _ORIGINS = {sz: _allowed_origins(sz) for sz in SIZES}
 
 
-def random_scene(rng: np.random.Generator, n_objects: int | None = None) -> Scene:
-    """A scene of 1..12 objects that do not touch (not even diagonally) on the patch grid."""
+def random_scene(rng: np.random.Generator, n_objects: int | None = None, crowded: bool = False) -> Scene:
+    """A scene of 1..12 objects that do not touch (not even diagonally) on the patch grid.
+
+    ``crowded=True``: 17..20 objects, mostly big (:func:`crowded_scene`).
+    """
+    if crowded:
+        return crowded_scene(rng, n_objects)
     if n_objects is None:
         n_objects = int(rng.integers(1, MAX_OBJECTS + 1))
     background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
@@ -258,6 +279,47 @@ def random_scene(rng: np.random.Generator, n_objects: int | None = None) -> Scen
         n = CELLS[size]
         if taken[r : r + n + 2, c : c + n + 2].any():  # footprint plus a one-cell margin
             continue
+        taken[r + 1 : r + n + 1, c + 1 : c + n + 1] = True
+        objects.append(SceneObject(shape, colour, size, r, c))
+        shape_count[shape] += 1
+        colour_count[colour] += 1
+    objects.sort(key=lambda o: (o.row, o.col))
+    return _render(rng, objects, background)
+
+
+def crowded_scene(rng: np.random.Generator, n_objects: int | None = None) -> Scene:
+    """A crowded scene: CROWDED_OBJECTS objects, big with probability CROWDED_P_BIG, same rules.
+
+    Objects keep the one-cell gap and the cap of MAX_PER_ATTRIBUTE per shape and per colour (so
+    at most 20 objects and count answers still 1..4). Each object is placed on a free origin drawn
+    among all free ones (not by rejection, which stalls on a full grid); a big object that no
+    longer fits anywhere becomes small, and the scene stops early if even a small one cannot fit.
+    """
+    if n_objects is None:
+        lo, hi = CROWDED_OBJECTS
+        n_objects = int(rng.integers(lo, hi + 1))
+    background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    taken = np.zeros((GRID + 2, GRID + 2), dtype=bool)  # padded by one cell
+    objects: list[SceneObject] = []
+    shape_count = dict.fromkeys(SHAPES, 0)
+    colour_count = dict.fromkeys(COLOUR_NAMES, 0)
+    for _ in range(n_objects):
+        shapes = [s for s in SHAPES if shape_count[s] < MAX_PER_ATTRIBUTE]
+        colours = [c for c in COLOUR_NAMES if colour_count[c] < MAX_PER_ATTRIBUTE]
+        if not shapes or not colours:
+            break
+        size = SIZES[int(rng.random() < CROWDED_P_BIG)]
+        shape = shapes[int(rng.integers(len(shapes)))]
+        colour = colours[int(rng.integers(len(colours)))]
+        free: list[tuple[int, int]] = []
+        for size in (size, "small") if size == "big" else (size,):
+            n = CELLS[size]
+            free = [(r, c) for r, c in _ORIGINS[size] if not taken[r : r + n + 2, c : c + n + 2].any()]
+            if free:
+                break
+        if not free:
+            break
+        r, c = free[int(rng.integers(len(free)))]
         taken[r + 1 : r + n + 1, c + 1 : c + n + 1] = True
         objects.append(SceneObject(shape, colour, size, r, c))
         shape_count[shape] += 1
@@ -354,24 +416,30 @@ def make_question(
     raise ValueError(f"unknown question type {qtype!r}; valid: {QTYPES}")
 
 
-def scene_rng(seed: int, index: int, split: str = "eval") -> np.random.Generator:
-    """The random stream of one scene; train and eval are separate namespaces."""
+def scene_rng(seed: int, index: int, split: str = "eval", crowded: bool = False) -> np.random.Generator:
+    """The random stream of one scene; train and eval are separate namespaces, crowded scenes a
+    stream of their own in each."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {tuple(SPLITS)}")
     if seed < 0 or index < 0:
         raise ValueError("seed and index must be non-negative")
-    return np.random.default_rng([SPLITS[split], int(seed), int(index)])
+    key = [SPLITS[split], int(seed), int(index)] + ([_CROWDED_STREAM] if crowded else [])
+    return np.random.default_rng(key)
 
 
-def make_sample(seed: int, index: int, qtype: str | None = None, split: str = "eval") -> Sample:
-    """Sample `index` of the stream `seed` (of `split`): one scene and one question about it."""
+def make_sample(seed: int, index: int, qtype: str | None = None, split: str = "eval",
+                crowded: bool = False) -> Sample:
+    """Sample `index` of the stream `seed` (of `split`): one scene and one question about it.
+
+    ``crowded=True``: a crowded scene (:func:`crowded_scene`), from the crowded stream.
+    """
     if qtype is None:
         qtype = QTYPES[index % len(QTYPES)]
-    rng = scene_rng(seed, index, split)
+    rng = scene_rng(seed, index, split, crowded)
     # drawn once, so that count answers stay balanced over 1..4 however often we redraw scenes
     count = int(rng.integers(1, MAX_PER_ATTRIBUTE + 1))
     while True:  # some scenes cannot carry a given question (e.g. no unique shape): redraw
-        scene = random_scene(rng)
+        scene = random_scene(rng, crowded=crowded)
         q = make_question(scene, qtype, rng, count=count)
         if q is not None:
             break
@@ -388,13 +456,17 @@ def make_sample(seed: int, index: int, qtype: str | None = None, split: str = "e
         index=int(index),
         split=split,
         objects=list(scene.objects),
+        object_patches=Scene.patch_mask(scene.object_pixels >= 0),
+        crowded=crowded,
     )
 
 
-def make_samples(n: int = 200, seed: int = 12345, split: str = "eval") -> list[Sample]:
+def make_samples(n: int = 200, seed: int = 12345, split: str = "eval", crowded: bool = False) -> list[Sample]:
     """n evaluation samples (question types in turn, so balanced), deterministic in (n, seed).
 
     Sample i depends only on (split, seed, i), so make_samples(100, s) is a prefix of
-    make_samples(200, s). Training uses split="train", a separate random stream.
+    make_samples(200, s). Training uses split="train", a separate random stream. ``crowded=True``:
+    the crowded split (17-20 mostly big objects, more object patches than a 64-token budget; see the
+    module docstring), its own stream.
     """
-    return [make_sample(seed, i, split=split) for i in range(n)]
+    return [make_sample(seed, i, split=split, crowded=crowded) for i in range(n)]

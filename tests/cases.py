@@ -61,7 +61,8 @@ class Case:
         return processor(images=images, text=text, return_tensors="pt", padding=True)
 
 
-IN_LLM = {"fastv": "in-LLM pruning needs"}  # FastV needs model.model.language_model.layers (LLaVA / Qwen layouts)
+# in-LLM scorers (FastV, DART, PyramidDrop) need model.model.language_model.layers (LLaVA / Qwen layouts)
+IN_LLM = {name: "in-LLM pruning needs" for name in ("fastv", "dart", "pdrop")}
 # Queries have no [CLS] attention (vispruner) and no CLIP patches (cdpruner with the CLIP partner the contract gives it)
 QUERY_REFUSED = {"cls": "lmtext", "atp": "lmtext", "visionzip": "lmtext", "pool": "patch grid", "text": "lmtext",
                  "vispruner": "lmtext", "cdpruner": "lmtext", **IN_LLM}

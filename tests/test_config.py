@@ -20,8 +20,8 @@ from visprune.scoring.scorers import RandomScorer
         ({"energy": 0.0}, "energy"),
         ({"energy": 1.01}, "energy"),
         ({"energy": 0.9, "min_keep": 10, "max_keep": 5}, "min_keep"),
-        ({"scorer": "nope"}, "valid scorers: atp, cdpruner, cls, divprune, fastv, lmtext, pool, random, text, "
-                             "visionzip, vispruner"),
+        ({"scorer": "nope"}, "valid scorers: atp, cdpruner, cls, dart, divprune, fastv, lmtext, pdrop, pool, random, "
+                             "text, visionzip, vispruner"),
         ({"budget": "nope"}, "valid budgets: energy, fixed, iqr, ratio"),
         ({"budget": "fixed"}, "needs k"),
         ({"alpha": 1.5}, "alpha"),
@@ -68,8 +68,8 @@ def test_instances_are_accepted_and_serialised_by_name():
 
 
 def test_registries_are_listed():
-    assert visprune.list_scorers() == ["atp", "cdpruner", "cls", "divprune", "fastv", "lmtext", "pool", "random",
-                                       "text", "visionzip", "vispruner"]
+    assert visprune.list_scorers() == ["atp", "cdpruner", "cls", "dart", "divprune", "fastv", "lmtext", "pdrop",
+                                       "pool", "random", "text", "visionzip", "vispruner"]
     assert visprune.list_budgets() == ["energy", "fixed", "iqr", "ratio"]
 
 

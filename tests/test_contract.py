@@ -54,7 +54,7 @@ def test_every_scorer_and_budget(setups, name, scorer, budget):
     case, model, proc, imgs, clip = setups[name]
     if scorer == "text" and clip is None:
         pytest.skip("no CLIP text encoder shares this tower's space (SigLIP, Qwen)")
-    extra = {"llm_layer": 1} if scorer == "fastv" else {}  # the tiny language models have 2 layers
+    extra = {"llm_layer": 1} if scorer in ("fastv", "dart") else {}  # the tiny language models have 2 layers
     cfg = case.prune_config(scorer=scorer, budget=budget, text_encoder=clip if scorer in TEXT_AWARE else None,
                             **SETTINGS[budget], **extra)
     if scorer in case.refused:

@@ -9,7 +9,8 @@ from visprune import testing as T
 
 from cases import CASES, QUESTIONS, module_state
 
-RUNS = [(name, "random") for name in CASES] + [("llava", "fastv"), ("qwen2_vl", "fastv")]
+RUNS = [(name, "random") for name in CASES] + [(name, s) for name in ("llava", "qwen2_vl") for s in ("fastv", "dart")] \
+    + [("llava", "pdrop")]
 
 
 class Boom(RuntimeError):
@@ -24,7 +25,7 @@ def test_error_inside_a_pruned_call_leaves_nothing_behind(name, scorer):
     inputs = case.inputs(proc, T.images(2, size=case.image_size), QUESTIONS[:2])
     before = model(**inputs).logits
     params = {k: v.clone() for k, v in model.state_dict().items()}
-    extra = {"llm_layer": 1} if scorer == "fastv" else {}
+    extra = {"llm_layer": 1} if scorer in ("fastv", "dart") else {}
     prune_(model, PruneConfig(scorer=scorer, keep=0.5, **case.config, **extra), processor=proc)
     model(**inputs)
     last = visprune.last_selection(model)

@@ -10,6 +10,8 @@ from .pool import PoolScorer
 from .visionzip import VisionZipScorer
 from .divprune import DivPruneScorer
 from .fastv import FastVScorer
+from .dart import DartScorer
+from .pdrop import PyramidDropScorer
 from .cdpruner import CDPrunerScorer
 from .vispruner import VisPrunerScorer
 
@@ -26,6 +28,8 @@ __all__ = [
     "VisionZipScorer",
     "DivPruneScorer",
     "FastVScorer",
+    "DartScorer",
+    "PyramidDropScorer",
     "CDPrunerScorer",
     "VisPrunerScorer",
 ]

@@ -172,6 +172,14 @@ class StageView:
         out[self.token_image[g], self.token_index[g]] = where.nonzero(as_tuple=True)[1]
         return out
 
+    def image_rows(self) -> torch.Tensor:
+        """``[I]`` the batch row each image sits in (``-1`` for an image with no token present)."""
+        out = torch.full(self.ctx.valid.shape[:1], -1, dtype=torch.long, device=self.valid.device)
+        where = self.valid & (self.slot_token >= 0)
+        g = self.slot_token[where]
+        out[self.token_image[g]] = where.nonzero(as_tuple=True)[0]
+        return out
+
 
 def kept_mask(kept: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     """Kept indices per image -> ``[I, N]`` bool."""

@@ -82,15 +82,17 @@ def dart_reference(eager, inputs, K, k, n_piv_img=4, n_piv_txt=4):
     return torch.tensor(sorted(chosen)) - start
 
 
-def pdrop_reference(eager, inputs, stages, ratios):
+def pdrop_reference(eager, inputs, stages, ratios, compact=True):
     """PyramidDrop's pdrop_rank_drop (official LLaVA code) on one unpadded sample, the layers run by
-    hand on the kept positions (original positions kept, as visprune does)."""
+    hand on the kept tokens: renumbered 0, 1, ... after each drop (official), or at their original
+    positions (``compact=False``). Returns the kept image tokens' indices."""
     lm = eager.model.language_model
     h = eager(**inputs, output_hidden_states=True).hidden_states[0]
     ids = inputs["input_ids"][0]
     image = (ids == eager.config.image_token_id).nonzero().flatten()
     n = len(image)
     pos = torch.arange(ids.shape[0])
+    token = torch.arange(ids.shape[0])  # which prompt token each row of h is
     is_img = ids == eager.config.image_token_id
     for j, layer in enumerate(lm.layers):
         cos, sin = _rotary(lm, h, pos[None])
@@ -108,12 +110,14 @@ def pdrop_reference(eager, inputs, stages, ratios):
             top = img_slots[w[img_slots].topk(keep_n).indices]
             keep = ~is_img
             keep[top] = True
-            h, pos, is_img = h[:, keep], pos[keep], is_img[keep]
+            h, pos, is_img, token = h[:, keep], pos[keep], is_img[keep], token[keep]
+            if compact:
+                pos = torch.arange(h.shape[1])
             cos, sin = _rotary(lm, h, pos[None])
         mask = torch.full((h.shape[1], h.shape[1]), torch.finfo(h.dtype).min).triu(1)[None, None]
         h = layer(h, attention_mask=mask, position_embeddings=(cos, sin), position_ids=pos[None])
         h = h[0] if isinstance(h, tuple) else h
-    return pos[is_img] - int(image[0])
+    return token[is_img] - int(image[0])
 
 
 @torch.no_grad()
@@ -130,13 +134,39 @@ def test_dart_keeps_the_official_selection(deep, K):
 
 
 @torch.no_grad()
-def test_pdrop_keeps_the_official_selection(deep):
+@pytest.mark.parametrize("positions", ["compact", "original"])
+def test_pdrop_keeps_the_official_selection(deep, positions):
     model, proc, _, singles, eager = deep
+    scorer = PyramidDropScorer(positions=positions)
     for one in singles:
-        kept = _kept(model, PruneConfig(scorer="pdrop", keep=0.125), proc, one)[0]
-        ref = pdrop_reference(eager, one, [1, 2, 3], [0.5, 0.25, 0.125])  # lambda = 0.5, the official setting
+        kept = _kept(model, PruneConfig(scorer=scorer, keep=0.125), proc, one)[0]
+        # lambda = 0.5, the official setting
+        ref = pdrop_reference(eager, one, [1, 2, 3], [0.5, 0.25, 0.125], compact=positions == "compact")
         assert torch.equal(kept, ref)
         assert len(kept) == 2
+
+
+@torch.no_grad()
+def test_pdrop_compact_positions_are_the_official_ones(deep):
+    """After each stage the kept tokens are numbered afresh; decoding continues after the last one."""
+    model, proc, _, singles, _ = deep
+    one = singles[0]
+    seen = {}
+    hooks = [layer.register_forward_hook(lambda m, a, kw, out, j=j: seen.setdefault(j, []).append(
+        kw["position_ids"].clone()), with_kwargs=True) for j, layer in enumerate(model.model.language_model.layers)]
+    prune_(model, PruneConfig(scorer="pdrop", keep=0.125), processor=proc)
+    try:
+        model.generate(**one, max_new_tokens=2, do_sample=False)
+    finally:
+        unprune_(model)
+        for h in hooks:
+            h.remove()
+    full = one["input_ids"].shape[1]
+    n_text = full - 16
+    for j, kept in enumerate([16, 8, 4, 2]):
+        prefill, step = seen[j][0], seen[j][1]
+        assert torch.equal(prefill[0], torch.arange(n_text + kept))
+        assert step.flatten().tolist() == [n_text + kept]
 
 
 @torch.no_grad()

@@ -41,6 +41,7 @@ class InLLMScorer(Scorer):
 
     in_llm = True
     needs = frozenset()
+    compact_positions = False  # True: the kept tokens are numbered afresh after each stage (1-D RoPE only)
 
     def stage_layers(self, config: Any, n_layers: int) -> list[int]:  # pragma: no cover - interface
         """The layers (ascending, each in ``1 .. n_layers-1``) before which tokens are dropped."""
@@ -227,7 +228,7 @@ def pruning_hooks(model: nn.Module, state: Any, sel: Any, ctx: Any, input_ids: t
         plan["record"] = (hidden, kwargs["position_embeddings"])
         return None
 
-    def rank(stage: int, hidden: torch.Tensor) -> None:
+    def rank(stage: int, hidden: torch.Tensor, pos_ids: Any) -> None:
         """Decide stage ``stage`` at prefill from the current layout; append its layout to the plan."""
         prev_hidden, pos = plan.pop("record")
         if plan["stages"]:
@@ -264,6 +265,13 @@ def pruning_hooks(model: nn.Module, state: Any, sel: Any, ctx: Any, input_ids: t
             rel = order.gather(1, (slot - pad).clamp_min(0))
             plan["stages"].append((index.gather(1, rel), slot >= pad))
             plan["rel"] = rel
+            if scorer.compact_positions and isinstance(pos_ids, torch.Tensor) and pos_ids.dim() == 2:
+                index, valid = plan["stages"][-1]
+                original = pos_ids.expand(index.shape[0], -1)
+                first = valid.to(torch.uint8).argmax(1, keepdim=True)
+                base = original.gather(1, index.gather(1, first))  # the first kept token keeps its position
+                compact = base + (valid.cumsum(1) - 1).clamp_min(0)
+                plan.setdefault("compact", {})[stage] = (compact, original[:, -1:] - compact[:, -1:])
         if stage == len(stage_layers) - 1:
             alive = plan["alive"]
             sel.kept = [alive[i, :n].nonzero().flatten() for i, n in enumerate(lengths)]
@@ -274,7 +282,7 @@ def pruning_hooks(model: nn.Module, state: Any, sel: Any, ctx: Any, input_ids: t
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         prefill = kwargs["position_embeddings"][0].shape[-2] == full
         if prefill and j == stage_layers[s] and len(plan["stages"]) == s and "record" in plan:
-            rank(s, hidden)
+            rank(s, hidden, kwargs.get("position_ids"))
         if len(plan["stages"]) <= s:
             return None
         index, valid = plan["stages"][s]
@@ -304,6 +312,11 @@ def pruning_hooks(model: nn.Module, state: Any, sel: Any, ctx: Any, input_ids: t
                 allowed = allowed.clone()
                 allowed[..., -q_len:] &= tail
             kwargs["attention_mask"] = _allowed_mask(allowed, mask, module.self_attn)
+        compact = plan.get("compact", {}).get(s)
+        if compact is not None:  # numbered afresh: positions and rotary terms recomputed
+            pos = compact[0] if prefill else kwargs["position_ids"].expand(hidden.shape[0], -1) - compact[1]
+            kwargs["position_ids"] = pos
+            kwargs["position_embeddings"] = model.model.language_model.rotary_emb(hidden, pos)
         if args:
             args = (hidden, *args[1:])
         else:

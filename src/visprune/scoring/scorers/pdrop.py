@@ -51,12 +51,18 @@ class PyramidDropScorer(InLLMScorer):
             ``j = 1, 2, 3``, kept where in ``1 .. n-1`` and distinct (``[1]`` for 2 layers,
             ``[1, 2, 3]`` for 4). ``PruneConfig.llm_layer`` is not read.
 
-    Deliberate deviation: the official code renumbers the positions of the kept tokens
-    contiguously after each drop; here every kept token keeps its original position (rotary
-    terms gathered, as FastV and Qwen2-VL's M-RoPE keep them). Not yet a setting.
+        positions: ``"compact"`` (default, as the official code: after each drop the kept tokens are
+            numbered afresh from the row's first one, and decoding continues after the last kept
+            position) or ``"original"`` (a variant: every kept token keeps its position in the
+            unpruned prompt, as FastV and DART do). Qwen2-VL's 3-D M-RoPE positions have no
+            contiguous renumbering: they stay original there.
     """
 
-    def __init__(self, layers: tuple[int, ...] | list[int] | None = None) -> None:
+    def __init__(self, layers: tuple[int, ...] | list[int] | None = None, positions: str = "compact") -> None:
+        if positions not in ("compact", "original"):
+            raise ValueError(f"positions must be 'compact' (the official) or 'original', got {positions!r}")
+        self.positions = positions
+        self.compact_positions = positions == "compact"
         if layers is not None:
             layers = tuple(layers)
             if not layers or any(isinstance(v, bool) or not isinstance(v, int) for v in layers) or \
@@ -88,4 +94,4 @@ class PyramidDropScorer(InLLMScorer):
         return ops.topk_mask(masked, target.to(scores.device)) | ctx.protected, scores
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(layers={self.layers!r})"
+        return f"{type(self).__name__}(layers={self.layers!r}, positions={self.positions!r})"

@@ -10,7 +10,7 @@ from visprune import testing as T
 from visprune.methods import parse_method
 
 SPECS = ["atp:keep=0.5", "e-adaprune:energy=0.9", "visionzip:k=6", "divprune:k=6", "fastv:keep=0.5,llm_layer=1",
-         "pool:k=4"]
+         "pool:k=4", "dart:k=6,llm_layer=1", "pdrop:keep=0.25"]
 
 
 CUDA = pytest.param("cuda", marks=[pytest.mark.gpu,

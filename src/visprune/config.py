@@ -54,9 +54,10 @@ class PruneConfig:
             ``hidden_states`` (transformers' ``vision_feature_layer`` convention: ``-2`` is the
             penultimate layer's output, i.e. the attention inside that layer). ``None``: the layer
             whose output the model feeds to its language model.
-        llm_layer: language-model layer ``K`` at which in-LLM scorers (``fastv``) prune: layers
+        llm_layer: language-model layer ``K`` at which in-LLM scorers (``fastv``, ``dart``) prune: layers
             ``0 .. K-1`` see every token, the attention of the last prompt token in layer ``K-1``
-            ranks the image tokens, and layers ``K ..`` see only the kept ones (FastV: ``K=2``).
+            ranks the image tokens, and layers ``K ..`` see only the kept ones (FastV: ``K=2``; DART: the
+            same ``K``, its pivots from layer ``K-1``). ``pdrop`` has stages instead (``PyramidDropScorer(layers=...)``).
         text_layer: vision layer (same convention) whose hidden states are projected into CLIP
             space for the ``text`` scorer; ``-1`` (default) is the final layer, which CLIP's
             ``post_layernorm`` and ``visual_projection`` were trained on.

@@ -41,7 +41,10 @@ class DartScorer(InLLMScorer):
     positions in the unpadded sequence). Deliberate deviation, for exact budgets: when ``k`` minus
     the image pivots is not a multiple of the pivot count, the first pivots visited pick one more
     each (the official ``TOKEN_TOPK`` rounds down); with fewer than ``pivot_text`` tokens after the
-    image, the ones there are the text pivots (the official code would fail).
+    image, the ones there are the text pivots (the official code would fail). The key norms are
+    taken at each row's unpadded rotary positions (the official code runs one sample at a time;
+    left padding shifts RoPE, which leaves attention alone but changes L1 norms), so a batch keeps
+    what single runs keep.
 
     Args:
         pivot_image, pivot_text: pivot counts (official defaults 4 and 4).

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from shapes_comparison import calibrate_energy, calibration_features, load  # noqa: E402
+from shapes_comparison import add_arguments, calibrate_energy, calibrated  # noqa: E402
 
 from visprune.evaluation import stats  # noqa: E402
 from visprune.evaluation.tables import fmt, markdown_table  # noqa: E402
@@ -63,22 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     from visprune.evaluation.runner import run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="shapes", choices=["shapes", "tower", "random"])
-    ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=12345)
-    ap.add_argument("--calib-seed", type=int, default=777)
-    ap.add_argument("--calib-n", type=int, default=100)
-    ap.add_argument("--budgets", default="224,192,128,96,64")
+    add_arguments(ap, n=1000, budgets="224,192,128,96,64", runs="claims")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--runs", default=None, help="per-sample records (default runs/claims-MODEL)")
-    ap.add_argument("--docs", default="docs")
     args = ap.parse_args(argv)
-    budgets = [int(b) for b in args.budgets.split(",")]
-    if set(range(args.seed, args.seed + args.n)) & set(range(args.calib_seed, args.calib_seed + args.calib_n)):
-        raise SystemExit("calibration and evaluation seeds overlap")
-
-    model, processor, text_encoder = load(args.model)
-    feats = calibration_features(model, processor, args.calib_n, args.calib_seed)
+    budgets, (model, processor, text_encoder), feats = calibrated(args)
     specs: dict[str, tuple[str, int]] = {}
     uncalibrated = []
     for k in budgets:

@@ -59,28 +59,38 @@ def load(kind: str):
     return load_model(kind)  # "tower": the trained stage-1 tower, an untrained language model: grounding only
 
 
+def add_arguments(ap: argparse.ArgumentParser, n: int, budgets: str, runs: str) -> None:
+    """The options the proving-ground comparisons share: model, questions, calibration, budgets, outputs."""
+    ap.add_argument("--model", default="shapes", choices=["shapes", "tower", "random"],
+                    help="shapes: the trained VLM; tower: its trained vision tower with an untrained LM "
+                         "(grounding recall only); random: all random (mechanics only)")
+    ap.add_argument("--n", type=int, default=n)
+    ap.add_argument("--seed", type=int, default=12345)
+    ap.add_argument("--calib-seed", type=int, default=777)
+    ap.add_argument("--calib-n", type=int, default=100)
+    ap.add_argument("--budgets", default=budgets)
+    ap.add_argument("--runs", default=None, help=f"per-sample records (default runs/{runs}-MODEL)")
+    ap.add_argument("--docs", default="docs")
+
+
+def calibrated(args: argparse.Namespace):
+    """(budgets, (model, processor, text encoder), calibration features), the seeds checked disjoint."""
+    budgets = [int(b) for b in args.budgets.split(",")]
+    if set(range(args.seed, args.seed + args.n)) & set(range(args.calib_seed, args.calib_seed + args.calib_n)):
+        raise SystemExit("calibration and evaluation seeds overlap")
+    model, processor, text_encoder = load(args.model)
+    return budgets, (model, processor, text_encoder), calibration_features(model, processor, args.calib_n,
+                                                                          args.calib_seed)
+
+
 def main(argv: list[str] | None = None) -> None:
     from visprune.evaluation import EvalSettings, build_task, parse_methods
     from visprune.evaluation.runner import run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="shapes", choices=["shapes", "tower", "random"],
-                    help="shapes: the trained VLM; tower: its trained vision tower with an untrained LM "
-                         "(grounding recall only); random: all random (mechanics only)")
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=12345)
-    ap.add_argument("--calib-seed", type=int, default=777)
-    ap.add_argument("--calib-n", type=int, default=100)
-    ap.add_argument("--budgets", default="64,32,16")
-    ap.add_argument("--runs", default=None, help="per-sample records (default runs/comparison-MODEL)")
-    ap.add_argument("--docs", default="docs")
+    add_arguments(ap, n=200, budgets="64,32,16", runs="comparison")
     args = ap.parse_args(argv)
-    budgets = [int(b) for b in args.budgets.split(",")]
-    if set(range(args.seed, args.seed + args.n)) & set(range(args.calib_seed, args.calib_seed + args.calib_n)):
-        raise SystemExit("calibration and evaluation seeds overlap")
-
-    model, processor, text_encoder = load(args.model)
-    feats = calibration_features(model, processor, args.calib_n, args.calib_seed)
+    budgets, (model, processor, text_encoder), feats = calibrated(args)
     taus = {b: calibrate_energy(feats, b) for b in budgets}
     fastv_layer = 2 if len(model.model.language_model.layers) > 2 else 1
     specs, group = [], {}

@@ -10,7 +10,7 @@ from ... import ops
 from ..context import ScoreContext
 from .attention import ClsAttentionScorer
 from .base import Scorer, register_scorer
-from .clip_text import ClipTextScorer, text_encoder_for
+from .clip_text import question_relevance
 from .lm_text import LmTextScorer
 
 
@@ -42,8 +42,7 @@ class AtpScorer(Scorer):
         return self.relevance.relevance_source
 
     def setup(self, model: Any, config: Any, processor: Any = None) -> None:
-        self.relevance = ClipTextScorer() if text_encoder_for(model, config) is not None else LmTextScorer()
-        self.relevance.setup(model, config, processor)
+        self.relevance = question_relevance(model, config, processor)
 
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:
         cfg, cand = ctx.config, ctx.candidates

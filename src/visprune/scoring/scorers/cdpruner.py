@@ -9,7 +9,7 @@ import torch
 
 from ..context import ScoreContext
 from .base import Scorer, register_scorer
-from .clip_text import ClipTextScorer, text_encoder_for
+from .clip_text import ClipTextScorer, question_relevance
 from .lm_text import LmTextScorer
 
 #: added to the numerator of the min-max relevance, as the official code does, so the least relevant
@@ -118,8 +118,7 @@ class CDPrunerScorer(Scorer):
         return self.relevance.relevance_source
 
     def setup(self, model: Any, config: Any, processor: Any = None) -> None:
-        self.relevance = ClipTextScorer() if text_encoder_for(model, config) is not None else LmTextScorer()
-        self.relevance.setup(model, config, processor)
+        self.relevance = question_relevance(model, config, processor)
 
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:
         cand = ctx.candidates

@@ -10,6 +10,7 @@ import torch
 from ... import ops
 from ..context import PATCH_HIDDEN, QUESTION_TEXT, ScoreContext
 from .base import Scorer, register_scorer
+from .lm_text import LmTextScorer
 
 #: ``PruneConfig.text_encoder`` default: the model's own CLIP partner when its folder ships one, else none
 AUTO = "auto"
@@ -119,3 +120,12 @@ class ClipTextScorer(Scorer):
         patches = torch.nn.functional.normalize(patches, dim=-1)
         text = self.text_embeddings(questions).to(patches.device)
         return torch.einsum("ind,id->in", patches, text) * float(ctx.config.text_sign)
+
+
+def question_relevance(model: Any, config: Any, processor: Any = None) -> Scorer:
+    """The question-relevance term of the text-aware scorers (ATP, CDPruner), set up: CLIP similarity
+    (:class:`ClipTextScorer`) when there is a CLIP text encoder (``text_encoder_for``), else the
+    weight-free language-model embedding similarity (``lmtext``). Its ``relevance_source`` says which."""
+    relevance = ClipTextScorer() if text_encoder_for(model, config) is not None else LmTextScorer()
+    relevance.setup(model, config, processor)
+    return relevance

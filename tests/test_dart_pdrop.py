@@ -181,6 +181,8 @@ def test_pdrop_stage_layers_are_a_setting(deep):
         PyramidDropScorer(layers=[3, 1])
     assert PyramidDropScorer().stage_layers(None, 32) == [8, 16, 24]  # the official layer_list
     assert PyramidDropScorer().stage_layers(None, 2) == [1]
+    with pytest.raises(ValueError, match="at least 2 layers"):
+        PyramidDropScorer().stage_layers(None, 1)
 
 
 @pytest.mark.parametrize("scorer", ["dart", "pdrop"])

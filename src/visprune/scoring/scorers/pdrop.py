@@ -72,7 +72,10 @@ class PyramidDropScorer(InLLMScorer):
 
     def stage_layers(self, config: Any, n_layers: int) -> list[int]:
         if self.layers is None:
-            return sorted({round(n_layers * j / 4) for j in (1, 2, 3)} & set(range(1, n_layers)))
+            layers = sorted({round(n_layers * j / 4) for j in (1, 2, 3)} & set(range(1, n_layers)))
+            if not layers:
+                raise ValueError(f"pdrop needs a language model of at least 2 layers, this one has {n_layers}")
+            return layers
         if self.layers[0] < 1 or self.layers[-1] >= n_layers:
             raise ValueError(f"pdrop layers={list(self.layers)} but the language model has {n_layers} layers "
                              f"(stage layers go from 1 to {n_layers - 1})")

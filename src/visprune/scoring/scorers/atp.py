@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 
 from ... import ops
 from ..context import ScoreContext
 from .attention import ClsAttentionScorer
-from .base import Scorer, register_scorer
-from .clip_text import question_relevance
-from .lm_text import LmTextScorer
+from .base import register_scorer
+from .clip_text import QuestionTermScorer
 
 
 @register_scorer("atp")
-class AtpScorer(Scorer):
+class AtpScorer(QuestionTermScorer):
     """ATP (Li, Song, Hu; arXiv 2512.12701): ``alpha * norm(a) + (1 - alpha) * norm(r)``.
 
     ``a`` is the [CLS] attention saliency (scorer ``cls``), ``r`` the question relevance: CLIP
@@ -30,19 +28,12 @@ class AtpScorer(Scorer):
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.saliency = ClsAttentionScorer()
-        self.relevance: Scorer = LmTextScorer()
 
     @property
     def needs(self) -> frozenset[str]:  # type: ignore[override]
         return self.saliency.needs | self.relevance.needs
-
-    @property
-    def relevance_source(self) -> str | None:  # type: ignore[override]
-        return self.relevance.relevance_source
-
-    def setup(self, model: Any, config: Any, processor: Any = None) -> None:
-        self.relevance = question_relevance(model, config, processor)
 
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:
         cfg, cand = ctx.config, ctx.candidates

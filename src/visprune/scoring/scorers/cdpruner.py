@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
 from ..context import ScoreContext
-from .base import Scorer, register_scorer
-from .clip_text import ClipTextScorer, question_relevance
-from .lm_text import LmTextScorer
+from .base import register_scorer
+from .clip_text import ClipTextScorer, QuestionTermScorer
 
 #: added to the numerator of the min-max relevance, as the official code does, so the least relevant
 #: token keeps a small positive weight (and a non-zero kernel diagonal)
@@ -63,7 +61,7 @@ def greedy_map(kernel: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor) 
 
 
 @register_scorer("cdpruner")
-class CDPrunerScorer(Scorer):
+class CDPrunerScorer(QuestionTermScorer):
     """CDPruner (Zhang et al., "Beyond Attention or Similarity: Maximizing Conditional Diversity for
     Token Pruning in MLLMs", NeurIPS 2025, arXiv 2506.10967): a determinantal point process over the
     visual tokens, conditioned on the instruction. Follows the official code, github.com/Theia-4869/CDPruner:
@@ -106,19 +104,8 @@ class CDPrunerScorer(Scorer):
     def __init__(self, theta: float | None = None) -> None:
         if theta is not None and (isinstance(theta, bool) or not isinstance(theta, (int, float)) or not 0 <= theta < 1):
             raise ValueError(f"theta must be None (the official default) or in [0, 1), got {theta!r}")
+        super().__init__()
         self.theta = theta
-        self.relevance: Scorer = LmTextScorer()
-
-    @property
-    def needs(self) -> frozenset[str]:  # type: ignore[override]
-        return self.relevance.needs
-
-    @property
-    def relevance_source(self) -> str | None:  # type: ignore[override]
-        return self.relevance.relevance_source
-
-    def setup(self, model: Any, config: Any, processor: Any = None) -> None:
-        self.relevance = question_relevance(model, config, processor)
 
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:
         cand = ctx.candidates

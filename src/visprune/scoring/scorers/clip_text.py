@@ -129,3 +129,22 @@ def question_relevance(model: Any, config: Any, processor: Any = None) -> Scorer
     relevance = ClipTextScorer() if text_encoder_for(model, config) is not None else LmTextScorer()
     relevance.setup(model, config, processor)
     return relevance
+
+
+class QuestionTermScorer(Scorer):
+    """Base of scorers with a question-relevance term (ATP, CDPruner): ``self.relevance`` is set up by
+    :func:`question_relevance` at ``prune_``, and ``relevance_source`` reports which ran."""
+
+    def __init__(self) -> None:
+        self.relevance: Scorer = LmTextScorer()
+
+    @property
+    def needs(self) -> frozenset[str]:  # type: ignore[override]
+        return self.relevance.needs
+
+    @property
+    def relevance_source(self) -> str | None:  # type: ignore[override]
+        return self.relevance.relevance_source
+
+    def setup(self, model: Any, config: Any, processor: Any = None) -> None:
+        self.relevance = question_relevance(model, config, processor)

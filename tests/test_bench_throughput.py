@@ -108,6 +108,23 @@ def test_eager_scoring_restores_the_model(tiny):
     assert reads_attention(PruneConfig(scorer="random")) is None
 
 
+def test_eager_scoring_follows_each_in_llm_method(tiny):
+    """FastV's official code reads layer K-1's map; DART needs no attention and PyramidDrop's official
+    code recomputes its row from q and k: those two are left as they are."""
+    model, x = tiny.model, batch_inputs(tiny, 2)
+    assert reads_attention(PruneConfig(scorer="dart", llm_layer=1), 2) is None
+    assert reads_attention(PruneConfig(scorer="pdrop"), 2) is None
+    cfg = PruneConfig(scorer="fastv", llm_layer=1)
+    assert reads_attention(cfg, 2) == "language_model"
+    prune_(model, cfg)
+    try:
+        with eager_scoring(model, cfg) as maps:
+            model(**x)
+            assert len(maps) == 1 and maps[0].shape[-1] == x["input_ids"].shape[1]  # layer K-1 = 0, full length
+    finally:
+        unprune_(model)
+
+
 def test_several_images_per_prompt(tiny):
     report = throughput(tiny, ["atp:keep=0.25"], batch_sizes=(2,), images=2, repeats=1, warmup=0, new_tokens=2,
                         progress=None)

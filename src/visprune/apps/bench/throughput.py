@@ -30,6 +30,7 @@ from ...measure.memory import prefill_memory
 from ...measure.timing import in_turns, timed
 from ...methods import Method, parse_method
 from ...transform import last_selection, prune_, unprune_
+from ...scoring.scorers.llm_pruning import decoder_layers
 from .eager import eager_scoring, reads_attention
 from .geometries import Geometry, batch_inputs, build_geometry
 from .run import machine
@@ -84,7 +85,9 @@ def _one_batch_size(geo: Geometry, methods: list[Method], b: int, images: int, r
     inputs = batch_inputs(geo, b, images)
     singles = [batch_inputs(geo, b, images, only=i) for i in range(b)] if loop == "bs1" and b > 1 else []
     gen = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-    eager = {m.label for m in methods if scoring == "eager" and m.config is not None and reads_attention(m.config)}
+    depth = len(decoder_layers(model))
+    eager = {m.label for m in methods
+             if scoring == "eager" and m.config is not None and reads_attention(m.config, depth)}
 
     def call(method: Method, what: str, variant: str) -> tuple[float, float]:
         """Seconds of one prefill or generate of the batch (the loop: of its samples one by one)

@@ -38,6 +38,9 @@ class FastVScorer(InLLMScorer):
             raise ValueError(f"llm_layer={config.llm_layer} but the language model has {n_layers} layers")
         return [config.llm_layer]
 
+    def attention_layers(self, config: Any, n_layers: int) -> list[int]:
+        return [config.llm_layer - 1]  # the official last_layer_attention, output_attentions at layer K-1
+
     def choose(self, stage: int, view: StageView) -> tuple[torch.Tensor, torch.Tensor]:
         attn = decoder_layers(view.model)[view.layer - 1].self_attn
         row = last_token_attention(attn, view.prev_input, view.cos_sin, view.valid)

@@ -47,6 +47,13 @@ class InLLMScorer(Scorer):
         """The layers (ascending, each in ``1 .. n_layers-1``) before which tokens are dropped."""
         raise NotImplementedError
 
+    def attention_layers(self, config: Any, n_layers: int) -> list[int]:
+        """The layers whose attention the official code reads as a full map (``output_attentions``),
+        where visprune recomputes one row instead; ``visprune bench --scoring eager`` runs those the
+        official way. Default: none (DART's pivots need no attention; PyramidDrop's official code
+        recomputes its row from q and k, as visprune does)."""
+        return []
+
     def choose(self, stage: int, view: "StageView") -> tuple[torch.Tensor, torch.Tensor | None]:  # pragma: no cover
         """``(keep [I, N] bool, scores [I, N] or None)``: which of the still-present image tokens
         survive this stage (protected ones included), and the stage's scores (the first stage's go

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shapes_comparison import add_arguments, calibrate_energy, calibrated  # noqa: E402
 
 from visprune.evaluation import stats  # noqa: E402
+from visprune.evaluation.summary import difference_cell  # noqa: E402
 from visprune.evaluation.tables import fmt, markdown_table  # noqa: E402
 
 LOSS = 0.01  # "under 1% accuracy loss": 1 point of accuracy
@@ -119,8 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         markdown_table(["method", "tokens kept (mean)", "FLOPs share", "accuracy", "vs unpruned [95% CI]"],
                        [[r["method"], fmt(r["kept_mean"], ".1f"), fmt(r["flops_ratio"]), fmt(r["accuracy"]),
-                         f"{r['loss']['all']['diff']:+.3f} [{r['loss']['all']['ci'][0]:+.3f}, "
-                         f"{r['loss']['all']['ci'][1]:+.3f}]" + (" (tie)" if r["loss"]["all"]["tie"] else "")]
+                         difference_cell(r["loss"]["all"])]
                         for r in sorted(rows, key=lambda r: (names.index(r["method"]), -r["k"]))]),
     ]
     docs = Path(args.docs)

@@ -20,9 +20,12 @@ from pathlib import Path
 
 import torch
 
+from visprune.evaluation.summary import difference_cell
 from visprune.evaluation.tables import fmt, markdown_table
 
-FIXED = ["atp", "cls", "text", "lmtext", "visionzip", "divprune", "pool", "fastv", "random"]
+FIXED = ["atp", "cls", "text", "lmtext", "cdpruner", "vispruner", "visionzip", "divprune", "pool", "fastv", "dart",
+         "pdrop", "random"]
+IN_LLM_K = ("fastv", "dart")  # the in-LLM methods that prune at llm_layer
 ADAPTIVE = {"e-adaprune": "e-adaprune", "atp+energy": "atp:budget=energy"}
 
 
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in FIXED:
             if name == "text" and text_encoder is None:
                 continue
-            spec = f"{name}:k={b}" + (f",llm_layer={fastv_layer}" if name == "fastv" else "")
+            spec = f"{name}:k={b}" + (f",llm_layer={fastv_layer}" if name in IN_LLM_K else "")
             specs.append(spec)
             group[spec] = (name, b)
         for name, base in ADAPTIVE.items():
@@ -146,14 +149,20 @@ def write_table(path, rows, group, budgets, taus, args, summary) -> None:
         "`divprune` pays for its N x N distance matrix, `fastv` runs its first K layers at full length.",
         "",
     ]
+    types = sorted({t for r in rows.values() for t in (r.get("accuracy_by_type") or {})})
+    lines += ["Rows are in a fixed order, not ranked: `vs unpruned` is the paired difference with its 95% "
+              "interval (percentile bootstrap over questions); two methods whose intervals overlap are a tie. "
+              "Accuracy per question type follows (about a fifth of the questions each).", ""]
     for b in budgets:
-        members = sorted((r for r in rows.values() if group.get(r["method"], (None, None))[1] == b),
-                         key=lambda r: -((r.get("grounding_recall") or 0) if no_acc else (r["accuracy"] or 0)))
+        members = [r for r in rows.values() if group.get(r["method"], (None, None))[1] == b]
         table = markdown_table(
-            ["method", "spec", "kept (mean / min / max)", "accuracy", "grounding recall", "FLOPs share"],
+            ["method", "spec", "kept (mean / min / max)", "accuracy", "vs unpruned [95% CI]", *types,
+             "grounding recall", "FLOPs share"],
             [[group[r["method"]][0], f"`{r['method']}`",
               f"{(r.get('kept_tokens') or {}).get('mean', 0):.1f} / {(r.get('kept_tokens') or {}).get('min')} / "
-              f"{(r.get('kept_tokens') or {}).get('max')}", acc(r), fmt(r.get("grounding_recall")), fmt(r.get("flops_ratio"))]
+              f"{(r.get('kept_tokens') or {}).get('max')}", acc(r), "n/a" if no_acc else difference_cell(r.get("vs_unpruned")),
+              *("n/a" if no_acc else fmt((r.get("accuracy_by_type") or {}).get(t)) for t in types),
+              fmt(r.get("grounding_recall")), fmt(r.get("flops_ratio"))]
              for r in members])
         lines += [f"## {b} of 256 tokens (mean)", "", table, ""]
     iqr = rows.get("cls:budget=iqr")

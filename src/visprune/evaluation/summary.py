@@ -117,7 +117,7 @@ def _with_ci(value, ci) -> str:
     return fmt(value) if not ci else f"{fmt(value)} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def _difference(d) -> str:
+def difference_cell(d) -> str:
     """``-0.050 [-0.090, -0.010]``; a difference whose interval contains 0 is marked a tie."""
     if not d:
         return "-"
@@ -155,7 +155,7 @@ def table(summary: dict) -> str:
     text = markdown_table(
         ["method", "n", "accuracy [95% CI]", "vs unpruned [95% CI]", "kept tokens (mean)", "FLOPs share",
          "latency ratio", "grounding recall"],
-        [[r["method"], r["n"], _with_ci(r["accuracy"], r.get("accuracy_ci")), _difference(r.get("vs_unpruned")),
+        [[r["method"], r["n"], _with_ci(r["accuracy"], r.get("accuracy_ci")), difference_cell(r.get("vs_unpruned")),
           fmt((r.get("kept_tokens") or {}).get("mean"), ".1f"), fmt(r.get("flops_ratio")),
           fmt(r.get("latency_ratio")), fmt(r.get("grounding_recall"))]
          for r in summary["methods"]],

@@ -43,6 +43,13 @@ def _unit(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
+def lmtext_reference(x, e):
+    """lmtext's relevance (numpy): each question token's cosine similarities standardised over the
+    candidate tokens ``x`` (population std), then the max over question tokens."""
+    c = _unit(x) @ _unit(e).T
+    return ((c - c.mean(0)) / (c.std(0) + 1e-6)).max(-1)
+
+
 def cdpruner_relevance_reference(raw):
     """The official normalisation: ``(r - min + 1e-6) / (max - min)``."""
     raw = np.asarray(raw, dtype=np.float64)
@@ -104,7 +111,7 @@ def _ctx(features, valid=None, protected=None, **kw):
 
 def test_cdpruner_equals_log_det_greedy_on_ragged_images():
     """Two images of different lengths in one padded context, a protected token, ragged k; the
-    weight-free relevance (lmtext: max cosine to the question's embeddings)."""
+    weight-free relevance (lmtext: standardised cosine to the question's embeddings)."""
     g = torch.Generator().manual_seed(0)
     n, d = 30, 48  # width above the token count: the kernel has full rank
     feats = torch.randn(2, n, d, generator=g)
@@ -120,7 +127,7 @@ def test_cdpruner_equals_log_det_greedy_on_ragged_images():
     for i, k in enumerate([9, 13]):
         cand = (valid[i] & ~protected[i]).nonzero(as_tuple=True)[0].numpy()
         x = feats[i].numpy()[cand]
-        raw = (_unit(x) @ _unit(embeds[i].numpy()).T).max(-1)
+        raw = lmtext_reference(x, embeds[i].numpy())
         rel = cdpruner_relevance_reference(raw)
         assert np.allclose(scores[i].numpy()[cand], rel, rtol=1e-5, atol=1e-6)
         assert kept[i].tolist() == [int(cand[j]) for j in dpp_greedy_reference(x, rel, k)]
@@ -215,7 +222,7 @@ def test_cdpruner_on_llava_without_clip_uses_lmtext():
     for i, k in enumerate(ks):
         ids = torch.tensor(proc.tokenizer(QUESTIONS[i], add_special_tokens=False)["input_ids"])
         feats = sel.encoded.features[i].numpy()
-        rel = cdpruner_relevance_reference((_unit(feats) @ _unit(emb(ids).numpy()).T).max(-1))
+        rel = cdpruner_relevance_reference(lmtext_reference(feats, emb(ids).numpy()))
         assert np.allclose(sel.scores[i].numpy(), rel, rtol=1e-4, atol=1e-5)
         assert sel.kept[i].tolist() == dpp_greedy_reference(feats, rel, k)
 

@@ -86,7 +86,7 @@ def test_text_scorers_need_a_way_to_the_question():
 
 
 @torch.no_grad()
-def test_lmtext_scores_are_max_cosine_to_question_embeddings():
+def test_lmtext_scores_are_standardised_cosine_to_question_embeddings():
     model, proc = T.llava()
     inputs = proc(images=T.images(1), text=[T.prompt("what colour is the star ?")], return_tensors="pt")
     prune_(model, PruneConfig(scorer="lmtext", keep=0.5), processor=proc)
@@ -98,4 +98,59 @@ def test_lmtext_scores_are_max_cosine_to_question_embeddings():
     ids = proc.tokenizer("what colour is the star ?", add_special_tokens=False, return_tensors="pt").input_ids[0]
     emb = torch.nn.functional.normalize(model.get_input_embeddings()(ids), dim=-1)
     feats = torch.nn.functional.normalize(sel.encoded.features[0], dim=-1)
-    assert torch.allclose(sel.scores[0], (feats @ emb.T).amax(-1), atol=1e-5)
+    c = feats @ emb.T
+    ref = ((c - c.mean(0)) / (c.std(0, unbiased=False) + 1e-6)).amax(-1)
+    assert torch.allclose(sel.scores[0], ref, atol=1e-4)
+
+
+def _shared_direction_context():
+    """Hand-made: 6 tokens along a shared direction ``m`` (background), 2 (indices 6, 7) leaning
+    away from it towards the question's content word ``w``; the question's other token is ``m``
+    itself (a stop word whose embedding leans to the shared direction), plus padding and a
+    protected token that must not enter the statistics."""
+    from visprune.scoring.context import ScoreContext
+
+    d = 8
+    m, w = torch.zeros(d), torch.zeros(d)
+    m[0], w[1] = 1.0, 1.0
+    g = torch.Generator().manual_seed(0)
+    feats = 10 * m + 0.1 * torch.randn(10, d, generator=g)
+    feats[6:8] = 10 * m - 6 * m + 3 * w + 0.1 * torch.randn(2, d, generator=g)  # the question's object
+    feats[8] = 100 * w  # protected: would dominate the statistics if counted
+    feats[9] = float("nan")  # padding
+    valid = torch.ones(1, 10, dtype=torch.bool)
+    valid[0, 9] = False
+    protected = torch.zeros(1, 10, dtype=torch.bool)
+    protected[0, 8] = True
+    embeds = [torch.stack([m + 0.3 * w, 0.5 * m + w])]  # both lean towards m, as on the shapes VLM
+    return ScoreContext(features=feats[None], valid=valid, protected=protected, config=PruneConfig(), question_embeds=embeds)
+
+
+def test_lmtext_standardising_ranks_the_question_object_first_where_raw_cosine_ranks_it_last():
+    from visprune.scoring.scorers import LmTextScorer
+
+    ctx = _shared_direction_context()
+    cand = ctx.candidates[0]
+    raw = LmTextScorer(standardize=False)(ctx)[0]
+    std = LmTextScorer()(ctx)[0]
+    order = lambda s: [int(i) for i in torch.argsort(torch.where(cand, s, torch.tensor(float("-inf"))), descending=True)[:2]]
+    assert set(order(std)) == {6, 7}  # standardised: the object leads
+    assert raw[6:8].max() < raw[:6].min()  # raw cosine: the object comes last
+    # the statistics are over the candidates only (protected and padding excluded)
+    e = torch.nn.functional.normalize(ctx.question_embeds[0], dim=-1)
+    c = torch.nn.functional.normalize(ctx.features[0, :8], dim=-1) @ e.T
+    ref = ((c - c.mean(0)) / (c.std(0, unbiased=False) + 1e-6)).amax(-1)
+    assert torch.allclose(std[:8], ref, atol=1e-5)
+    assert torch.isfinite(std).all()
+
+
+def test_lmtext_single_candidate_and_empty_question_are_finite():
+    from visprune.scoring.context import ScoreContext
+    from visprune.scoring.scorers import LmTextScorer
+
+    feats = torch.randn(2, 3, 4)
+    valid = torch.tensor([[True, False, False], [True, True, True]])
+    ctx = ScoreContext(features=feats, valid=valid, protected=torch.zeros(2, 3, dtype=torch.bool), config=PruneConfig(),
+                       question_embeds=[torch.randn(2, 4), torch.zeros(0, 4)])
+    out = LmTextScorer()(ctx)
+    assert torch.isfinite(out).all() and out[1].eq(0).all()

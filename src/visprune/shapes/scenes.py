@@ -262,29 +262,19 @@ def random_scene(rng: np.random.Generator, n_objects: int | None = None, crowded
     if n_objects is None:
         n_objects = int(rng.integers(1, MAX_OBJECTS + 1))
     background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
-    taken = np.zeros((GRID + 2, GRID + 2), dtype=bool)  # padded by one cell
-    objects: list[SceneObject] = []
-    shape_count = dict.fromkeys(SHAPES, 0)
-    colour_count = dict.fromkeys(COLOUR_NAMES, 0)
+    layout = _Layout()
     for _ in range(n_objects * 20):
-        if len(objects) == n_objects:
+        if len(layout.objects) == n_objects:
             break
         size = SIZES[int(rng.random() < 0.5)]
-        shapes = [s for s in SHAPES if shape_count[s] < MAX_PER_ATTRIBUTE]
-        colours = [c for c in COLOUR_NAMES if colour_count[c] < MAX_PER_ATTRIBUTE]
+        shapes, colours = layout.shapes_left(), layout.colours_left()
         shape = shapes[int(rng.integers(len(shapes)))]
         colour = colours[int(rng.integers(len(colours)))]
         origins = _ORIGINS[size]
         r, c = origins[int(rng.integers(len(origins)))]
-        n = CELLS[size]
-        if taken[r : r + n + 2, c : c + n + 2].any():  # footprint plus a one-cell margin
-            continue
-        taken[r + 1 : r + n + 1, c + 1 : c + n + 1] = True
-        objects.append(SceneObject(shape, colour, size, r, c))
-        shape_count[shape] += 1
-        colour_count[colour] += 1
-    objects.sort(key=lambda o: (o.row, o.col))
-    return _render(rng, objects, background)
+        if layout.fits(size, r, c):
+            layout.place(SceneObject(shape, colour, size, r, c))
+    return layout.render(rng, background)
 
 
 def crowded_scene(rng: np.random.Generator, n_objects: int | None = None) -> Scene:
@@ -299,13 +289,9 @@ def crowded_scene(rng: np.random.Generator, n_objects: int | None = None) -> Sce
         lo, hi = CROWDED_OBJECTS
         n_objects = int(rng.integers(lo, hi + 1))
     background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
-    taken = np.zeros((GRID + 2, GRID + 2), dtype=bool)  # padded by one cell
-    objects: list[SceneObject] = []
-    shape_count = dict.fromkeys(SHAPES, 0)
-    colour_count = dict.fromkeys(COLOUR_NAMES, 0)
+    layout = _Layout()
     for _ in range(n_objects):
-        shapes = [s for s in SHAPES if shape_count[s] < MAX_PER_ATTRIBUTE]
-        colours = [c for c in COLOUR_NAMES if colour_count[c] < MAX_PER_ATTRIBUTE]
+        shapes, colours = layout.shapes_left(), layout.colours_left()
         if not shapes or not colours:
             break
         size = SIZES[int(rng.random() < CROWDED_P_BIG)]
@@ -313,19 +299,46 @@ def crowded_scene(rng: np.random.Generator, n_objects: int | None = None) -> Sce
         colour = colours[int(rng.integers(len(colours)))]
         free: list[tuple[int, int]] = []
         for size in (size, "small") if size == "big" else (size,):
-            n = CELLS[size]
-            free = [(r, c) for r, c in _ORIGINS[size] if not taken[r : r + n + 2, c : c + n + 2].any()]
+            free = [(r, c) for r, c in _ORIGINS[size] if layout.fits(size, r, c)]
             if free:
                 break
         if not free:
             break
         r, c = free[int(rng.integers(len(free)))]
-        taken[r + 1 : r + n + 1, c + 1 : c + n + 1] = True
-        objects.append(SceneObject(shape, colour, size, r, c))
-        shape_count[shape] += 1
-        colour_count[colour] += 1
-    objects.sort(key=lambda o: (o.row, o.col))
-    return _render(rng, objects, background)
+        layout.place(SceneObject(shape, colour, size, r, c))
+    return layout.render(rng, background)
+
+
+class _Layout:
+    """The objects placed so far on the patch grid: cells taken (padded by one), counts per attribute."""
+
+    def __init__(self) -> None:
+        self.taken = np.zeros((GRID + 2, GRID + 2), dtype=bool)
+        self.objects: list[SceneObject] = []
+        self.shape_count = dict.fromkeys(SHAPES, 0)
+        self.colour_count = dict.fromkeys(COLOUR_NAMES, 0)
+
+    def shapes_left(self) -> list[str]:
+        return [s for s in SHAPES if self.shape_count[s] < MAX_PER_ATTRIBUTE]
+
+    def colours_left(self) -> list[str]:
+        return [c for c in COLOUR_NAMES if self.colour_count[c] < MAX_PER_ATTRIBUTE]
+
+    def fits(self, size: str, r: int, c: int) -> bool:
+        """Whether an object of ``size`` at origin (r, c) keeps a one-cell gap to every other."""
+        n = CELLS[size]
+        return not self.taken[r : r + n + 2, c : c + n + 2].any()  # footprint plus a one-cell margin
+
+    def place(self, obj: SceneObject) -> None:
+        n = CELLS[obj.size]
+        self.taken[obj.row + 1 : obj.row + n + 1, obj.col + 1 : obj.col + n + 1] = True
+        self.objects.append(obj)
+        self.shape_count[obj.shape] += 1
+        self.colour_count[obj.colour] += 1
+
+    def render(self, rng: np.random.Generator, background) -> Scene:
+        self.objects.sort(key=lambda o: (o.row, o.col))
+        return _render(rng, self.objects, background)
 
 
 # ----------------------------------------------------------------------------- questions

@@ -243,9 +243,10 @@ def test_batched_equals_one_by_one(deep, scorer, beams):
         unprune_(model)
 
 
-@pytest.mark.parametrize("scorer", ["dart", "pdrop"])
+@pytest.mark.parametrize("scorer", ["fastv", "dart", "pdrop"])
 @torch.no_grad()
 def test_on_qwen2_vl(scorer):
+    """Keep-all equals stock and a quarter keeps 6 of 24 per image on Qwen2-VL (M-RoPE), every in-LLM method."""
     model, proc = T.qwen2_vl()
     inputs = proc(images=T.images(2, size=(112, 168)), text=[T.qwen_prompt(q) for q in QUESTIONS])
     gref = model.generate(**inputs, max_new_tokens=4, do_sample=False)

@@ -91,25 +91,6 @@ def test_batched_equals_one_by_one(built, beams, settings):
 
 
 @torch.no_grad()
-def test_fastv_on_qwen2_vl():
-    model, proc = T.qwen2_vl()
-    inputs = proc(images=T.images(2, size=(112, 168)), text=[T.qwen_prompt(q) for q in QUESTIONS])
-    gref = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-    prune_(model, PruneConfig(scorer="fastv", keep=1.0, llm_layer=1), processor=proc)
-    try:
-        assert torch.equal(model.generate(**inputs, max_new_tokens=4, do_sample=False), gref)
-    finally:
-        unprune_(model)
-    prune_(model, PruneConfig(scorer="fastv", keep=0.25, llm_layer=1), processor=proc)
-    try:
-        out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-        assert out.shape[1] == inputs["input_ids"].shape[1] + 4
-        assert [len(k) for k in visprune.last_kept(model)] == [6, 6]
-    finally:
-        unprune_(model)
-
-
-@torch.no_grad()
 def test_deeper_language_model_equals_one_by_one():
     """Several layers after K (each gets the shortened output of the one before), no padding."""
     model, proc = T.llava(text=(32, 4))

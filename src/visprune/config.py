@@ -35,7 +35,8 @@ class PruneConfig:
         scorer: a registered scorer name (``visprune.list_scorers()``) or a ``Scorer`` instance.
         budget: a registered budget name (``visprune.list_budgets()``) or a ``Budget`` instance.
             ``None`` picks ``"fixed"`` when ``k`` is set, ``"energy"`` when ``energy`` is set,
-            else ``"ratio"``.
+            ``"ratio"`` when ``keep`` is set, else the scorer's own default (``"iqr"`` for
+            ``prumerge`` / ``prumerge+``, the official outlier rule), else ``"ratio"``.
         keep: share of each image's visual tokens to keep, in ``(0, 1]`` (``ratio`` budget;
             default 0.5).
         k: number of visual tokens to keep per image, >= 1 (``fixed`` budget).
@@ -115,7 +116,8 @@ class PruneConfig:
         set_("scorer", _resolve(self.scorer, SCORERS, Scorer, "scorer"))
         budget = self.budget
         if budget is None:
-            budget = "fixed" if self.k is not None else "energy" if self.energy is not None else "ratio"
+            budget = ("fixed" if self.k is not None else "energy" if self.energy is not None
+                      else "ratio" if self.keep is not None else _default_budget(self.scorer))
         set_("budget", _resolve(budget, BUDGETS, Budget, "budget"))
         if isinstance(self.budget, str):
             for name, readers in BUDGET_FIELDS.items():
@@ -223,6 +225,12 @@ def _check_text_encoder(value: Any) -> None:
 def _check_unit(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not 0.0 < value <= 1.0:
         raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+
+
+def _default_budget(scorer: Any) -> str:
+    """The scorer's own default budget (PruMerge: its ``iqr`` outlier rule), else ``"ratio"``."""
+    cls = SCORERS.get(scorer) if isinstance(scorer, str) else type(scorer)
+    return getattr(cls, "default_budget", None) or "ratio"
 
 
 def _resolve(value: Any, registry, base: type, kind: str):

@@ -31,7 +31,12 @@ class Selection:
     # the question relevance that ran: "clip:<hub id or folder>", "lmtext", or None (no question term)
     relevance: str | None = None
 
-    merged: list[torch.Tensor] | None = None  # features a merging scorer put at the kept positions
+    # features a merging scorer put at the kept positions; with ``own_order`` the features the
+    # language model receives, in the scorer's order and count (VisionZip's [CLS] first and
+    # contextual tokens last, PruMerge's extra token): the image then keeps its first
+    # ``len(merged[i])`` placeholders (compact positions only; prune_ refuses "original")
+    merged: list[torch.Tensor] | None = None
+    own_order: bool = False
     layout: PromptLayout | None = None  # the call's prompt on the host (image rows, row widths)
     original_positions: bool = False  # PruneConfig.positions == "original": kept tokens keep their positions
 
@@ -48,12 +53,22 @@ class Selection:
             return self.merged
         return [f[idx] for f, idx in zip(self.encoded.features, self.kept)]
 
+    @property
+    def sent(self) -> list[int]:
+        """Visual tokens the language model receives, per image."""
+        if self.own_order:
+            return [len(f) for f in self.merged]
+        return [len(k) for k in self.kept]
+
     def image_token_keep(self) -> torch.Tensor:
         """One bool per image placeholder, in the model's scatter order."""
         masks = []
-        for f, idx in zip(self.encoded.features, self.kept):
+        for i, (f, idx) in enumerate(zip(self.encoded.features, self.kept)):
             m = torch.zeros(f.shape[0], dtype=torch.bool, device=f.device)
-            m[idx] = True
+            if self.own_order:
+                m[: len(self.merged[i])] = True
+            else:
+                m[idx] = True
             masks.append(m)
         return torch.cat(masks)
 
@@ -137,6 +152,7 @@ def build_context(
         if enc.keys is not None:
             ctx.keys = ops.pad_ragged(enc.keys)[0]
         ctx.grids = enc.grids
+        ctx.tower = enc.tower
         needs = scorer.needs
         if QUESTION_TEXT in needs or QUESTION_EMBEDS in needs:
             qs = None
@@ -170,6 +186,7 @@ def select(
         questions=ctx.questions,
         relevance=state.scorer.relevance_source,
         merged=merged,
+        own_order=merged is not None and getattr(state.scorer, "own_order", False),
         layout=layout,
         original_positions=state.config.positions == "original",
     )

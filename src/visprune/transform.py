@@ -77,6 +77,7 @@ def prune_(model: nn.Module, config: PruneConfig | dict | None = None, processor
     scorer.setup(model, config, processor)
     budget.setup(model, config, processor)
     adapter.check_config(model, config, scorer)
+    adapter.check_tower(model, config, scorer)
     adapter.check_positions(model, config, scorer)
     state = PruneState(config, adapter, scorer, budget, processor, type(model))
     model.__dict__[STATE_ATTR] = state

@@ -15,7 +15,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from .. import ops
 from ..callscope import this_thread
 from ..batching import RowPlan, keep_positions
-from ..scoring.context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
+from ..scoring.context import IMAGE_KEY, KEYS, LAST_QK, PATCH_HIDDEN, SALIENCY, TOWER, TowerStates
 from ..prompt import ASSISTANT_MARKERS, USER_MARKERS
 
 
@@ -38,6 +38,8 @@ class Encoded:
     image_keys: list[int] | None = None
     keys: list[torch.Tensor] | None = None
     grids: list[tuple[int, int]] | None = None
+    #: the tower's hidden states before the projector and the projector (``TOWER`` signal)
+    tower: TowerStates | None = None
     model_seconds: float = 0.0  # time spent in the model's own image-feature code
     extras: dict = field(default_factory=dict)
     #: batch row of each image, for adapters whose prompts hold fewer placeholders than features
@@ -58,6 +60,9 @@ class Adapter:
     image_input_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
     #: scoring signals this architecture cannot provide (checked by ``prune_``)
     unsupported: ClassVar[dict[str, str]] = {}
+    #: the tower-space path (``TOWER`` / ``LAST_QK`` signals: hidden states before the projector,
+    #: the model's own projector) is implemented for this architecture
+    tower_space: ClassVar[bool] = False
     #: values of ``PruneConfig.positions`` this architecture honours, its own way first
     position_modes: ClassVar[tuple[str, ...]] = ("compact",)
     user_markers: ClassVar[tuple[str, ...]] = USER_MARKERS
@@ -80,6 +85,21 @@ class Adapter:
                 raise TypeError(
                     f"scorer {config.scorer_name!r} cannot run on {model.config.model_type}: {self.unsupported[signal]}"
                 )
+
+    def check_tower(self, model: nn.Module, config: Any, scorer: Any) -> None:
+        """Raise ``TypeError`` if ``scorer`` merges in the tower's hidden space (``TOWER`` / ``LAST_QK``
+        signals) and this model cannot serve it (called by ``prune_``, after :meth:`check_config`)."""
+        if not scorer.needs & {TOWER, LAST_QK}:
+            return
+        if not self.tower_space:
+            variant = getattr(scorer, "projected_variant", None)
+            hint = (f"; its post-projector variant {variant} runs here" if variant
+                    else "; it has no post-projector variant")
+            raise TypeError(
+                f"scorer {config.scorer_name!r} merges in the vision tower's hidden space (before the projector), "
+                f"which visprune implements for single-crop LLaVA (model type 'llava'), not "
+                f"{model.config.model_type}{hint}"
+            )
 
     def vision_depth(self, model: nn.Module) -> int | None:
         """How many layers the vision tower has (what ``layer`` / ``text_layer`` index into); None: unknown."""
@@ -104,6 +124,12 @@ class Adapter:
     def check_positions(self, model: nn.Module, config: Any, scorer: Any) -> None:
         """Raise ``TypeError`` if ``config.positions`` cannot be honoured (called by ``prune_``).
         In-LLM scorers (FastV) keep every position by construction."""
+        if config.positions == "original" and getattr(scorer, "own_order", False):
+            raise TypeError(
+                f"positions='original' cannot run with scorer {config.scorer_name!r}: it sends the language model "
+                "tokens that have no single original position ([CLS], merged tokens appended after the kept ones); "
+                "use positions='compact' (the default)"
+            )
         modes = ("original",) if getattr(scorer, "in_llm", False) else self.position_modes
         if config.positions is not None and config.positions not in modes:
             raise TypeError(
@@ -141,7 +167,7 @@ class Adapter:
         layout = sel.layout  # the prompt on the host: no read-back for the checks and the new width
         keep = keep_positions(input_ids, attention_mask, image_id, sel.image_token_keep(), sum(layout.placeholders))
         side = side or layout.padding_side()
-        plan = RowPlan(keep, side, layout.pruned_width(sel.image_rows, [len(k) for k in sel.kept]))
+        plan = RowPlan(keep, side, layout.pruned_width(sel.image_rows, sel.sent))
         new_mask = plan.gather(attention_mask, 0)
         extra = self.extra_inputs(model, image_inputs, kwargs, input_ids, attention_mask, keep, new_mask, side)
         kwargs["input_ids"] = plan.gather(input_ids, _pad_id(model, input_ids, attention_mask))
@@ -233,10 +259,11 @@ def pixel_key(pixels: torch.Tensor) -> int:
 class Capture:
     """Forward hooks on one vision tower that record the scoring signals of a single call."""
 
-    def __init__(self, tower: nn.Module, needs: frozenset[str], saliency_layer: int, text_layer: int):
+    def __init__(self, tower: nn.Module, needs: frozenset[str], saliency_layer: int, text_layer: int,
+                 feature_layer: int | None = None):
         self.tower, self.needs = tower, needs
         self.layers = encoder_layers(tower)
-        self.saliency_layer, self.text_layer = saliency_layer, text_layer
+        self.saliency_layer, self.text_layer, self.feature_layer = saliency_layer, text_layer, feature_layer
         self.values: dict[str, torch.Tensor] = {}
 
     def _store(self, name: str):
@@ -256,6 +283,12 @@ class Capture:
                 handles.append(attn.q_proj.register_forward_hook(this_thread(self._store("q"))))
             if PATCH_HIDDEN in self.needs:
                 handles.append(self.layers[self.text_layer].register_forward_hook(this_thread(self._store("hidden"))))
+            if TOWER in self.needs:  # the layer whose output the model projects
+                handles.append(self.layers[self.feature_layer].register_forward_hook(this_thread(self._store("tower"))))
+            if LAST_QK in self.needs:
+                last = self.layers[-1].self_attn
+                handles.append(last.q_proj.register_forward_hook(this_thread(self._store("last_q"))))
+                handles.append(last.k_proj.register_forward_hook(this_thread(self._store("last_k"))))
             if IMAGE_KEY in self.needs:
                 handles.append(
                     self.tower.register_forward_pre_hook(

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..measure import clock
-from ..scoring.context import KEYS, PATCH_HIDDEN, SALIENCY
+from ..scoring.context import KEYS, LAST_QK, PATCH_HIDDEN, SALIENCY, TOWER, TowerStates
 from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, tower_has_cls
 
 
@@ -40,6 +40,25 @@ class LlavaFamilyAdapter(Adapter):
             raise TypeError(f"{type(model).__name__} lacks model.get_image_features / model.vision_tower")
         encoder_layers(base.vision_tower)
 
+    def check_tower(self, model: nn.Module, config: Any, scorer: Any) -> None:
+        """The tower-space path runs on one crop per image, one feature layer, [CLS] dropped
+        (LLaVA-1.5's ``default`` strategy, what VisionZip's and PruMerge's official code assume)."""
+        super().check_tower(model, config, scorer)
+        if not scorer.needs & {TOWER, LAST_QK}:
+            return
+        cfg = model.config
+        why = None
+        if not isinstance(cfg.vision_feature_layer, int):
+            why = f"vision_feature_layer={cfg.vision_feature_layer!r} (several layers); it needs one layer"
+        elif cfg.vision_feature_select_strategy != "default":
+            why = f"vision_feature_select_strategy={cfg.vision_feature_select_strategy!r}; it needs 'default'"
+        elif not tower_has_cls(model.model.vision_tower):
+            why = "a vision tower without [CLS]; it reads the [CLS] attention"
+        if why:
+            variant = getattr(scorer, "projected_variant", None)
+            raise TypeError(f"scorer {config.scorer_name!r} (tower-space merging) cannot run on this model: {why}"
+                            + (f"; its post-projector variant {variant} can" if variant else ""))
+
     def vision_depth(self, model: nn.Module) -> int:
         return len(encoder_layers(model.model.vision_tower))
 
@@ -58,7 +77,11 @@ class LlavaFamilyAdapter(Adapter):
         base = model.model
         tower = base.vision_tower
         sal_layer, text_layer = self._layers(model, image_inputs, config)
-        capture = Capture(tower, needs, sal_layer, text_layer)
+        feat_layer = None
+        if TOWER in needs:  # one int layer: check_tower made sure
+            feat = image_inputs.get("vision_feature_layer", model.config.vision_feature_layer)
+            feat_layer = hidden_index_to_layer(feat, len(encoder_layers(tower)))
+        capture = Capture(tower, needs, sal_layer, text_layer, feat_layer)
         packed_calls: list[dict] = []
         if self.packs:
             original_pack = base.pack_image_features
@@ -106,10 +129,29 @@ class LlavaFamilyAdapter(Adapter):
             col += width
         if KEYS in needs:
             enc.keys = [s[:, col:] for s in per_image]
+        if TOWER in needs:
+            enc.tower = self._tower_states(model, capture, sal_layer, strategy)
         if not self.packs:  # one crop per image: only a kept [CLS] ("full" strategy) is protected
             n_cls = int(strategy != "default" and tower_has_cls(tower))
             enc.grids = [_square(f.shape[0] - n_cls) for f in features]
         return enc
+
+    def _tower_states(self, model: nn.Module, capture: Capture, sal_layer: int, strategy: str) -> TowerStates:
+        """The feature layer's hidden states with [CLS] (row 0; candidate ``j`` is row ``j + 1``) and
+        the model's ``multi_modal_projector``, which ``get_image_features`` applies after selecting them."""
+        if strategy != "default":  # a per-call strategy that prune_ could not check
+            raise TypeError("tower-space merging needs vision_feature_select_strategy='default'")
+        proj = model.model.multi_modal_projector
+        v = capture.values
+        return TowerStates(
+            hidden=list(v["tower"]),
+            first=1,
+            has_cls=True,
+            heads=int(capture.layers[sal_layer].self_attn.num_heads),
+            project=proj,
+            last_q=list(v["last_q"]) if LAST_QK in capture.needs else None,
+            last_k=list(v["last_k"]) if LAST_QK in capture.needs else None,
+        )
 
 
 def _square(n: int) -> tuple[int, int] | None:

@@ -219,13 +219,15 @@ def evaluate_shard(model, processor, task: Task, method: Method, examples: list[
                 total = [int((row == image_token).sum()) for row in inputs["input_ids"].cpu()]
                 kept = last_kept(model) if method.config is not None else [torch.arange(t) for t in total]
                 relevance = last_selection(model).relevance if method.config is not None else None
+                # what the LM received: VisionZip adds [CLS], PruMerge an extra merged token, to the kept indices
+                sent = last_selection(model).sent if method.config is not None else total
                 for i, e in enumerate(batch):
                     flops = None  # --no-flops: no extra prefill per sample
                     if s.flops:
                         flops, _ = count_flops(model, **model_inputs(model, processor, task, [e], [images[i]]))
                     pred = preds[i].strip()
                     rec = {"id": e.id, "prediction": pred, "references": e.references,
-                           "score": task.score(pred, e.references), "kept_tokens": len(kept[i]),
+                           "score": task.score(pred, e.references), "kept_tokens": sent[i],
                            "visual_tokens": total[i], "flops": flops, "qtype": e.qtype,
                            "grounding_recall": _recall(e, kept[i], total[i]), "relevance": relevance}
                     writer.write(rec)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -14,7 +14,38 @@ QUESTION_TEXT = "question_text"  # the question as a string, per image
 QUESTION_EMBEDS = "question_embeds"  # language-model input embeddings of the question tokens
 IMAGE_KEY = "image_key"  # a hash of the image's pixels, for seeded per-image randomness
 KEYS = "keys"  # key vectors of the saliency layer, for similarity-based merging (VisionZip)
-SIGNALS = (SALIENCY, PATCH_HIDDEN, QUESTION_TEXT, QUESTION_EMBEDS, IMAGE_KEY, KEYS)
+# Tower-space merging (VisionZip, PruMerge as published): the vision tower's feature-layer hidden
+# states before the projector, [CLS] row included, and the model's own projector (TowerStates).
+TOWER = "tower"
+LAST_QK = "last_qk"  # full-width q/k projections of the tower's last layer, [CLS] row included (PruMerge)
+SIGNALS = (SALIENCY, PATCH_HIDDEN, QUESTION_TEXT, QUESTION_EMBEDS, IMAGE_KEY, KEYS, TOWER, LAST_QK)
+
+
+@dataclass
+class TowerStates:
+    """The vision tower's side of one call, for scorers that merge before the projector.
+
+    Rows are the tower's own token order ([CLS] first where the tower has one), one entry per image
+    (single-crop towers only). Candidate token ``j`` of the :class:`ScoreContext` is tower row
+    ``first + j``.
+
+    Attributes:
+        hidden: ``[T, Dv]`` per image: the hidden states of the layer whose output the model
+            projects (``vision_feature_layer``), before the projector.
+        first: tower row of candidate token 0 (1 when [CLS] is row 0 and not a candidate).
+        has_cls: row 0 is [CLS].
+        heads: attention heads of the saliency layer (for head-averaged keys).
+        project: ``[M, Dv] -> [M, D]``: the model's own projector, on any hidden states.
+        last_q, last_k: ``[T, C]`` per image, the tower's last layer's q/k projections (``LAST_QK``).
+    """
+
+    hidden: list[torch.Tensor]
+    first: int
+    has_cls: bool
+    heads: int
+    project: Callable[[torch.Tensor], torch.Tensor]
+    last_q: list[torch.Tensor] | None = None
+    last_k: list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -32,6 +63,7 @@ class ScoreContext:
         question_embeds: one ``[Q_i, D]`` tensor per image, or None.
         image_keys: one int per image, or None.
         keys: ``[I, N, Dk]`` key vectors of the saliency layer, or None.
+        tower: :class:`TowerStates` (``TOWER`` signal), or None.
         grids: ``(rows, cols)`` of each image's candidate tokens when they form one patch grid in
             row-major order (LLaVA-1.5), else None (packed any-resolution features).
         config: the :class:`~visprune.PruneConfig` in force.
@@ -49,6 +81,7 @@ class ScoreContext:
     image_keys: list[int] | None = None
     keys: torch.Tensor | None = None
     grids: list[tuple[int, int]] | None = None
+    tower: TowerStates | None = None
     extras: dict = field(default_factory=dict)
 
     @property

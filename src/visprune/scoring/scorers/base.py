@@ -21,6 +21,13 @@ class Scorer:
 
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: the budget ``PruneConfig`` picks when none is given (and no ``k`` / ``energy`` / ``keep``); None: ``ratio``
+    default_budget: ClassVar[str | None] = None
+    #: :meth:`merge` returns the language model's tokens in its own order and count, not one per
+    #: kept index (tower-space VisionZip, PruMerge); ``positions="original"`` is then refused
+    own_order: bool = False
+    #: a constructor call of this scorer's post-projector variant, named where its tower-space path is refused
+    projected_variant: ClassVar[str | None] = None
 
     def setup(self, model: Any, config: Any, processor: Any = None) -> None:
         """Called once by ``prune_``; raise ``ValueError`` / ``TypeError`` for an unusable set-up."""

@@ -15,6 +15,7 @@ import torch
 from visprune import PruneConfig
 from visprune import testing as T
 from visprune.scoring.budgets import Budget
+from visprune.scoring.scorers import VisionZipScorer
 
 QUESTIONS = ["what colour is the star ?", "how many circle ?", "is there a dog ?"]
 
@@ -36,7 +37,7 @@ class Case:
     kind: str                           # "placeholder" (one token per visual token), "blip", "idefics"
     image_size: tuple[int, int] = (T.IMAGE, T.IMAGE)
     config: dict = field(default_factory=dict)  # PruneConfig fields every config of this set-up carries (BLIP-2's cut)
-    scorers: tuple[str, ...] = ("atp", "cls", "random")  # run with keep=1.0 against the stock model
+    scorers: tuple = ("atp", "cls", "random")  # names or Scorer instances, run with keep=1.0 against the stock model
     mixed: dict = field(default_factory=lambda: {"scorer": "atp", "energy": 0.8})  # ragged per-image budgets
     clip: str | None = None             # CLIP text partner: "own" (the tower's own CLIP), "shared" (a CLIP of T.IMAGE)
     refused: dict = field(default_factory=dict)  # scorer -> a word of the TypeError prune_ raises
@@ -63,19 +64,23 @@ class Case:
 
 # in-LLM scorers (FastV, DART, PyramidDrop) need model.model.language_model.layers (LLaVA / Qwen layouts)
 IN_LLM = {name: "in-LLM pruning needs" for name in ("fastv", "dart", "pdrop")}
+# merging in the tower's hidden space (VisionZip, PruMerge as published) runs on single-crop LLaVA only
+TOWER = {"visionzip": 'VisionZipScorer\\(space="projected"\\)', "prumerge": "no post-projector variant",
+         "prumerge+": "no post-projector variant"}
 # Queries have no [CLS] attention (vispruner) and no CLIP patches (cdpruner with the CLIP partner the contract gives it)
-QUERY_REFUSED = {"cls": "lmtext", "atp": "lmtext", "visionzip": "lmtext", "pool": "patch grid", "text": "lmtext",
-                 "vispruner": "lmtext", "cdpruner": "lmtext", **IN_LLM}
-VIT_REFUSED = {"lmtext": "cut='query'", "atp": "cut='query'", "text": "EVA-CLIP", "cdpruner": "EVA-CLIP", **IN_LLM}
-VIT_SCORERS = ("cls", "random", "visionzip", "vispruner", "pool", "divprune")
-PACKED = {"pool": "one patch grid"}  # any-resolution features have no single patch grid per image
+QUERY_REFUSED = {**TOWER, "cls": "lmtext", "atp": "lmtext", "visionzip": "lmtext", "visionzip-projected": "lmtext",
+                 "pool": "patch grid", "text": "lmtext", "vispruner": "lmtext", "cdpruner": "lmtext", **IN_LLM}
+VIT_REFUSED = {**TOWER, "lmtext": "cut='query'", "atp": "cut='query'", "text": "EVA-CLIP", "cdpruner": "EVA-CLIP",
+               **IN_LLM}
+VIT_SCORERS = ("cls", "random", VisionZipScorer(space="projected"), "vispruner", "pool", "divprune")
+PACKED = {**TOWER, "pool": "one patch grid"}  # any-resolution features have no single patch grid per image
 
 CASES = {
     "llava": Case(T.llava, "placeholder", clip="own"),
     "llava_next": Case(T.llava_next, "placeholder", (T.IMAGE, 2 * T.IMAGE), clip="own", refused=PACKED),
     "llava_onevision": Case(T.llava_onevision, "placeholder", (T.IMAGE, 2 * T.IMAGE), refused=PACKED),
-    "qwen2_vl": Case(T.qwen2_vl, "placeholder", (112, 168)),
-    "qwen2_5_vl": Case(T.qwen2_5_vl, "placeholder", (112, 168)),
+    "qwen2_vl": Case(T.qwen2_vl, "placeholder", (112, 168), refused=TOWER),
+    "qwen2_5_vl": Case(T.qwen2_5_vl, "placeholder", (112, 168), refused=TOWER),
     "blip2-query": Case(T.blip2, "blip", config={"cut": "query"}, scorers=("lmtext", "random", "divprune"),
                         mixed={"scorer": "random", "budget": "per_image"}, clip="shared", refused=QUERY_REFUSED),
     "blip2-vit": Case(T.blip2, "blip", config={"cut": "vit"}, scorers=VIT_SCORERS, mixed={"scorer": "cls", "energy": 0.8},
@@ -85,10 +90,11 @@ CASES = {
     "instructblip-vit": Case(T.instructblip, "blip", config={"cut": "vit"}, scorers=VIT_SCORERS,
                              mixed={"scorer": "cls", "energy": 0.8}, clip="shared", refused=VIT_REFUSED),
     "idefics": Case(lambda: T.idefics(resampler=True), "idefics", scorers=VIT_SCORERS,
-                    mixed={"scorer": "cls", "energy": 0.8}, clip="shared", refused={"lmtext": "embedding space", **IN_LLM}),
+                    mixed={"scorer": "cls", "energy": 0.8}, clip="shared",
+                    refused={**TOWER, "lmtext": "embedding space", **IN_LLM}),
     "idefics-noresampler": Case(lambda: T.idefics(resampler=False), "idefics", scorers=VIT_SCORERS,
                                 mixed={"scorer": "cls", "energy": 0.8}, clip="shared",
-                                refused={"lmtext": "embedding space", **IN_LLM}),
+                                refused={**TOWER, "lmtext": "embedding space", **IN_LLM}),
 }
 
 

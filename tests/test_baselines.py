@@ -70,14 +70,14 @@ def test_pool_windows_on_an_uneven_grid_match_explicit_means():
     assert torch.allclose(merged, torch.stack(ref), atol=1e-6)
 
 
-def test_visionzip_dominant_and_contextual_split():
+def test_visionzip_projected_dominant_and_contextual_split():
     g = torch.Generator().manual_seed(1)
     n, d = 100, 8
     feats = torch.randn(1, n, d, generator=g)
     keys = torch.randn(1, n, 6, generator=g)
     saliency = torch.rand(1, n, generator=g)
     ctx = _ctx(feats, saliency=saliency, keys=keys)
-    scorer = VisionZipScorer()
+    scorer = VisionZipScorer(space="projected")  # the post-projector variant; as published: test_official_baselines.py
     kept = scorer.select(ctx, scorer(ctx), torch.tensor([64]))[0]
     assert len(kept) == 64
     dominant = set(torch.topk(saliency[0], 54).indices.tolist())

@@ -20,8 +20,8 @@ from visprune.scoring.scorers import RandomScorer
         ({"energy": 0.0}, "energy"),
         ({"energy": 1.01}, "energy"),
         ({"energy": 0.9, "min_keep": 10, "max_keep": 5}, "min_keep"),
-        ({"scorer": "nope"}, "valid scorers: atp, cdpruner, cls, dart, divprune, fastv, lmtext, pdrop, pool, random, "
-                             "text, visionzip, vispruner"),
+        ({"scorer": "nope"}, "valid scorers: atp, cdpruner, cls, dart, divprune, fastv, lmtext, pdrop, pool, prumerge, "
+                             "prumerge\\+, random, text, visionzip, vispruner"),
         ({"budget": "nope"}, "valid budgets: energy, fixed, iqr, ratio"),
         ({"budget": "fixed"}, "needs k"),
         ({"alpha": 1.5}, "alpha"),
@@ -46,6 +46,8 @@ def test_budget_is_inferred_and_defaults_filled():
     assert PruneConfig(k=64).budget == "fixed"
     assert PruneConfig(energy=0.9).budget == "energy"
     assert PruneConfig(budget="energy").energy == 0.95
+    assert PruneConfig(scorer="prumerge").budget == "iqr"  # the scorer's own default: PruMerge's outlier rule
+    assert PruneConfig(scorer="prumerge+", keep=0.25).budget == "ratio"
 
 
 def test_round_trip_through_json():
@@ -69,7 +71,7 @@ def test_instances_are_accepted_and_serialised_by_name():
 
 def test_registries_are_listed():
     assert visprune.list_scorers() == ["atp", "cdpruner", "cls", "dart", "divprune", "fastv", "lmtext", "pdrop",
-                                       "pool", "random", "text", "visionzip", "vispruner"]
+                                       "pool", "prumerge", "prumerge+", "random", "text", "visionzip", "vispruner"]
     assert visprune.list_budgets() == ["energy", "fixed", "iqr", "ratio"]
 
 

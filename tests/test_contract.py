@@ -9,6 +9,7 @@ from transformers import CLIPVisionConfig
 import visprune
 from visprune import prune_, unprune_
 from visprune import testing as T
+from visprune.scoring.scorers import VisionZipScorer
 
 from cases import CASES, QUESTIONS
 
@@ -19,6 +20,12 @@ SETTINGS = {
     "iqr": {"min_keep": 2},
 }
 GRID_ONLY = {"pool"}  # pooling keeps the largest grid of at most k cells: at most, not exactly, k
+AT_LEAST = {"prumerge+"}  # k outliers plus spatial samples
+# tower-space VisionZip: [CLS] is one of the k tokens the LM receives, and `kept` lists the other k - 1 (patches)
+CLS_IN_K = {"visionzip"}
+# registered names, and scorers whose variants are constructor settings
+SCORERS = {**{name: name for name in visprune.list_scorers()},
+           "visionzip-projected": VisionZipScorer(space="projected")}
 TEXT_AWARE = ("text", "atp", "cdpruner")  # given the set-up's CLIP partner (cdpruner: its relevance, as ATP's)
 
 
@@ -48,14 +55,15 @@ def _selection(case, model, proc, imgs, questions):
 
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("budget", visprune.list_budgets())
-@pytest.mark.parametrize("scorer", visprune.list_scorers())
+@pytest.mark.parametrize("scorer", list(SCORERS))
 @torch.no_grad()
 def test_every_scorer_and_budget(setups, name, scorer, budget):
     case, model, proc, imgs, clip = setups[name]
+    scorer_arg = SCORERS[scorer]
     if scorer == "text" and clip is None:
         pytest.skip("no CLIP text encoder shares this tower's space (SigLIP, Qwen)")
     extra = {"llm_layer": 1} if scorer in ("fastv", "dart") else {}  # the tiny language models have 2 layers
-    cfg = case.prune_config(scorer=scorer, budget=budget, text_encoder=clip if scorer in TEXT_AWARE else None,
+    cfg = case.prune_config(scorer=scorer_arg, budget=budget, text_encoder=clip if scorer in TEXT_AWARE else None,
                             **SETTINGS[budget], **extra)
     if scorer in case.refused:
         with pytest.raises(TypeError, match=case.refused[scorer]):
@@ -70,13 +78,11 @@ def test_every_scorer_and_budget(setups, name, scorer, budget):
             assert kept.dtype == torch.int64 and kept.dim() == 1
             assert torch.equal(kept, torch.unique(kept)) and int(kept.max()) < feats.shape[0]
             assert prot[kept].sum() == prot.sum()  # protected tokens always kept
-            n = len(kept) - int(prot.sum())
+            n = len(kept) - int(prot.sum()) + (scorer in CLS_IN_K)
             assert 1 <= n <= n_cand
-            exact = scorer not in GRID_ONLY
-            if budget == "fixed":
-                assert n == min(5, n_cand) if exact else n <= min(5, n_cand)
-            if budget == "ratio":
-                assert n == int(n_cand * 0.3 + 0.5) if exact else n <= int(n_cand * 0.3 + 0.5)
+            assert sel.sent[i] == len(sel.kept_features[i]) <= feats.shape[0]
+            for want in [min(5, n_cand)] * (budget == "fixed") + [int(n_cand * 0.3 + 0.5)] * (budget == "ratio"):
+                assert n <= want if scorer in GRID_ONLY else n >= want if scorer in AT_LEAST else n == want
             assert torch.isfinite(sel.kept_features[i]).all()
             assert torch.isfinite(sel.scores[i, : feats.shape[0]][~prot]).all()
         for i, q in enumerate(QUESTIONS):

@@ -8,6 +8,7 @@ from .random import RandomScorer
 from .atp import AtpScorer
 from .pool import PoolScorer
 from .visionzip import VisionZipScorer
+from .prumerge import PruMergePlusScorer, PruMergeScorer
 from .divprune import DivPruneScorer
 from .fastv import FastVScorer
 from .dart import DartScorer
@@ -26,6 +27,8 @@ __all__ = [
     "AtpScorer",
     "PoolScorer",
     "VisionZipScorer",
+    "PruMergeScorer",
+    "PruMergePlusScorer",
     "DivPruneScorer",
     "FastVScorer",
     "DartScorer",

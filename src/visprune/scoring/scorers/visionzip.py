@@ -5,41 +5,74 @@ from __future__ import annotations
 import torch
 
 from ... import ops
-from ..context import KEYS, SALIENCY, ScoreContext
+from ..context import KEYS, SALIENCY, TOWER, ScoreContext
 from .base import Scorer, register_scorer
 
 #: VisionZip's published split: 54 dominant + 10 contextual of 64 (108 + 20 of 128, 162 + 30 of 192).
 CONTEXTUAL_SHARE = 10 / 64
+SPACES = ("tower", "projected")
 
 
 @register_scorer("visionzip")
 class VisionZipScorer(Scorer):
-    """VisionZip (Yang et al., CVPR 2025, arXiv 2412.04467), Sec. 3.2, training-free variant.
+    """VisionZip (Yang et al., CVPR 2025, arXiv 2412.04467), Sec. 3.2, training-free.
 
-    - *Dominant* tokens: the ``k - c`` tokens with the highest [CLS] attention (the ``cls`` scorer's
-      saliency, layer -2 as the paper uses for LLaVA).
-    - *Contextual* tokens, ``c = round(k * 10 / 64)`` (the paper's 54 + 10 split of 64): of the
-      remaining tokens, ``c`` targets are taken at a uniform stride; every other remaining token is
-      assigned to its most similar target by cosine similarity of the scoring layer's key vectors
-      (the paper's merging metric) and averaged into it.
+    Follows the official code, github.com/dvlab-research/VisionZip: ``visionzip/clip_encoder.py``,
+    ``CLIPVisionTower_VisionZip.forward`` (the selection and merge), ``visionzip/utils.py``,
+    ``CLIPAttention_forward`` (the merge metric), ``visionzip/main.py``, ``visionzip`` (its
+    ``dominant`` counts [CLS]: ``dominant_num = dominant - 1`` patches), and
+    ``visionzip/llava_arch.py``, ``encode_images_visionzip`` (the projector runs on the result).
+    With ``k`` visual tokens for the language model (``k=64``: the README's
+    ``dominant=54, contextual=10``):
 
-    Deviation, stated: the paper averages vision-tower hidden states before the projector;
-    visprune works at the language-model interface and averages the projected tokens. With LLaVA's
-    MLP projector the two differ (the projector is not linear). The contextual token sits at its
-    target's position, which :func:`visprune.last_kept` reports.
+    - ``c = min(round(k * 10 / 64), k - 1)`` contextual tokens, ``k - c`` dominant tokens: [CLS]
+      and the ``k - c - 1`` patches with the highest [CLS] attention at the feature layer (the
+      ``cls`` saliency, heads averaged; the official sums the heads: the same order).
+    - Of the remaining patches, in their original order, ``c`` targets at the stride
+      ``max(1, remaining // c)``; every other remaining patch goes to the target whose key is most
+      cosine-similar. The key is the feature layer's ``k_proj`` output averaged over heads (the
+      official ``metric``, ``raw_key_states.mean(1)``).
+    - A contextual token is ``target + mean(assigned)`` (the official ``target_hidden +
+      aggregated_hidden``, counts clamped at 1: a target with nothing assigned stays itself).
+    - All of it in the vision tower's hidden space (the feature layer's hidden states, before the
+      projector); the model's own projector then runs on the result.
+    - The language model receives [CLS], the dominant patches in their original order, then the
+      contextual tokens in target order, appended at the end. ``last_kept`` reports the dominant
+      patches and the targets (``k - 1`` indices; [CLS] is not a placeholder under LLaVA's
+      ``default`` strategy).
+
+    ``positions="original"`` is refused (``prune_``): [CLS] and the appended contextual tokens have
+    no original position. The tower-space path runs on single-crop LLaVA (``llava``); elsewhere
+    ``prune_`` refuses it and names the variant below.
+
+    Args:
+        space: ``"tower"`` (default, as published, above) or ``"projected"``: a variant, off by
+            default, for architectures without the tower-space path (Qwen2-VL, LLaVA-NeXT, BLIP-2's
+            ViT cut, IDEFICS): the same selection without [CLS] (``k - c`` dominant patches), the
+            scoring layer's concatenated ``k_proj`` output as the metric, each contextual token the
+            plain mean ``(target + sum(assigned)) / (n + 1)`` of the projected tokens, left at its
+            target's position. The projector is not linear, so this differs from averaging before it.
     """
 
-    needs = frozenset({SALIENCY, KEYS})
+    def __init__(self, space: str = "tower") -> None:
+        if space not in SPACES:
+            raise ValueError(f"VisionZipScorer(space={space!r}): valid spaces are {', '.join(SPACES)}")
+        self.space = space
+        self.own_order = space == "tower"
+        self.needs = frozenset({SALIENCY, KEYS, TOWER} if self.own_order else {SALIENCY, KEYS})
+
+    projected_variant = 'VisionZipScorer(space="projected")'
 
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:
         return ctx.require(SALIENCY, "scorer 'visionzip'").float()
 
     def _split(self, ctx: ScoreContext, scores: torch.Tensor, i: int, k: int):
+        """(dominant patches, targets, (others, the target each goes to)), candidate indices."""
         cand = ctx.candidates[i]
         n_ctx = min(int(round(k * CONTEXTUAL_SHARE)), max(k - 1, 0))
-        n_dom = k - n_ctx
+        n_dom = k - n_ctx - (1 if self.own_order else 0)  # [CLS] is the first dominant token
         masked = torch.where(cand, scores[i].float(), torch.full_like(scores[i], float("-inf"), dtype=torch.float))
-        dominant = ops.keep_indices(masked[None], n_dom)[0]
+        dominant = ops.keep_indices(masked[None], max(n_dom, 0))[0]
         rest_mask = cand.clone()
         rest_mask[dominant] = False
         rest = rest_mask.nonzero(as_tuple=True)[0]
@@ -49,21 +82,26 @@ class VisionZipScorer(Scorer):
         step = max(rest.numel() // n_ctx, 1)
         targets = rest[::step][:n_ctx].contiguous()
         others = rest[~torch.isin(rest, targets)]
-        keys = torch.nn.functional.normalize(ctx.keys[i].float(), dim=-1)
+        keys = ctx.keys[i].float()
+        if self.own_order:  # the official metric: keys averaged over heads
+            keys = keys.view(keys.shape[0], ctx.tower.heads, -1).mean(1)
+        keys = torch.nn.functional.normalize(keys, dim=-1)
         assign = (keys[others] @ keys[targets].T).argmax(-1) if others.numel() else others
         return dominant, targets, (others, assign)
 
     def select(self, ctx: ScoreContext, scores: torch.Tensor, k: torch.Tensor) -> list[torch.Tensor]:
-        return [torch.sort(torch.cat(self._split(ctx, scores, i, int(k[i]))[:2])).values for i in range(len(k))]
+        splits = [self._split(ctx, scores, i, int(k[i])) for i in range(len(k))]
+        ctx.extras["visionzip"] = splits  # per call: merge reads them back
+        return [torch.sort(torch.cat(s[:2])).values for s in splits]
 
     def merge(self, ctx: ScoreContext, kept: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Each contextual token becomes the mean of its target and the tokens assigned to it,
-        for all targets at once (a scatter-add, no loop over tokens)."""
-        scores = self(ctx)
+        """Contextual tokens for all targets at once (a scatter-add, no loop over tokens)."""
+        splits = ctx.extras["visionzip"]
+        if self.own_order:
+            return [self._merge_tower(ctx, i, *split) for i, split in enumerate(splits)]
         out = []
         for i, idx in enumerate(kept):
-            k = len(idx) - int(ctx.protected[i].sum())
-            _, targets, (others, assign) = self._split(ctx, scores, i, k)
+            _, targets, (others, assign) = splits[i]
             feats = ctx.features[i, idx].clone()
             if targets.numel():
                 x = ctx.features[i]
@@ -72,3 +110,20 @@ class VisionZipScorer(Scorer):
                 feats[torch.searchsorted(idx, targets)] = (sums / sizes[:, None]).to(feats.dtype)
             out.append(feats)
         return out
+
+    def _merge_tower(self, ctx: ScoreContext, i: int, dominant, targets, others_assign) -> torch.Tensor:
+        """[CLS], dominant patches in order, contextual tokens: hidden states, then the projector."""
+        tower = ctx.tower
+        hidden = tower.hidden[i]
+        h = hidden.float()
+        rows = torch.cat([torch.zeros(1, dtype=torch.long, device=h.device), tower.first + torch.sort(dominant).values])
+        parts = [h[rows]]
+        if targets.numel():
+            others, assign = others_assign
+            sums = torch.zeros(len(targets), h.shape[-1], device=h.device).index_add(0, assign, h[tower.first + others])
+            counts = torch.bincount(assign, minlength=len(targets)).clamp(min=1).to(sums)
+            parts.append(h[tower.first + targets] + sums / counts[:, None])
+        return tower.project(torch.cat(parts).to(hidden.dtype))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(space={self.space!r})" if self.space != "tower" else super().__repr__()

@@ -14,6 +14,8 @@ from visprune import PruneConfig
 from visprune import testing as T
 from visprune.scoring.scorers import VisionZipScorer
 
+from helpers import assert_batched_equals_one_by_one
+
 SIZE = 168  # 12 x 12 = 144 patches: enough for VisionZip's 54 + 10 and PruMerge's 32 neighbours
 QUESTION = "what colour is the star ?"
 
@@ -188,3 +190,28 @@ def test_original_positions_and_other_architectures_are_refused():
     with pytest.raises(TypeError, match="no post-projector variant"):
         visprune.prune_(qwen, PruneConfig(scorer="prumerge"))
     assert not visprune.is_pruned(qwen)
+    with pytest.raises(ValueError, match="valid spaces"):
+        VisionZipScorer(space="hidden")
+
+
+@pytest.mark.parametrize("config", [PruneConfig(scorer="visionzip", k=20), PruneConfig(scorer="prumerge+")])
+def test_generate_batched_equals_one_by_one(setup, config):
+    """Ragged counts of tokens in the scorers' own order (PruMerge+ sends 30 + samples + 1 and 7 + samples + 1)."""
+    model, proc, inputs = setup
+    imgs = T.images(2, size=(SIZE, SIZE))
+    singles = [proc(images=[im], text=[T.prompt(QUESTION)], return_tensors="pt") for im in imgs]
+    visprune.prune_(model, config, processor=proc)
+    try:
+        assert_batched_equals_one_by_one(model, inputs, singles, ragged=config.budget_name == "iqr")
+    finally:
+        visprune.unprune_(model)
+
+
+def test_tower_space_needs_the_default_strategy():
+    model, _ = T.llava()
+    model.config.vision_feature_select_strategy = "full"
+    with pytest.raises(TypeError, match="'default'.*space=\"projected\""):
+        visprune.prune_(model, PruneConfig(scorer="visionzip", k=5))
+    with pytest.raises(TypeError, match="'default'"):
+        visprune.prune_(model, PruneConfig(scorer="prumerge"))
+    assert not visprune.is_pruned(model)

@@ -54,14 +54,16 @@ class VisionZipScorer(Scorer):
             target's position. The projector is not linear, so this differs from averaging before it.
     """
 
+    needs = frozenset({SALIENCY, KEYS, TOWER})  # space="tower"; "projected" drops TOWER
+    own_order = True
+    projected_variant = 'VisionZipScorer(space="projected")'
+
     def __init__(self, space: str = "tower") -> None:
         if space not in SPACES:
             raise ValueError(f"VisionZipScorer(space={space!r}): valid spaces are {', '.join(SPACES)}")
         self.space = space
         self.own_order = space == "tower"
         self.needs = frozenset({SALIENCY, KEYS, TOWER} if self.own_order else {SALIENCY, KEYS})
-
-    projected_variant = 'VisionZipScorer(space="projected")'
 
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:
         return ctx.require(SALIENCY, "scorer 'visionzip'").float()

@@ -116,6 +116,8 @@ def test_python_api_and_cli_run_the_same_atp_on_the_bundled_model(tmp_path, caps
             rel = torch.tensor(e.relevant_patches)
             rec = records[e.id]
             assert sel.relevance == rec["relevance"] == clip
+            # the question alone, though the shapes tokenizer decodes the prompt lower-cased ("user : ...")
+            assert sel.questions == [" ".join(e.question.lower().replace("?", " ?").split())]
             assert len(kept) == rec["kept_tokens"]
             assert float(rel[kept].sum()) / float(rel.sum()) == pytest.approx(rec["grounding_recall"])
             assert shapes.normalise_answer(rec["prediction"]) == pred

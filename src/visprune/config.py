@@ -46,8 +46,10 @@ class PruneConfig:
     A field that the chosen budget does not read (``keep`` with the energy budget, ``k`` with the
     ratio budget, ...) is refused rather than ignored, and so are booleans where numbers go.
         alpha: ATP fusion weight in ``[0, 1]``: ``alpha * norm(saliency) + (1 - alpha) * norm(text)``.
-            Default 0.75, measured (docs/defaults.md): the best of 0.25 / 0.5 / 0.75 in grounding
-            recall on the shapes proving ground at every budget tried.
+            ``None`` (default): chosen per model by measurement, the alpha ``visprune tune`` wrote into
+            the model's folder (``visprune.json``) for the relevance that runs, else 0.75 (measured on
+            the shapes proving ground, docs/defaults.md). Where that measurement found the question
+            term does not help, ``prune_`` warns once (``QuestionTermWarning``) and names the better setting.
         norm: per-image normalisation of the ATP terms: ``minmax`` (default; measured best, see
             docs/defaults.md), ``softmax``, ``rank`` or ``none``.
         layer: vision layer whose attention gives the saliency, as an index into the tower's
@@ -98,7 +100,7 @@ class PruneConfig:
     energy: float | None = None
     min_keep: int = 1
     max_keep: int | None = None
-    alpha: float = 0.75
+    alpha: float | None = None
     norm: str = "minmax"
     layer: int | None = None
     llm_layer: int = 2
@@ -147,8 +149,9 @@ class PruneConfig:
                 raise ValueError(f"max_keep must be an integer >= 1 or None, got {self.max_keep!r}")
             if self.min_keep > self.max_keep:
                 raise ValueError(f"min_keep ({self.min_keep}) must not exceed max_keep ({self.max_keep})")
-        if not (isinstance(self.alpha, (int, float)) and 0.0 <= self.alpha <= 1.0):
-            raise ValueError(f"alpha must be in [0, 1] (weight of the saliency term), got {self.alpha!r}")
+        if self.alpha is not None and not (isinstance(self.alpha, (int, float)) and 0.0 <= self.alpha <= 1.0):
+            raise ValueError(f"alpha must be in [0, 1] (weight of the saliency term) or None (measured per model), "
+                             f"got {self.alpha!r}")
         if self.norm not in NORMS:
             raise ValueError(f"unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
         for name in ("layer", "text_layer"):

@@ -60,6 +60,7 @@ def test_a_harmful_question_term_is_not_mixed_in_and_prune_says_so_once(folder):
     with pytest.warns(QuestionTermWarning) as caught:
         kept, relevance = _kept(model, proc, PruneConfig(scorer="atp", k=8))
     assert len(caught) == 1 and relevance == "lmtext"
+    assert caught[0].filename == __file__  # attributed to the caller's prune_, not to visprune's insides
     message = str(caught[0].message)
     assert "lowers accuracy" in message and "scorer='cls'" in message and "-0.100 [-0.150, -0.050]" in message
     assert kept == _kept(model, proc, PruneConfig(scorer="cls", k=8))[0]  # alpha 1.0: saliency alone

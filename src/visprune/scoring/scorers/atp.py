@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 
 from ... import ops
+from ...errors import warn_caller
 from ..context import ScoreContext
 from ..measured import DEFAULT_ALPHA, measured_atp, relevance_kind
 from .attention import ClsAttentionScorer
@@ -50,7 +50,7 @@ class AtpScorer(QuestionTermScorer):
             return
         self.alpha = float(self.measurement["alpha"]) if self.measurement else DEFAULT_ALPHA
         if self.measurement and self.measurement["verdict"] != "helps":
-            warnings.warn(question_term_warning(kind, self.measurement), QuestionTermWarning, stacklevel=4)
+            warn_caller(question_term_warning(kind, self.measurement), QuestionTermWarning)
 
     @property
     def needs(self) -> frozenset[str]:  # type: ignore[override]

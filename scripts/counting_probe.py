@@ -52,18 +52,35 @@ def oracle_scores(sample, what: str, background: int, seed: int) -> tuple[torch.
     return s, int((s > 0).sum())
 
 
+ANSWERS: list[str] = []  # every prediction, in order, for the count errors
+
+
 @torch.no_grad()
 def answer(model, processor, sample, config=None) -> bool:
     import visprune
     from visprune import shapes
 
-    if config is None:
-        return shapes.answer(model, processor, sample.image, sample.question) == sample.answer
-    visprune.prune_(model, config, processor=processor)
+    if config is not None:
+        visprune.prune_(model, config, processor=processor)
     try:
-        return shapes.answer(model, processor, sample.image, sample.question) == sample.answer
+        ANSWERS.append(shapes.answer(model, processor, sample.image, sample.question))
+        return ANSWERS[-1] == sample.answer
     finally:
-        visprune.unprune_(model)
+        if config is not None:
+            visprune.unprune_(model)
+
+
+NUMBERS = {w: i for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight"])}
+
+
+def count_errors(answers: list[str], samples) -> dict:
+    """Signed error of the count answers: how often too high, too low, and the mean (predicted - true)."""
+    pred = [NUMBERS.get(a, int(a) if a.isdigit() else None) for a in answers]
+    true = [NUMBERS.get(s.answer, int(s.answer) if s.answer.isdigit() else None) for s in samples]
+    pairs = [(p, t) for p, t in zip(pred, true) if p is not None and t is not None]
+    return {"too_high": sum(p > t for p, t in pairs) / len(samples), "too_low": sum(p < t for p, t in pairs) / len(samples),
+            "not_a_number": 1 - len(pairs) / len(samples),
+            "mean_error": float(np.mean([p - t for p, t in pairs])) if pairs else None}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,8 +106,10 @@ def main(argv: list[str] | None = None) -> None:
         scores[(part, label)] = {str(i): float(c) for i, c in enumerate(correct)}
         rows.append({"part": part, "label": label, "accuracy": float(np.mean(correct)),
                      "ci": stats.mean_ci(correct), "kept": None if kept is None else float(np.mean(kept))})
-        print(f"{part:<6} {label:<44} {np.mean(correct):.3f}" + ("" if kept is None else f"  kept {np.mean(kept):.1f}"),
-              flush=True)
+        if part == "count":
+            rows[-1]["errors"] = count_errors(ANSWERS[-len(samples):], samples)
+        print(f"{part:<6} {label:<44} {np.mean(correct):.3f}" + ("" if kept is None else f"  kept {np.mean(kept):.1f}")
+              + (f"  {rows[-1]['errors']}" if part == "count" else ""), flush=True)
 
     # part 1: oracle selections on count questions
     record("unpruned", "count", counts, [answer(model, processor, s) for s in counts], [256] * len(counts))
@@ -145,8 +164,10 @@ def main(argv: list[str] | None = None) -> None:
         "Oracle selections from the scene generator's ground truth: the answer is in the kept patches, "
         "so what is lost when they are all that is kept is something the model reads elsewhere.",
         "",
-        markdown_table(["selection", "kept (mean)", "count accuracy [95% CI]", "vs unpruned"],
-                       [[r["label"], f"{r['kept']:.1f}", acc(r), cell(r, "vs_unpruned")] for r in part1]),
+        markdown_table(["selection", "kept (mean)", "count accuracy [95% CI]", "vs unpruned", "too high", "too low",
+                        "mean error (predicted - true)"],
+                       [[r["label"], f"{r['kept']:.1f}", acc(r), cell(r, "vs_unpruned"), fmt(r["errors"]["too_high"]),
+                         fmt(r["errors"]["too_low"]), fmt(r["errors"]["mean_error"], "+.3f")] for r in part1]),
         "",
         f"## Remedies with ATP (count questions; {args.n_mixed} held-out questions of every type, seed 12345)",
         "",

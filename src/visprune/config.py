@@ -12,6 +12,7 @@ import torch
 
 from .scoring.budgets import BUDGETS, Budget
 from .scoring.scorers import SCORERS, Scorer
+from .scoring.scorers.base import build_scorer, registered_name, scorer_settings
 from .scoring.scorers.clip_text import AUTO
 
 CONFIG_VERSION = 1
@@ -194,6 +195,8 @@ class PruneConfig:
             elif f.name in ("text_encoder", "text_tokenizer") and v is not None and not isinstance(v, str):
                 v = str(getattr(v, "name_or_path", None) or type(v).__name__)
             out[f.name] = v
+        if not isinstance(self.scorer, str) and registered_name(self.scorer) and self.scorer.options():
+            out["scorer_options"] = self.scorer.options()  # a registered scorer built with its own settings
         return out
 
     @classmethod
@@ -202,10 +205,20 @@ class PruneConfig:
         version = data.pop("version", CONFIG_VERSION)
         if version != CONFIG_VERSION:
             raise ValueError(f"PruneConfig dict has version {version}; this visprune reads version {CONFIG_VERSION}")
+        options = dict(data.pop("scorer_options", None) or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
+        scorer = data.get("scorer", cls.scorer)
+        settings = scorer_settings(scorer) if isinstance(scorer, str) and scorer in SCORERS else []
+        options.update({name: data.pop(name) for name in unknown if name in settings})  # the scorer's own settings
+        unknown = [name for name in unknown if name not in settings]
         if unknown:
-            raise ValueError(f"unknown PruneConfig fields {unknown}; valid: {', '.join(sorted(known))}")
+            also = f"; settings of scorer {scorer!r}: {', '.join(settings)}" if settings else ""
+            raise ValueError(f"unknown PruneConfig fields {unknown}; valid: {', '.join(sorted(known))}{also}")
+        if options:
+            if not isinstance(scorer, str):
+                raise ValueError("scorer_options need the scorer by name, not an instance")
+            data["scorer"] = build_scorer(scorer, options)
         return cls(**data)
 
 

@@ -14,6 +14,8 @@ from visprune import testing as T
 from visprune.apps.cli import main
 from visprune.scoring.measured import MEASURED_FILE, VERDICTS
 
+from helpers import load_llava, save_llava
+
 QUESTION = "what colour is the star ?"
 
 
@@ -27,16 +29,8 @@ def _entry(alpha, verdict, measured_alpha=None):
 def folder(tmp_path_factory):
     """A saved tiny LLaVA (no CLIP partner: ATP's relevance is lmtext)."""
     root = tmp_path_factory.mktemp("measured") / "llava"
-    model, proc = T.llava()
-    model.save_pretrained(root)
-    proc.save_pretrained(root)
+    save_llava(root)
     return root
-
-
-def _load(folder):
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
-
-    return LlavaForConditionalGeneration.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
 
 
 @torch.no_grad()
@@ -56,7 +50,7 @@ def _write(folder, atp):
 
 def test_a_harmful_question_term_is_not_mixed_in_and_prune_says_so_once(folder):
     _write(folder, {"lmtext": _entry(1.0, "harms", measured_alpha=0.5)})
-    model, proc = _load(folder)
+    model, proc = load_llava(folder)
     with pytest.warns(QuestionTermWarning) as caught:
         kept, relevance = _kept(model, proc, PruneConfig(scorer="atp", k=8))
     assert len(caught) == 1 and relevance == "lmtext"
@@ -68,7 +62,7 @@ def test_a_harmful_question_term_is_not_mixed_in_and_prune_says_so_once(folder):
 
 def test_a_measured_alpha_is_used_silently_where_the_term_helps_and_an_explicit_one_wins(folder):
     _write(folder, {"lmtext": dict(_entry(0.25, "helps"), vs_saliency={"diff": 0.1, "ci": [0.05, 0.15], "n": 200})})
-    model, proc = _load(folder)
+    model, proc = load_llava(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("error", QuestionTermWarning)
         measured = _kept(model, proc, PruneConfig(scorer="atp", k=8))[0]
@@ -84,7 +78,7 @@ def test_a_measured_alpha_is_used_silently_where_the_term_helps_and_an_explicit_
 
 def test_a_tie_warns_and_keeps_the_measured_alpha(folder):
     _write(folder, {"lmtext": dict(_entry(0.5, "tie"), vs_saliency={"diff": -0.01, "ci": [-0.04, 0.02], "n": 400})})
-    model, proc = _load(folder)
+    model, proc = load_llava(folder)
     with pytest.warns(QuestionTermWarning, match="does not measurably help.*a tie.*alpha=0.5"):
         kept = _kept(model, proc, PruneConfig(scorer="atp", k=8))[0]
     assert kept == _kept(model, proc, PruneConfig(scorer="atp", k=8, alpha=0.5))[0]
@@ -94,7 +88,7 @@ def test_a_tie_warns_and_keeps_the_measured_alpha(folder):
                                      json.dumps({"atp": {"lmtext": {"alpha": 0.5, "verdict": "maybe"}}})])
 def test_a_malformed_measurement_is_refused_with_its_path(folder, content):
     (folder / MEASURED_FILE).write_text(content)
-    model, proc = _load(folder)
+    model, proc = load_llava(folder)
     with pytest.raises(ValueError, match=f"{MEASURED_FILE}"):
         prune_(model, PruneConfig(scorer="atp", k=8), processor=proc)
     assert not visprune.is_pruned(model)

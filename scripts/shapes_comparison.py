@@ -27,6 +27,7 @@ FIXED = ["atp", "cls", "text", "lmtext", "cdpruner", "vispruner", "visionzip", "
          "pdrop", "random"]
 IN_LLM_K = ("fastv", "dart")  # the in-LLM methods that prune at llm_layer
 ADAPTIVE = {"e-adaprune": "e-adaprune", "atp+energy": "atp:budget=energy"}
+VARIANTS = {"atp (lmtext)": "atp:k={k},text_encoder=none"}  # ATP without its CLIP partner: the lmtext fallback
 
 
 def calibration_features(model, processor, n: int, seed: int) -> torch.Tensor:
@@ -102,6 +103,10 @@ def main(argv: list[str] | None = None) -> None:
             if name == "text" and text_encoder is None:
                 continue
             spec = f"{name}:k={b}" + (f",llm_layer={fastv_layer}" if name in IN_LLM_K else "")
+            specs.append(spec)
+            group[spec] = (name, b)
+        for name, template in VARIANTS.items():
+            spec = template.format(k=b)
             specs.append(spec)
             group[spec] = (name, b)
         for name, base in ADAPTIVE.items():

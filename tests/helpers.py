@@ -50,3 +50,21 @@ def on(inputs, device, dtype=None) -> dict:
     """Processor outputs on ``device``; floating tensors (pixels) in ``dtype`` when given."""
     return {k: v.to(device, dtype) if v.is_floating_point() and dtype is not None else v.to(device)
             for k, v in dict(inputs).items()}
+
+
+def save_llava(folder):
+    """A tiny random-weight LLaVA and its processor, saved with ``save_pretrained`` into ``folder``
+    (as a model folder on disk: ``name_or_path`` then points at it); returns the model."""
+    from visprune import testing as T
+
+    model, proc = T.llava()
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    return model
+
+
+def load_llava(folder):
+    """(model, processor) of a LLaVA folder, through ``from_pretrained``, in eval mode."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    return LlavaForConditionalGeneration.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)

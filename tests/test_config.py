@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 import visprune
 from visprune import PruneConfig
@@ -123,3 +124,54 @@ def test_the_config_is_frozen():
     assert cfg.replace(keep=0.5).keep == 0.5 and cfg.keep == 0.25
     with pytest.raises(ValueError, match="keep"):
         cfg.replace(keep=7.0)
+
+
+@pytest.mark.parametrize("spec,cls,options", [
+    ("pdrop:k=64,layers=8/16/24", "PyramidDropScorer", {"layers": [8, 16, 24]}),
+    ("dart:k=32,pivot_image=8,pivot_text=0", "DartScorer", {"pivot_image": 8, "pivot_text": 0}),
+    ("lmtext:k=8,standardize=false", "LmTextScorer", {"standardize": False}),
+    ("cdpruner:k=8,theta=0.5", "CDPrunerScorer", {"theta": 0.5}),
+])
+def test_method_strings_reach_scorer_settings_and_round_trip(spec, cls, options):
+    from visprune.methods import parse_method
+
+    cfg = parse_method(spec).config
+    assert type(cfg.scorer).__name__ == cls and cfg.scorer.options() == options
+    data = cfg.to_dict()
+    assert data["scorer"] == spec.split(":")[0] and data["scorer_options"] == options
+    again = PruneConfig.from_dict(data)
+    assert again.to_dict() == data and type(again.scorer) is type(cfg.scorer)
+
+
+def test_default_scorer_settings_are_not_saved_and_unknown_ones_are_named():
+    from visprune.methods import parse_method
+
+    assert "scorer_options" not in parse_method("dart:k=8,pivot_image=4").config.to_dict()  # the default
+    assert parse_method("atp:k=8,text_encoder=openai/clip-vit-large-patch14-336").config.text_encoder == \
+        "openai/clip-vit-large-patch14-336"  # a hub id with a slash is text, not a list
+    with pytest.raises(ValueError, match="settings of scorer 'dart': pivot_image, pivot_text"):
+        parse_method("dart:k=8,pivots=3")
+    with pytest.raises(ValueError, match="has no setting bogus"):
+        PruneConfig.from_dict({"scorer": "dart", "k": 8, "scorer_options": {"bogus": 1}})
+
+
+@torch.no_grad()
+def test_a_scorer_setting_from_a_method_string_selects_what_the_instance_selects():
+    import visprune
+    from visprune import testing as T
+    from visprune.methods import parse_method
+    from visprune.scoring.scorers import DartScorer
+
+    model, proc = T.llava()
+    inputs = proc(images=T.images(1), text=[T.prompt("what colour is the star ?")], return_tensors="pt")
+    kept = []
+    for cfg in (parse_method("dart:k=8,llm_layer=1,pivot_image=1,pivot_text=0").config,
+                PruneConfig(scorer=DartScorer(pivot_image=1, pivot_text=0), k=8, llm_layer=1),
+                PruneConfig(scorer="dart", k=8, llm_layer=1)):
+        visprune.prune_(model, cfg, processor=proc)
+        try:
+            model(**inputs)
+            kept.append(visprune.last_kept(model)[0].tolist())
+        finally:
+            visprune.unprune_(model)
+    assert kept[0] == kept[1] and kept[0] != kept[2]

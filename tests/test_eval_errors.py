@@ -10,16 +10,16 @@ import time
 import pytest
 import torch
 
-from visprune import testing as random_models, shapes
+from visprune import shapes
 from visprune.apps.cli import main
+
+from helpers import save_llava
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("m") / "llava"
-    model, proc = random_models.llava()
-    model.save_pretrained(path)
-    proc.save_pretrained(path)
+    save_llava(path)
     return str(path)
 
 

@@ -124,11 +124,17 @@ def test_corruption_run(shapes_like, tmp_path):
         for label, v in entry.items():
             assert v["n"] == 3 and v["drop_vs_clean"] == pytest.approx(clean[label] - v["accuracy"])
             assert v["drop_vs_unpruned"] == pytest.approx(entry["none"]["accuracy"] - v["accuracy"])
+            # intervals as for the clean rows: the accuracy's, and paired differences from clean and from unpruned
+            assert v["accuracy_ci"][0] <= v["accuracy"] <= v["accuracy_ci"][1]
+            assert v["vs_clean"]["n"] == 3 and v["vs_clean"]["diff"] == pytest.approx(-v["drop_vs_clean"])
+            assert (label == "none") == ("vs_unpruned" not in v)
+            if label != "none":
+                assert v["vs_unpruned"]["diff"] == pytest.approx(-v["drop_vs_unpruned"])
     for label, mean in summary["robustness_mean"].items():
         accs = [summary["robustness"][c][label]["accuracy"] for c in ("contrast-5", "pixelate-1")]
         assert mean["accuracy"] == pytest.approx(sum(accs) / 2)
         assert mean["drop_vs_clean"] == pytest.approx(clean[label] - sum(accs) / 2)
-    assert "contrast-5" in (tmp_path / "summary.md").read_text()
+    assert "contrast-5" in (tmp_path / "summary.md").read_text() and "vs clean" in (tmp_path / "summary.md").read_text()
 
 
 def test_cli_eval_and_sweep(shapes_like, tmp_path, capsys):

@@ -15,6 +15,8 @@ from visprune.evaluation import results as res
 from visprune.evaluation.models import load_model
 from visprune.scoring.scorers.clip_text import clip_partner
 
+from helpers import load_llava, save_llava
+
 QUESTION = "what colour is the star ?"
 
 
@@ -23,19 +25,13 @@ def folders(tmp_path_factory):
     """Two saved tiny LLaVAs, the bundled layout: ``with_clip/`` ships ``clip/`` (CLIP text tower,
     projections, tokenizer) next to its config.json, ``without_clip/`` does not."""
     root = tmp_path_factory.mktemp("models")
-    model, proc = T.llava()
     for name in ("with_clip", "without_clip"):
-        model.save_pretrained(root / name)
-        proc.save_pretrained(root / name)
+        model = save_llava(root / name)
     T.clip_model(model.config.vision_config).save_pretrained(root / "with_clip" / "clip")
     T.tokenizer().save_pretrained(root / "with_clip" / "clip")
     return root
 
 
-def _load(folder):
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
-
-    return LlavaForConditionalGeneration.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
 
 
 @torch.no_grad()
@@ -59,7 +55,7 @@ def test_auto_is_the_default_and_bad_values_are_refused():
 
 
 def test_auto_gives_atp_and_text_the_partner_the_folder_ships(folders):
-    model, proc = _load(folders / "with_clip")
+    model, proc = load_llava(folders / "with_clip")
     clip = str(folders / "with_clip" / "clip")
     assert clip_partner(model) == clip
     auto = _selection(model, proc, PruneConfig(scorer="atp", keep=0.25))
@@ -76,7 +72,7 @@ def test_auto_gives_atp_and_text_the_partner_the_folder_ships(folders):
 
 
 def test_auto_falls_back_to_lmtext_where_no_partner_exists(folders):
-    model, proc = _load(folders / "without_clip")
+    model, proc = load_llava(folders / "without_clip")
     assert clip_partner(model) is None and load_model(str(folders / "without_clip"))[2] is None
     auto = _selection(model, proc, PruneConfig(scorer="atp", keep=0.25))
     lm = _selection(model, proc, PruneConfig(scorer="atp", keep=0.25, text_encoder=None))
@@ -116,6 +112,8 @@ def test_python_api_and_cli_run_the_same_atp_on_the_bundled_model(tmp_path, caps
             rel = torch.tensor(e.relevant_patches)
             rec = records[e.id]
             assert sel.relevance == rec["relevance"] == clip
+            # the question alone, though the shapes tokenizer decodes the prompt lower-cased ("user : ...")
+            assert sel.questions == [" ".join(e.question.lower().replace("?", " ?").split())]
             assert len(kept) == rec["kept_tokens"]
             assert float(rel[kept].sum()) / float(rel.sum()) == pytest.approx(rec["grounding_recall"])
             assert shapes.normalise_answer(rec["prediction"]) == pred

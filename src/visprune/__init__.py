@@ -11,6 +11,7 @@ from . import ops
 from .scoring.budgets import BUDGETS, Budget, register_budget
 from .config import PruneConfig
 from .scoring.scorers import SCORERS, Scorer, register_scorer
+from .scoring.scorers.atp import QuestionTermWarning
 from .transform import is_pruned, last_kept, last_selection, prune_, unprune_
 
 __version__ = "0.1.0"
@@ -39,5 +40,6 @@ __all__ = [
     "register_budget",
     "Scorer",
     "Budget",
+    "QuestionTermWarning",
     "ops",
 ]

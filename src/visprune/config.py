@@ -12,6 +12,7 @@ import torch
 
 from .scoring.budgets import BUDGETS, Budget
 from .scoring.scorers import SCORERS, Scorer
+from .scoring.scorers.base import build_scorer, registered_name, scorer_settings
 from .scoring.scorers.clip_text import AUTO
 
 CONFIG_VERSION = 1
@@ -47,8 +48,10 @@ class PruneConfig:
     A field that the chosen budget does not read (``keep`` with the energy budget, ``k`` with the
     ratio budget, ...) is refused rather than ignored, and so are booleans where numbers go.
         alpha: ATP fusion weight in ``[0, 1]``: ``alpha * norm(saliency) + (1 - alpha) * norm(text)``.
-            Default 0.75, measured (docs/defaults.md): the best of 0.25 / 0.5 / 0.75 in grounding
-            recall on the shapes proving ground at every budget tried.
+            ``None`` (default): chosen per model by measurement, the alpha ``visprune tune`` wrote into
+            the model's folder (``visprune.json``) for the relevance that runs, else 0.75 (measured on
+            the shapes proving ground, docs/defaults.md). Where that measurement found the question
+            term does not help, ``prune_`` warns once (``QuestionTermWarning``) and names the better setting.
         norm: per-image normalisation of the ATP terms: ``minmax`` (default; measured best, see
             docs/defaults.md), ``softmax``, ``rank`` or ``none``.
         layer: vision layer whose attention gives the saliency, as an index into the tower's
@@ -99,7 +102,7 @@ class PruneConfig:
     energy: float | None = None
     min_keep: int = 1
     max_keep: int | None = None
-    alpha: float = 0.75
+    alpha: float | None = None
     norm: str = "minmax"
     layer: int | None = None
     llm_layer: int = 2
@@ -149,8 +152,9 @@ class PruneConfig:
                 raise ValueError(f"max_keep must be an integer >= 1 or None, got {self.max_keep!r}")
             if self.min_keep > self.max_keep:
                 raise ValueError(f"min_keep ({self.min_keep}) must not exceed max_keep ({self.max_keep})")
-        if not (isinstance(self.alpha, (int, float)) and 0.0 <= self.alpha <= 1.0):
-            raise ValueError(f"alpha must be in [0, 1] (weight of the saliency term), got {self.alpha!r}")
+        if self.alpha is not None and not (isinstance(self.alpha, (int, float)) and 0.0 <= self.alpha <= 1.0):
+            raise ValueError(f"alpha must be in [0, 1] (weight of the saliency term) or None (measured per model), "
+                             f"got {self.alpha!r}")
         if self.norm not in NORMS:
             raise ValueError(f"unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
         for name in ("layer", "text_layer"):
@@ -193,6 +197,8 @@ class PruneConfig:
             elif f.name in ("text_encoder", "text_tokenizer") and v is not None and not isinstance(v, str):
                 v = str(getattr(v, "name_or_path", None) or type(v).__name__)
             out[f.name] = v
+        if not isinstance(self.scorer, str) and registered_name(self.scorer) and self.scorer.options():
+            out["scorer_options"] = self.scorer.options()  # a registered scorer built with its own settings
         return out
 
     @classmethod
@@ -201,10 +207,20 @@ class PruneConfig:
         version = data.pop("version", CONFIG_VERSION)
         if version != CONFIG_VERSION:
             raise ValueError(f"PruneConfig dict has version {version}; this visprune reads version {CONFIG_VERSION}")
+        options = dict(data.pop("scorer_options", None) or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
+        scorer = data.get("scorer", cls.scorer)
+        settings = scorer_settings(scorer) if isinstance(scorer, str) and scorer in SCORERS else []
+        options.update({name: data.pop(name) for name in unknown if name in settings})  # the scorer's own settings
+        unknown = [name for name in unknown if name not in settings]
         if unknown:
-            raise ValueError(f"unknown PruneConfig fields {unknown}; valid: {', '.join(sorted(known))}")
+            also = f"; settings of scorer {scorer!r}: {', '.join(settings)}" if settings else ""
+            raise ValueError(f"unknown PruneConfig fields {unknown}; valid: {', '.join(sorted(known))}{also}")
+        if options:
+            if not isinstance(scorer, str):
+                raise ValueError("scorer_options need the scorer by name, not an instance")
+            data["scorer"] = build_scorer(scorer, options)
         return cls(**data)
 
 

@@ -50,6 +50,11 @@ def method_names() -> list[str]:
 
 
 def _value(text: str) -> Any:
+    if "/" in text:  # a list of numbers (layers=8/16/24); a path or hub id (openai/clip-...) stays text
+        parts = [_value(part.strip()) for part in text.split("/")]
+        if all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in parts):
+            return parts
+        return text
     low = text.lower()
     if low in ("none", "null"):
         return None
@@ -64,7 +69,11 @@ def _value(text: str) -> Any:
 
 
 def parse_method(spec: str, **defaults: Any) -> Method:
-    """Parse ``NAME[:key=value,...]`` into a :class:`Method` (``ValueError`` with the valid names)."""
+    """Parse ``NAME[:key=value,...]`` into a :class:`Method` (``ValueError`` with the valid names).
+
+    Keys are ``PruneConfig`` fields, or settings of the scorer's constructor (``dart:k=64,pivot_image=8``,
+    ``pdrop:k=64,layers=8/16/24``: numbers joined by ``/`` are a list); a field wins over a scorer
+    setting of the same name."""
     name, _, settings = spec.strip().partition(":")
     name = name.strip().lower()
     if name == "none":

@@ -22,6 +22,8 @@ def extract_question(
 
     >>> extract_question("USER:  \\nWhat colour is the star? ASSISTANT:")
     'What colour is the star?'
+    >>> extract_question("user : what colour is the star ? assistant :")
+    'what colour is the star ?'
     """
     ends = [m.start() for m in _last_matches(text, assistant_markers)]
     if ends:
@@ -34,9 +36,10 @@ def extract_question(
 
 def _pattern(marker: str) -> re.Pattern:
     # Word-level tokenizers decode "USER:" as "USER :"; allow spaces inside markers that have none.
+    # Lower-casing tokenizers (the bundled shapes model's) decode it "user :": match either case.
     if any(c.isspace() for c in marker):
-        return re.compile(re.escape(marker))
-    return re.compile(r"\s*".join(re.escape(c) for c in marker))
+        return re.compile(re.escape(marker), re.IGNORECASE)
+    return re.compile(r"\s*".join(re.escape(c) for c in marker), re.IGNORECASE)
 
 
 def _last_matches(text: str, markers: tuple[str, ...]) -> list[re.Match]:

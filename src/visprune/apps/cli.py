@@ -1,4 +1,4 @@
-"""The ``visprune`` command line: ``demo``, ``eval``, ``sweep``, ``bench`` and ``serve``."""
+"""The ``visprune`` command line: ``demo``, ``eval``, ``sweep``, ``tune``, ``bench`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -69,13 +69,30 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _tune(args: argparse.Namespace) -> int:
+    from ..evaluation.tune import report, run_tune
+
+    try:
+        alphas = tuple(float(a) for a in args.alphas.split(",") if a.strip())
+    except ValueError:
+        raise UsageError(f"--alphas {args.alphas!r}: comma-separated numbers in [0, 1), e.g. 0.25,0.5,0.75") from None
+    settings = _settings(args, [])
+    try:
+        measured = run_tune(settings, args.k, alphas, into_model=args.into_model, argv=args.argv)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(report(measured))
+    print(f"wrote {args.out}/visprune.json" + (" and the model folder's" if args.into_model else ""))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, seed: int = 12345) -> None:
     p.add_argument("--model", required=True, help="'shapes' (the bundled model), a local folder or a hub id")
     p.add_argument("--task", required=True, help="shapes-vqa, shapes-vqa-crowded, shapes-caption, vqav2, gqa or coco-caption")
     # --num-samples: under torchrun (Python 3.11 argparse) a bare --n is taken as torchrun's own --nnodes...
     p.add_argument("--n", "--num-samples", dest="n", type=int, default=None,
                    help="first N examples (default: shapes 100, files all); spell it --num-samples under torchrun")
-    p.add_argument("--seed", type=int, default=12345, help="shapes evaluation seed (default 12345)")
+    p.add_argument("--seed", type=int, default=seed, help=f"shapes scene seed (default {seed})")
     p.add_argument("--questions", help="questions JSON (vqav2, gqa)")
     p.add_argument("--annotations", help="annotations JSON (vqav2 answers, coco-caption captions)")
     p.add_argument("--images", help="image folder (vqav2, gqa, coco-caption)")
@@ -135,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--energies", default="0.99,0.95,0.9", help="energy shares for energy-budget methods")
     sw.add_argument("--overlays", type=int, default=4, help="samples in the overlay picture (0: none)")
     sw.set_defaults(func=_sweep)
+
+    tu = sub.add_parser("tune", help="choose ATP's alpha for a model by measurement (writes visprune.json)",
+                        description="Measure ATP at each --alphas against its saliency term alone (cls) at --k kept "
+                                    "tokens, for each question relevance the model has (its CLIP partner, lmtext), "
+                                    "paired with 95%% intervals; write the chosen alpha and the verdict (helps, tie, "
+                                    "harms) to OUT/visprune.json and, with --into-model, to the model's folder, where "
+                                    "prune_ reads it (PruneConfig(alpha=None), the default).")
+    _common(tu, seed=20000)  # calibration scenes: disjoint from the evaluation seed 12345 the docs report
+    tu.add_argument("--k", type=int, default=32, help="visual tokens kept per image (default 32)")
+    tu.add_argument("--alphas", default="0.25,0.5,0.75", help="ATP fusion weights to measure (default 0.25,0.5,0.75)")
+    tu.add_argument("--into-model", action="store_true", help="also write visprune.json into the model's folder")
+    tu.set_defaults(func=_tune)
 
     be = sub.add_parser("bench", help="latency vs FLOPs, visprune's overhead, memory: pruned vs unpruned, same run")
     be.add_argument("--geometry", default="small",

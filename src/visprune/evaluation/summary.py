@@ -53,8 +53,7 @@ def write_summary(s: EvalSettings, methods: list[Method], out: Path, latency: di
         row = {"method": m.label, "config": m.to_dict()["config"]}
         records = results.read_records(folder)
         row.update(results.summarize_method(s.task, records, s.caption_tokenizer))
-        scores[m.label] = {i: r["score"] for i, r in records.items()
-                           if not r.get("skipped") and isinstance(r.get("score"), (int, float))}
+        scores[m.label] = _sample_scores(records)
         row["latency_s"] = latency.get(m.label)
         peaks = [r["memory"][m.label] for r in ranks if m.label in r["memory"]]
         row["peak_memory"] = max(peaks, key=lambda p: p["peak_bytes"]) if peaks else None
@@ -72,17 +71,24 @@ def write_summary(s: EvalSettings, methods: list[Method], out: Path, latency: di
     robustness = {}
     for corruption in s.corruptions:
         cond = results.condition_name(corruption)
-        entry = {}
+        entry, cond_scores = {}, {}
         for m in methods:
             folder = results.method_dir(out, cond, m.label)
             results.merge(folder, order)
-            acc = results.summarize_method(s.task, results.read_records(folder), s.caption_tokenizer)
+            records = results.read_records(folder)
+            acc = results.summarize_method(s.task, records, s.caption_tokenizer)
             entry[m.label] = {"accuracy": acc["accuracy"], "n": acc["n"], "missing": acc["missing"],
                               "drop_vs_clean": _diff(rows[m.label]["accuracy"], acc["accuracy"])}
+            cond_scores[m.label] = _sample_scores(records)
         missing += sum(acc["missing"] for acc in [entry[m.label] for m in methods])
-        ref_acc = entry[methods[0].label]["accuracy"]
+        ref = methods[0].label
         for m in methods:
-            entry[m.label]["drop_vs_unpruned"] = _diff(ref_acc, entry[m.label]["accuracy"])
+            entry[m.label]["drop_vs_unpruned"] = _diff(entry[ref]["accuracy"], entry[m.label]["accuracy"])
+            if s.task.kind != "caption":  # intervals: per-sample metrics only, as for the clean rows
+                entry[m.label]["accuracy_ci"] = stats.mean_ci(list(cond_scores[m.label].values()))
+                entry[m.label]["vs_clean"] = stats.paired_difference(cond_scores[m.label], scores[m.label])
+                if m.label != ref:
+                    entry[m.label]["vs_unpruned"] = stats.paired_difference(cond_scores[m.label], cond_scores[ref])
         robustness[cond] = entry
     robustness_mean = {}
     for m in methods if robustness else []:
@@ -113,6 +119,12 @@ def write_summary(s: EvalSettings, methods: list[Method], out: Path, latency: di
     return summary
 
 
+def _sample_scores(records: dict[str, dict]) -> dict[str, float]:
+    """Each answered sample's score, by id (skipped images left out)."""
+    return {i: r["score"] for i, r in records.items()
+            if not r.get("skipped") and isinstance(r.get("score"), (int, float))}
+
+
 def _with_ci(value, ci) -> str:
     return fmt(value) if not ci else f"{fmt(value)} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
@@ -123,6 +135,12 @@ def difference_cell(d) -> str:
         return "-"
     cell = f"{d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
     return f"tie: {cell}" if d["tie"] else cell
+
+
+def _corrupted_cell(e: dict) -> str:
+    if "vs_clean" not in e:  # a corpus metric (CIDEr): the difference without an interval
+        return f"{fmt(e['accuracy'])} ({fmt(e['drop_vs_clean'], '+.3f')})"
+    return f"{_with_ci(e['accuracy'], e.get('accuracy_ci'))}; vs clean {difference_cell(e['vs_clean'])}"
 
 
 def _intervals(rows: dict, scores: dict, methods: list[Method], per_sample: bool) -> None:
@@ -164,9 +182,9 @@ def table(summary: dict) -> str:
         text += f"\n\nIntervals: {summary.get('statistics', stats.DESCRIPTION)}."
     if summary.get("robustness"):
         labels = [r["method"] for r in summary["methods"]]
-        text += "\n\n" + markdown_table(
+        text += ("\n\nUnder each corruption: accuracy [95% CI], then its paired difference from the same method "
+                 "on clean images (\"tie\": the interval contains 0).\n\n") + markdown_table(
             ["corruption", *labels],
-            [[cond, *(f"{fmt(entry[m]['accuracy'])} ({fmt(entry[m]['drop_vs_clean'], '+.3f')})" for m in labels)]
-             for cond, entry in summary["robustness"].items()],
+            [[cond, *(_corrupted_cell(entry[m]) for m in labels)] for cond, entry in summary["robustness"].items()],
         )
     return text

@@ -15,6 +15,7 @@ from .dart import DartScorer
 from .pdrop import PyramidDropScorer
 from .cdpruner import CDPrunerScorer
 from .vispruner import VisPrunerScorer
+from .context_tokens import WithContextTokens
 
 __all__ = [
     "SCORERS",
@@ -35,4 +36,5 @@ __all__ = [
     "PyramidDropScorer",
     "CDPrunerScorer",
     "VisPrunerScorer",
+    "WithContextTokens",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 import torch
@@ -57,8 +58,45 @@ class Scorer:
         """
         return None
 
+    def options(self) -> dict[str, Any]:
+        """The constructor settings of this instance that differ from their defaults, by name (each
+        stored as the attribute of the same name): what ``PruneConfig.to_dict`` saves as
+        ``scorer_options`` and what a method string such as ``pdrop:k=64,layers=8/16/24`` gives back."""
+        out = {}
+        for name, param in _parameters(type(self)).items():
+            value = getattr(self, name, param.default)
+            value = list(value) if isinstance(value, tuple) else value
+            default = list(param.default) if isinstance(param.default, tuple) else param.default
+            if value != default:
+                out[name] = value
+        return out
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def _parameters(cls: type) -> dict[str, inspect.Parameter]:
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without self
+    return {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def scorer_settings(name: str) -> list[str]:
+    """The constructor settings of registered scorer ``name`` (``[]`` for scorers without any)."""
+    return list(_parameters(SCORERS.get(name)))
+
+
+def build_scorer(name: str, options: dict[str, Any]) -> Scorer:
+    """Registered scorer ``name`` built with ``options`` (``ValueError`` naming its settings)."""
+    unknown = sorted(set(options) - set(scorer_settings(name)))
+    if unknown:
+        valid = ", ".join(scorer_settings(name)) or "none"
+        raise ValueError(f"scorer {name!r} has no setting {', '.join(unknown)}; its settings: {valid}")
+    return SCORERS.get(name)(**options)
+
+
+def registered_name(scorer: Scorer) -> str | None:
+    """The name ``scorer``'s class is registered under, or None (an unregistered custom scorer)."""
+    return scorer.name if scorer.name in SCORERS and SCORERS.get(scorer.name) is type(scorer) else None
 
 
 SCORERS: Registry[Scorer] = Registry("scorer")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ... import ops
+from ..measured import model_folder
 from ..context import PATCH_HIDDEN, QUESTION_TEXT, ScoreContext
 from .base import Scorer, register_scorer
 from .lm_text import LmTextScorer
@@ -26,11 +26,9 @@ def clip_partner(model: Any) -> str | None:
     The one lookup behind ``text_encoder="auto"`` (``prune_``) and the command line's model loader.
     A hub id, or a model built in memory, has no folder here, so no partner (nothing is downloaded).
     """
-    for source in (getattr(model, "name_or_path", None), getattr(getattr(model, "config", None), "_name_or_path", None)):
-        if isinstance(source, (str, Path)) and str(source):
-            path = Path(source).expanduser() / PARTNER_FOLDER
-            if (path / "config.json").is_file():
-                return str(path)
+    folder = model_folder(model)
+    if folder is not None and (folder / PARTNER_FOLDER / "config.json").is_file():
+        return str(folder / PARTNER_FOLDER)
     return None
 
 

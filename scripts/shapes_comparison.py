@@ -6,8 +6,8 @@
 Fixed-budget methods keep exactly k tokens of 256 per image. The adaptive ones (E-AdaPrune, ATP
 scores with the spectral budget) get an energy share tau calibrated so that their *mean* kept
 count on calibration scenes (seed --calib-seed, disjoint from the evaluation seed) equals k, by
-bisection over tau. The PruMerge-style outlier budget (cls:budget=iqr) cannot be tuned and is
-reported at its own mean. Evaluation goes through ``visprune.evaluation.run`` (the same code as
+bisection over tau. The outlier budgets (cls:budget=iqr, PruMerge, PruMerge+) cannot be tuned and are
+reported at their own means. Evaluation goes through ``visprune.evaluation.run`` (the same code as
 ``visprune eval``): the same samples for every method, the unpruned model measured alongside, and
 per-sample records in --runs so an interrupted run resumes.
 """
@@ -27,7 +27,12 @@ FIXED = ["atp", "cls", "text", "lmtext", "cdpruner", "vispruner", "visionzip", "
          "pdrop", "random"]
 IN_LLM_K = ("fastv", "dart")  # the in-LLM methods that prune at llm_layer
 ADAPTIVE = {"e-adaprune": "e-adaprune", "atp+energy": "atp:budget=energy"}
-VARIANTS = {"atp (lmtext)": "atp:k={k},text_encoder=none"}  # ATP without its CLIP partner: the lmtext fallback
+VARIANTS = {"atp (lmtext)": "atp:k={k},text_encoder=none",  # ATP without its CLIP partner: the lmtext fallback
+            "visionzip (projected)": "visionzip:k={k},space=projected"}  # merged after the projector, in place
+#: methods with their own, untuned budget: reported at their own mean
+OWN_BUDGET = {"cls:budget=iqr": "cls + iqr (PruMerge's count rule on [CLS] attention)",
+              "prumerge": "PruMerge (official: last-layer score, iqr count, merge, extra token)",
+              "prumerge+": "PruMerge+ (official: PruMerge plus spatially uniform samples)"}
 
 
 def calibration_features(model, processor, n: int, seed: int) -> torch.Tensor:
@@ -113,8 +118,9 @@ def main(argv: list[str] | None = None) -> None:
             spec = f"{base}:energy={taus[b]}" if ":" not in base else f"{base},energy={taus[b]}"
             specs.append(spec)
             group[spec] = (name, b)
-    specs.append("cls:budget=iqr")
-    group["cls:budget=iqr"] = ("cls+iqr (PruMerge rule)", None)
+    for spec, label in OWN_BUDGET.items():
+        specs.append(spec)
+        group[spec] = (label, None)
 
     task = build_task("shapes-vqa", n=args.n, seed=args.seed)
     settings = EvalSettings(model=args.model, task=task, methods=parse_methods(["none", *specs]), out=Path(args.runs or f"runs/comparison-{args.model}"),
@@ -170,13 +176,19 @@ def write_table(path, rows, group, budgets, taus, args, summary) -> None:
               fmt(r.get("grounding_recall")), fmt(r.get("flops_ratio"))]
              for r in members])
         lines += [f"## {b} of 256 tokens (mean)", "", table, ""]
-    iqr = rows.get("cls:budget=iqr")
-    if iqr:
-        kept = iqr.get("kept_tokens") or {}
-        lines += ["## Untuned budget", "",
-                  f"`cls:budget=iqr` (PruMerge's outlier rule on [CLS] attention) keeps {kept.get('mean', 0):.1f} tokens "
-                  f"on average ({kept.get('min')} to {kept.get('max')}): accuracy {acc(iqr)}, "
-                  f"grounding recall {fmt(iqr.get('grounding_recall'))}.", ""]
+    own = [rows[spec] for spec in OWN_BUDGET if spec in rows]
+    if own:
+        lines += ["## Untuned budgets", "",
+                  "The outlier rule (`Q3 + 1.5 IQR` of the score, per image) sets its own count; kept is what the "
+                  "language model receives (PruMerge adds one token summing the dropped ones, PruMerge+ also "
+                  "uniform samples).", "",
+                  markdown_table(["method", "spec", "kept (mean / min / max)", "accuracy", "vs unpruned [95% CI]",
+                                  "grounding recall", "FLOPs share"],
+                                 [[OWN_BUDGET[r["method"]], f"`{r['method']}`",
+                                   f"{(r.get('kept_tokens') or {}).get('mean', 0):.1f} / "
+                                   f"{(r.get('kept_tokens') or {}).get('min')} / {(r.get('kept_tokens') or {}).get('max')}",
+                                   acc(r), "n/a" if no_acc else difference_cell(r.get("vs_unpruned")),
+                                   fmt(r.get("grounding_recall")), fmt(r.get("flops_ratio"))] for r in own]), ""]
     lines += ["Calibrated energy shares: " + ", ".join(f"{b} tokens: tau={t}" for b, t in taus.items()), "",
               f"Versions: {json.dumps(summary.get('versions', {}))}", ""]
     path.write_text("\n".join(lines))

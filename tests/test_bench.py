@@ -41,6 +41,16 @@ def test_bench_tiny_writes_all_fields(tmp_path):
     assert "| atp:keep=0.5 | 8 |" in table
 
 
+def test_bench_counts_the_tokens_the_language_model_receives():
+    """Official VisionZip sends [CLS] and its contextual tokens beside k - 1 kept patches: bench reports
+    what the language model receives (Selection.sent), as eval does, and the KV cache follows it."""
+    report = bench("tiny", methods=["visionzip:k=6"], repeats=1, warmup=0, new_tokens=2, progress=None)
+    vz = {r["method"]: r for r in report["results"]}["visionzip:k=6"]
+    prompt_len = build_geometry("tiny").inputs["input_ids"].shape[1]  # 16 image placeholders + text
+    assert vz["kept_tokens"] == [6]
+    assert abs(vz["kv_cache_ratio"] - (prompt_len - 16 + 6) / prompt_len) < 1e-9
+
+
 def test_markdown_sections_are_replaced_in_place(tmp_path):
     path = tmp_path / "BENCHMARKS.md"
     write_markdown_section(path, "tiny", "first\n")

@@ -80,7 +80,7 @@ def bench(
                 with torch.no_grad(), count_cuda_syncs() as logged:
                     model(**inputs)
                 syncs = len(logged)
-            kept = [len(k) for k in last_selection(model).kept] if m.config is not None else None
+            kept = last_selection(model).sent if m.config is not None else None  # tokens the LM receives
         finally:
             if m.config is not None:
                 unprune_(model)

@@ -144,12 +144,12 @@ def _measure(model, method: Method, inputs: dict, singles: list[dict], dev, eage
         if method.config is None:
             return row
         kept = last_selection(model).kept
-        row["kept_tokens"] = [len(k) for k in kept]
+        row["kept_tokens"] = last_selection(model).sent  # tokens the language model receives
         if singles:
             alone = []
             for x in singles:
                 model(**x)
-                alone += [len(k) for k in last_selection(model).kept]
+                alone += last_selection(model).sent
             row["same_kept_counts"] = alone == row["kept_tokens"]
         if eager_too:
             with eager_scoring(model, method.config) as maps:

@@ -290,8 +290,43 @@ def idefics(tiny: bool) -> tuple[str, str, list[Row]]:
             f"language model cross-attends to {latents} latents whatever is kept", rows)
 
 
+def _gemma3(tiny: bool, name: str, width: int, ffn: int, layers: int, heads: int, kv: int) -> tuple[str, str, list[Row]]:
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
+
+    if tiny:
+        text = Gemma3TextConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=64)
+        vis = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 image_size=112, patch_size=14)
+        tokens = 16
+    else:
+        text = Gemma3TextConfig(vocab_size=262208, hidden_size=width, intermediate_size=ffn, num_hidden_layers=layers,
+                                num_attention_heads=heads, num_key_value_heads=kv, head_dim=256, sliding_window=1024,
+                                query_pre_attn_scalar=256)
+        vis = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                                 image_size=896, patch_size=14, vision_use_head=False)
+        tokens = 256
+    cfg = Gemma3Config(text_config=text, vision_config=vis, mm_tokens_per_image=tokens,
+                       image_token_id=text.vocab_size - 1)
+    m = _build(Gemma3ForConditionalGeneration, cfg)
+    patches = (vis.image_size // vis.patch_size) ** 2
+    vision = flops(m.model.vision_tower, _meta(1, 3, vis.image_size, vis.image_size))
+    connector = flops(m.model.multi_modal_projector, _meta(1, patches, vis.hidden_size))
+    rows = [Row(keep, _kept(tokens, keep), _kept(tokens, keep), vision, connector,
+                _prefill(m, m.model.language_model, m.lm_head, text.hidden_size, TEXT_TOKENS + 2 + _kept(tokens, keep)))
+            for keep in KEEPS]
+    return name, (f"{tokens} tokens pooled from {patches} SigLIP patches, pruned after the projector; "
+                  "<start_of_image> / <end_of_image> kept"), rows
+
+
+def gemma3(tiny: bool) -> list[tuple[str, str, list[Row]]]:
+    """Gemma-3-4B and 12B (google/gemma-3-4b-it, google/gemma-3-12b-it) on one 896x896 image (no pan and scan):
+    SigLIP-so400m, 4x4 average pool into 256 tokens, Gemma 3 language models (sliding-window and global layers)."""
+    return [_gemma3(tiny, "Gemma-3-4B", 2560, 10240, 34, 8, 4), _gemma3(tiny, "Gemma-3-12B", 3840, 15360, 48, 16, 8)]
+
+
 ARCHS = {"llava": llava, "llava_next": llava_next, "qwen2_vl": qwen2_vl, "blip2": blip2,
-         "instructblip": instructblip, "idefics": idefics}
+         "instructblip": instructblip, "idefics": idefics, "gemma3": gemma3}
 
 NOTES = """\
 ## Where pruning saves little, and why
@@ -307,10 +342,12 @@ NOTES = """\
   latents: the gated cross-attention layers of the language model see the same 64 latents, and
   the prefill cost does not move. Only the resampler's work shrinks, which is small against the
   ViT-H tower and the 9B language model.
-- **LLaVA, LLaVA-NeXT, Qwen2-VL**: pruning happens after the projector (patch merger), so the
+- **LLaVA, LLaVA-NeXT, Qwen2-VL, Gemma 3**: pruning happens after the projector (patch merger, pool), so the
   vision tower and projector run in full and the saving is all in the language-model prefill,
   where visual tokens dominate the prompt. Qwen2-VL's own vision tower (full attention over
-  2304 patches) is a large share of its total, which caps the relative saving.
+  2304 patches) is a large share of its total, which caps the relative saving. Gemma 3's is more:
+  SigLIP at 896 px attends over 4,096 patches before pooling them into 256 tokens, 5.5 TFLOP,
+  more than Gemma-3-4B's whole prefill, so pruning the pooled tokens saves at most the prefill's share.
 
 Counting notes: the language model's prefill includes the LM head on the last position only (as
 `generate` computes it); IDEFICS is counted with eager attention (its forward always builds a

@@ -41,6 +41,7 @@ class Case:
     mixed: dict = field(default_factory=lambda: {"scorer": "atp", "energy": 0.8})  # ragged per-image budgets
     clip: str | None = None             # CLIP text partner: "own" (the tower's own CLIP), "shared" (a CLIP of T.IMAGE)
     refused: dict = field(default_factory=dict)  # scorer -> a word of the TypeError prune_ raises
+    prompt: Callable | None = None      # question -> prompt with one image, for set-ups with their own image marker
 
     def prune_config(self, **fields) -> PruneConfig:
         return PruneConfig(**{**self.config, **fields})
@@ -57,13 +58,15 @@ class Case:
         if self.kind == "blip":
             text = [T.blip_prompt(q) for q in questions]
         else:
-            template = T.qwen_prompt if isinstance(processor, T.QwenInputs) else T.prompt
+            template = self.prompt or (T.qwen_prompt if isinstance(processor, T.QwenInputs) else T.prompt)
             text = [template(q) for q in questions]
-        return processor(images=images, text=text, return_tensors="pt", padding=True)
+        # nested per prompt (one image each), the form every processor takes and Gemma 3's requires
+        return processor(images=[[im] for im in images], text=text, return_tensors="pt", padding=True)
 
 
 # in-LLM scorers (FastV, DART, PyramidDrop) need model.model.language_model.layers (LLaVA / Qwen layouts)
 IN_LLM = {name: "in-LLM pruning needs" for name in ("fastv", "dart", "pdrop")}
+SLIDING = {name: "sliding_attention layers" for name in ("fastv", "dart", "pdrop")}  # Gemma 3's language model
 # merging in the tower's hidden space (VisionZip, PruMerge as published) runs on single-crop LLaVA only
 TOWER = {"visionzip": 'VisionZipScorer\\(space="projected"\\)', "prumerge": "no post-projector variant",
          "prumerge+": "no post-projector variant"}
@@ -89,6 +92,8 @@ CASES = {
                                mixed={"scorer": "random", "budget": "per_image"}, clip="shared", refused=QUERY_REFUSED),
     "instructblip-vit": Case(T.instructblip, "blip", config={"cut": "vit"}, scorers=VIT_SCORERS,
                              mixed={"scorer": "cls", "energy": 0.8}, clip="shared", refused=VIT_REFUSED),
+    "gemma3": Case(T.gemma3, "placeholder", (112, 112), prompt=T.gemma3_prompt, refused={**TOWER, **SLIDING},
+                   mixed={"scorer": "random", "budget": "per_image"}),
     "idefics": Case(lambda: T.idefics(resampler=True), "idefics", scorers=VIT_SCORERS,
                     mixed={"scorer": "cls", "energy": 0.8}, clip="shared",
                     refused={**TOWER, "lmtext": "embedding space", **IN_LLM}),

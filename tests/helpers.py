@@ -68,3 +68,17 @@ def load_llava(folder):
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     return LlavaForConditionalGeneration.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
+
+
+@torch.no_grad()
+def pruned_selection(model, processor, inputs, config, hooks=()):
+    """Prune with ``config``, run one forward on ``inputs``, unprune: the call's selection. ``hooks``
+    (handles registered by the caller, e.g. to read the language model's inputs) are removed after."""
+    visprune.prune_(model, config, processor=processor)
+    try:
+        model(**inputs)
+        return visprune.last_selection(model)
+    finally:
+        visprune.unprune_(model)
+        for h in hooks:
+            h.remove()

@@ -4,11 +4,12 @@
 import pytest
 import torch
 
-import visprune
 from visprune import PruneConfig
 from visprune import testing as T
 from visprune.scoring.context import ScoreContext
 from visprune.scoring.scorers.context_tokens import WithContextTokens
+
+from helpers import pruned_selection
 
 
 def _reference(scores: list[float], k: int, uniform: int, summary: bool):
@@ -58,14 +59,8 @@ def test_the_language_model_receives_the_kept_tokens_and_the_summary_of_the_drop
         seen.setdefault("embeds", kw["inputs_embeds"].clone())
 
     hook = model.model.language_model.register_forward_pre_hook(grab, with_kwargs=True)
-    scorer = WithContextTokens("cls", uniform=2, summary=True)
-    visprune.prune_(model, PruneConfig(scorer=scorer, k=6), processor=proc)
-    try:
-        model(**inputs)
-        sel = visprune.last_selection(model)
-    finally:
-        visprune.unprune_(model)
-        hook.remove()
+    sel = pruned_selection(model, proc, inputs, PruneConfig(scorer=WithContextTokens("cls", uniform=2, summary=True),
+                                                            k=6), hooks=[hook])
     kept = sel.kept[0]
     assert len(kept) == 6
     image_id = model.config.image_token_id

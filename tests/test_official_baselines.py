@@ -14,7 +14,7 @@ from visprune import PruneConfig
 from visprune import testing as T
 from visprune.scoring.scorers import VisionZipScorer
 
-from helpers import assert_batched_equals_one_by_one
+from helpers import assert_batched_equals_one_by_one, pruned_selection
 
 SIZE = 168  # 12 x 12 = 144 patches: enough for VisionZip's 54 + 10 and PruMerge's 32 neighbours
 QUESTION = "what colour is the star ?"
@@ -136,13 +136,7 @@ def _pruned_lm_inputs(model, proc, inputs, config):
     hook = model.model.language_model.register_forward_pre_hook(
         lambda _m, _a, kw: seen.append(kw["inputs_embeds"].clone()), with_kwargs=True
     )
-    visprune.prune_(model, config, processor=proc)
-    try:
-        model(**inputs)
-        sel = visprune.last_selection(model)
-    finally:
-        visprune.unprune_(model)
-        hook.remove()
+    sel = pruned_selection(model, proc, inputs, config, hooks=[hook])
     ids = inputs["input_ids"][0]  # the same prompt in each row; rows are re-padded on the left
     start, text = int((ids == model.config.image_token_id).nonzero()[0]), int((ids != model.config.image_token_id).sum())
     width = seen[0].shape[1]

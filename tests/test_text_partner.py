@@ -15,7 +15,7 @@ from visprune.evaluation import results as res
 from visprune.evaluation.models import load_model
 from visprune.scoring.scorers.clip_text import clip_partner
 
-from helpers import load_llava, save_llava
+from helpers import load_llava, pruned_selection, save_llava
 
 QUESTION = "what colour is the star ?"
 
@@ -36,13 +36,7 @@ def folders(tmp_path_factory):
 
 @torch.no_grad()
 def _selection(model, proc, config):
-    inputs = proc(images=T.images(1), text=[T.prompt(QUESTION)], return_tensors="pt")
-    prune_(model, config, processor=proc)
-    try:
-        model(**inputs)
-        return visprune.last_selection(model)
-    finally:
-        unprune_(model)
+    return pruned_selection(model, proc, proc(images=T.images(1), text=[T.prompt(QUESTION)], return_tensors="pt"), config)
 
 
 def test_auto_is_the_default_and_bad_values_are_refused():

@@ -6,6 +6,7 @@ from torch import nn
 
 from .base import Adapter, Encoded
 from .blip2 import Blip2Adapter
+from .gemma3 import Gemma3Adapter
 from .idefics import IdeficsAdapter
 from .instructblip import InstructBlipAdapter
 from .llava import LlavaAdapter
@@ -22,6 +23,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "blip-2": Blip2Adapter,
     "instructblip": InstructBlipAdapter,
     "idefics": IdeficsAdapter,
+    "gemma3": Gemma3Adapter,
 }
 
 

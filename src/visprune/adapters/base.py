@@ -67,6 +67,15 @@ class Adapter:
     position_modes: ClassVar[tuple[str, ...]] = ("compact",)
     user_markers: ClassVar[tuple[str, ...]] = USER_MARKERS
     assistant_markers: ClassVar[tuple[str, ...]] = ASSISTANT_MARKERS
+    #: each image's candidate tokens form one patch grid (``Encoded.grids``); False for packed
+    #: any-resolution crops, which scorers needing a grid (``pool``) are refused on
+    one_grid: ClassVar[bool] = True
+
+    def picture_grid(self, model: nn.Module) -> tuple[int, int] | None:
+        """``(rows, cols)`` of the tokens one image gives the language model when they tile the
+        processor's square picture in row-major order, every image alike (overlays draw kept tokens
+        on it); None where they do not (any-resolution crops, a kept [CLS], variable sizes)."""
+        return None
 
     def has_images(self, kwargs: dict) -> bool:
         pv = kwargs.get("pixel_values")
@@ -80,6 +89,10 @@ class Adapter:
 
     def check_config(self, model: nn.Module, config: Any, scorer: Any) -> None:
         """Raise ``TypeError`` if ``scorer`` (already set up) cannot run here (called by ``prune_``)."""
+        if getattr(scorer, "needs_grid", False) and not self.one_grid:
+            raise TypeError(f"scorer {config.scorer_name!r} needs one patch grid per image; "
+                            f"{model.config.model_type} packs any-resolution crops with newline tokens. "
+                            "Pick another scorer")
         for signal in scorer.needs:
             if signal in self.unsupported:
                 raise TypeError(

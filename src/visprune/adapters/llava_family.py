@@ -34,6 +34,14 @@ class LlavaFamilyAdapter(Adapter):
     packs = False
     position_modes = ("compact", "original")
 
+    def picture_grid(self, model: nn.Module) -> tuple[int, int] | None:
+        """One crop, [CLS] dropped ("default" strategy): the tower's square patch grid."""
+        cfg = model.config
+        if self.packs or getattr(cfg, "vision_feature_select_strategy", "default") != "default":
+            return None
+        side = cfg.vision_config.image_size // cfg.vision_config.patch_size
+        return side, side
+
     def check(self, model: nn.Module) -> None:
         base = getattr(model, "model", None)
         if base is None or not hasattr(base, "get_image_features") or not hasattr(base, "vision_tower"):

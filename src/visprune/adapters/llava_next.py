@@ -6,3 +6,4 @@ from .llava_family import LlavaFamilyAdapter
 class LlavaNextAdapter(LlavaFamilyAdapter):
     model_types = ("llava_next",)
     packs = True
+    one_grid = False  # crops packed with newline tokens

@@ -9,3 +9,4 @@ from .llava_family import LlavaFamilyAdapter
 class LlavaOnevisionAdapter(LlavaFamilyAdapter):
     model_types = ("llava_onevision",)
     packs = True
+    one_grid = False  # crops packed with newline tokens

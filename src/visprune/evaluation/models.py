@@ -94,7 +94,8 @@ def prompt_text(processor, text: str) -> str:
 
 def model_inputs(model, processor, task: Task, examples: list[Example], images: list) -> Any:
     texts = [prompt_text(processor, task.text(e)) for e in examples]
-    inputs = processor(text=texts, images=images, padding=True, return_tensors="pt").to(model.device)
+    # one image per prompt, nested per prompt: the form every processor takes (Gemma 3's requires it)
+    inputs = processor(text=texts, images=[[im] for im in images], padding=True, return_tensors="pt").to(model.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     return inputs

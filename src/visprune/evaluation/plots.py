@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..adapters import get_adapter
 from ..transform import last_kept, prune_, unprune_
 
 
@@ -69,11 +70,10 @@ def _square(image, size: int):
 
 
 def token_grid(model) -> int | None:
-    """Side of the square patch grid whose tokens the language model sees, or ``None`` (not one grid)."""
-    cfg = model.config
-    if cfg.model_type != "llava" or getattr(cfg, "vision_feature_select_strategy", "default") != "default":
-        return None  # any-resolution tiles, or a kept [CLS] token: not one picture grid
-    return cfg.vision_config.image_size // cfg.vision_config.patch_size
+    """Side of the square grid the language model's tokens of one image tile, or ``None`` (not one
+    square grid): the model's adapter says (``Adapter.picture_grid``)."""
+    grid = get_adapter(model).picture_grid(model)
+    return grid[0] if grid is not None and grid[0] == grid[1] else None
 
 
 @torch.no_grad()

@@ -172,7 +172,7 @@ class Engine:
         from ...evaluation.models import prompt_text
 
         processor, model = self.loaded.processor, self.loaded.model
-        inputs = processor(text=[prompt_text(processor, question)], images=[image], return_tensors="pt")
+        inputs = processor(text=[prompt_text(processor, question)], images=[[image]], return_tensors="pt")
         inputs = inputs.to(model.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
         return inputs

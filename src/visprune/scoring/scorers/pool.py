@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,14 +44,7 @@ class PoolScorer(Scorer):
     """
 
     needs = frozenset()
-
-    def setup(self, model: Any, config: Any, processor: Any = None) -> None:
-        model_type = getattr(model.config, "model_type", "")
-        if model_type in ("llava_next", "llava_onevision"):
-            raise TypeError(
-                f"scorer 'pool' needs one patch grid per image; {model_type} packs any-resolution crops "
-                "with newline tokens. Use it with llava (or qwen2_vl), or pick another scorer"
-            )
+    needs_grid = True  # refused by adapters whose images are not one grid each (Adapter.one_grid)
 
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:
         return torch.zeros(ctx.features.shape[:2], device=ctx.features.device)

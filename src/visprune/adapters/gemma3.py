@@ -1,0 +1,103 @@
+"""Gemma 3 (``gemma3``): SigLIP tower without [CLS], patches average-pooled into 256 tokens per crop.
+
+``Gemma3Model.get_image_features`` runs the SigLIP tower (its last layer's output) and the
+multi-modal projector, which average-pools the ``P x P`` patch grid with a ``P/s x P/s`` window
+into ``s x s`` tokens (``mm_tokens_per_image = s^2``: 4 x 4 windows of 64 x 64 patches into 256
+tokens at 896 px) before its norm and linear map. Pan-and-scan crops are images of their own to the
+model, each with 256 tokens between ``<start_of_image>`` / ``<end_of_image>`` (which are not
+placeholders, so they are never dropped).
+
+Alignment: every per-patch signal is pooled with the projector's own ``avg_pool``, so signal ``j``
+of a crop describes exactly LM token ``j``. Saliency: SigLIP has no [CLS], so it is the attention
+each patch *receives* from all patches, heads averaged (:func:`visprune.ops.received_attention`),
+in the scoring layer (default: the last, whose output the projector reads), averaged over the
+pooling window like the features themselves: the attention an LM token's patches receive
+together, per patch. The [CLS]-row of LLaVA is the attention of one summarising query; with no
+such query, the mean over every query is the closest summary, as for Qwen2-VL (checked against the
+tower's eager attention maps, ``tests/test_prune_gemma3.py``).
+
+The language model's bidirectional attention over each image's tokens (``token_type_ids``) is
+rebuilt by the model from the shortened ``token_type_ids``, so it covers the kept tokens.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from ..measure import clock
+from ..prompt import ASSISTANT_MARKERS
+from ..scoring.context import KEYS, PATCH_HIDDEN, SALIENCY
+from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer
+
+
+class Gemma3Adapter(Adapter):
+    model_types = ("gemma3",)
+    image_input_keys = ("pixel_values",)
+    position_modes = ("compact", "original")
+    # the chat template's "<start_of_turn>model\n" decodes to "model\n"
+    assistant_markers = (*ASSISTANT_MARKERS, "model\n")
+
+    def check(self, model: nn.Module) -> None:
+        base = getattr(model, "model", None)
+        if base is None or not all(hasattr(base, a) for a in ("get_image_features", "vision_tower",
+                                                                "multi_modal_projector")):
+            raise TypeError(f"{type(model).__name__} lacks model.get_image_features / vision_tower / multi_modal_projector")
+        encoder_layers(base.vision_tower)
+
+    def picture_grid(self, model: nn.Module) -> tuple[int, int]:
+        """The pooled grid: ``s x s`` tokens over the square picture (one crop; pan-and-scan crops are
+        pictures of their own)."""
+        side = int(model.model.multi_modal_projector.tokens_per_side)
+        return side, side
+
+    def vision_depth(self, model: nn.Module) -> int:
+        return len(encoder_layers(model.model.vision_tower))
+
+    def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
+        base = model.model
+        n = self.vision_depth(model)
+        sal_layer = hidden_index_to_layer(config.layer, n) if config.layer is not None else n - 1
+        capture = Capture(base.vision_tower, needs, sal_layer, hidden_index_to_layer(config.text_layer, n))
+        with capture.active():
+            t0 = clock.now()
+            out = base.get_image_features(pixel_values=image_inputs["pixel_values"], return_dict=True)
+            model_seconds = clock.now() - t0
+        features = list(out.pooler_output)  # one [s*s, D] per crop
+        pooled = self._pool(base.multi_modal_projector, capture.per_crop_signals(has_cls=False))
+        side = int(base.multi_modal_projector.tokens_per_side)
+        enc = Encoded(features=features, protected=[torch.zeros(len(f), dtype=torch.bool, device=f.device)
+                                                    for f in features],
+                      image_keys=capture.image_keys([1] * len(features)), grids=[(side, side)] * len(features))
+        enc.model_seconds = model_seconds
+        col = 1  # channel 0 is the [CLS] marker, all zeros here
+        if SALIENCY in needs:
+            enc.saliency = list(pooled[:, :, col])
+            col += 1
+        if PATCH_HIDDEN in needs:
+            width = base.vision_tower.config.hidden_size
+            enc.patch_hidden = list(pooled[:, :, col : col + width])
+            col += width
+        if KEYS in needs:
+            enc.keys = list(pooled[:, :, col:])
+        return enc
+
+    @staticmethod
+    def _pool(projector: nn.Module, signals: torch.Tensor) -> torch.Tensor:
+        """``[crops, P*P, C]`` per-patch signals pooled as the projector pools patches: ``[crops, s*s, C]``."""
+        crops, patches, channels = signals.shape
+        grid = signals.transpose(1, 2).reshape(crops, channels, projector.patches_per_image, projector.patches_per_image)
+        return projector.avg_pool(grid).flatten(2).transpose(1, 2)
+
+    def apply(self, model: nn.Module, sel: Any, kwargs: dict, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              image_inputs: dict, side: str | None) -> tuple[dict, AbstractContextManager]:
+        """The default rebuild (``token_type_ids`` shortened with ``input_ids``); Gemma 3 reads
+        ``mm_encoder_outputs`` as one tensor, so the ragged kept features go as one ``[1, total, D]`` run."""
+        kwargs, ctx = super().apply(model, sel, kwargs, input_ids, attention_mask, image_inputs, side)
+        kept = torch.cat(sel.kept_features)[None]
+        kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=kept)}
+        return kwargs, ctx

@@ -1,0 +1,90 @@
+"""Gemma 3: SigLIP saliency pooled as the projector pools patches, the language model's inputs after
+pruning (kept tokens, shortened ``token_type_ids``), and the chat template's question."""
+
+import pytest
+import torch
+
+from visprune import PruneConfig
+from visprune import testing as T
+from visprune.adapters.gemma3 import Gemma3Adapter
+from visprune.prompt import extract_question
+
+from helpers import pruned_selection
+
+
+@pytest.fixture(scope="module")
+def built():
+    model, proc = T.gemma3()
+    imgs = T.images(2, size=(112, 112))
+    inputs = proc(images=[[im] for im in imgs], text=[T.gemma3_prompt(q) for q in ("is there a star ?", "how many circle ?")],
+                  return_tensors="pt", padding=True)
+    return model, proc, inputs
+
+
+def _selection(model, proc, inputs, config, seen=None):
+    """Prune, run once, unprune: the selection; ``seen`` gets the language model's ``inputs_embeds`` and
+    the ``token_type_ids`` the model (which builds the bidirectional image mask from them) was given."""
+    seen = {} if seen is None else seen
+
+    def grab(name, key):
+        def hook(_m, _a, kw):
+            seen.setdefault(name, kw.get(key))
+        return hook
+
+    hooks = [model.model.language_model.register_forward_pre_hook(grab("embeds", "inputs_embeds"), with_kwargs=True),
+             model.model.register_forward_pre_hook(grab("types", "token_type_ids"), with_kwargs=True)]
+    return pruned_selection(model, proc, inputs, config, hooks=hooks)
+
+
+@torch.no_grad()
+def test_saliency_is_the_attention_each_token_s_patches_receive_pooled_as_the_projector_pools(built):
+    model, proc, inputs = built
+    sel = _selection(model, proc, inputs, PruneConfig(scorer="cls", k=4))
+    tower = model.model.vision_tower
+    tower.config._attn_implementation = "eager"
+    try:
+        att = tower(pixel_values=inputs["pixel_values"], output_attentions=True).attentions[-1]  # the last layer
+    finally:
+        tower.config._attn_implementation = "sdpa"
+    received = att.mean(dim=(1, 2))  # [crops, 64]: mean over heads and queries, no [CLS] in SigLIP
+    side = model.model.multi_modal_projector.patches_per_image
+    window = model.model.multi_modal_projector.kernel_size
+    grid = received.reshape(-1, side // window, window, side // window, window)
+    ref = grid.mean(dim=(2, 4)).flatten(1)  # [crops, 16]: each LM token's 2 x 2 patches
+    for i in range(2):
+        assert torch.allclose(sel.encoded.saliency[i], ref[i], atol=1e-6)
+
+
+@torch.no_grad()
+def test_the_language_model_gets_the_kept_tokens_and_their_token_types(built):
+    model, proc, inputs = built
+    full = model.model.get_image_features(pixel_values=inputs["pixel_values"], return_dict=True).pooler_output
+    seen = {}
+    sel = _selection(model, proc, inputs, PruneConfig(scorer="atp", k=5, positions="original"), seen)
+    image_id = model.config.image_token_id
+    for row in range(2):
+        kept = sel.kept[row]
+        assert len(kept) == 5
+        start = int((inputs["input_ids"][row] == image_id).nonzero()[0])
+        assert torch.allclose(seen["embeds"][row, start : start + 5], full[row, kept], atol=1e-5)
+        # the bidirectional image block follows the kept tokens: 5 image-typed positions, contiguous
+        types = seen["types"][row]
+        ones = (types == 1).nonzero().flatten()
+        assert len(ones) == 5 and int(ones[-1] - ones[0]) == 4
+    assert seen["types"].shape[1] == inputs["input_ids"].shape[1] - (16 - 5)  # each row loses 11 placeholders
+
+
+def test_the_question_is_read_from_gemma_s_chat_template():
+    adapter = Gemma3Adapter()
+    decoded = "user\n\n\nwhat colour is the star ?\nmodel\n"
+    assert extract_question(decoded, adapter.user_markers, adapter.assistant_markers) == "what colour is the star ?"
+
+
+def test_overlays_and_pool_ask_the_adapter_for_the_token_grid(built):
+    from visprune.evaluation.plots import token_grid
+
+    model, proc, inputs = built
+    assert token_grid(model) == 4  # the pooled 4 x 4 tokens of a 112 px picture
+    assert token_grid(T.llava()[0]) == T.IMAGE // T.PATCH and token_grid(T.llava_next()[0]) is None
+    sel = _selection(model, proc, inputs, PruneConfig(scorer="pool", k=4))
+    assert [len(k) for k in sel.kept] == [4, 4] and sel.encoded.grids == [(4, 4), (4, 4)]

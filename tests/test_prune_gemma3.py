@@ -88,3 +88,20 @@ def test_overlays_and_pool_ask_the_adapter_for_the_token_grid(built):
     assert token_grid(T.llava()[0]) == T.IMAGE // T.PATCH and token_grid(T.llava_next()[0]) is None
     sel = _selection(model, proc, inputs, PruneConfig(scorer="pool", k=4))
     assert [len(k) for k in sel.kept] == [4, 4] and sel.encoded.grids == [(4, 4), (4, 4)]
+
+
+def test_visprune_eval_runs_a_gemma3_folder(tmp_path, capsys):
+    """The command line's loader, prompts and records need no Gemma code outside the adapter."""
+    import json
+
+    from visprune.apps.cli import main
+
+    model, proc = T.gemma3()
+    model.save_pretrained(tmp_path / "g3")
+    proc.save_pretrained(tmp_path / "g3")
+    rc = main(["eval", "--model", str(tmp_path / "g3"), "--task", "shapes-vqa", "--n", "2", "--method", "atp:keep=0.5",
+               "--method", "pool:k=4", "--timing", "0", "--quiet", "--out", str(tmp_path / "out")])
+    assert rc == 0, capsys.readouterr().err
+    rows = {r["method"]: r for r in json.loads((tmp_path / "out" / "summary.json").read_text())["methods"]}
+    assert rows["atp:keep=0.5"]["kept_tokens"]["mean"] == 8 and rows["pool:k=4"]["kept_tokens"]["mean"] == 4
+    assert 0 < rows["atp:keep=0.5"]["flops_ratio"] < 1 and rows["atp:keep=0.5"]["relevance"] == "lmtext"

@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import visprune
 from visprune import PruneConfig, prune_, unprune_
@@ -182,8 +183,15 @@ def llava_with_clip(tmp_path_factory):
     return model, proc, str(path)
 
 
-def _run(model, proc, cfg):
-    inputs = proc(images=T.images(2), text=[T.prompt(q) for q in QUESTIONS], return_tensors="pt", padding=True)
+def noise_images(n, size):
+    """Random-pixel images: no two patches alike, so no similarity ties for float noise to break
+    (the shapes images' flat background gives near-identical tower states)."""
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def _run(model, proc, cfg, images=None):
+    inputs = proc(images=T.images(2) if images is None else images, text=[T.prompt(q) for q in QUESTIONS], return_tensors="pt", padding=True)
     prune_(model, cfg, processor=proc)
     try:
         model(**inputs)
@@ -193,23 +201,71 @@ def _run(model, proc, cfg):
 
 
 @torch.no_grad()
-def test_cdpruner_on_llava_with_its_clip_partner(llava_with_clip):
-    """The CLIP relevance (negated, min-max) and the greedy DPP on the tokens LLaVA's language model receives."""
+def _tower_outputs(model, pixel_values):
+    """The tower's eager forward with every hidden state and attention map (as the official code runs it)."""
+    tower = model.model.vision_tower
+    impl = tower.config._attn_implementation
+    tower.set_attn_implementation("eager")
+    try:
+        return tower(pixel_values, output_hidden_states=True, output_attentions=True)
+    finally:
+        tower.set_attn_implementation(impl)
+
+
+@torch.no_grad()
+def cdpruner_clip_relevance_reference(model, clip_dir, pixel_values, questions, layer):
+    """The official CLIPVisionTower.forward / encode_images relevance: the patches of
+    ``hidden_states[layer]`` ([CLS] dropped: select_feature='patch') through CLIP's post_layernorm and
+    visual_projection, cosine to the question's text_embeds, negated, min-max per image."""
     from transformers import AutoTokenizer, CLIPModel
 
-    model, proc, clip_dir = llava_with_clip
-    ks = [5, 8]
-    sel, inputs = _run(model, proc, PruneConfig(scorer="cdpruner", budget=GivenBudget(ks), text_encoder=clip_dir))
-    assert sel.relevance == f"clip:{clip_dir}" and sel.questions == QUESTIONS
     clip = CLIPModel.from_pretrained(clip_dir).eval()
     tok = AutoTokenizer.from_pretrained(clip_dir)
-    hidden = model.model.vision_tower(inputs["pixel_values"], output_hidden_states=True).hidden_states[-1][:, 1:]
+    hidden = _tower_outputs(model, pixel_values).hidden_states[layer][:, 1:]
     patches = clip.visual_projection(clip.vision_model.post_layernorm(hidden)).numpy()
-    text = clip.get_text_features(**tok(QUESTIONS, return_tensors="pt", padding=True)).pooler_output.numpy()
-    for i, k in enumerate(ks):
-        rel = cdpruner_relevance_reference(-(_unit(patches[i]) @ _unit(text[i])))
+    text = clip.get_text_features(**tok(questions, return_tensors="pt", padding=True)).pooler_output.numpy()
+    return [cdpruner_relevance_reference(-(_unit(p) @ _unit(t))) for p, t in zip(patches, text)]
+
+
+@pytest.mark.parametrize("feature_layer", [-2, -3, 2])
+@torch.no_grad()
+def test_cdpruner_on_llava_with_its_clip_partner(llava_with_clip, feature_layer):
+    """By default the CLIP relevance reads the layer the model projects (the official code's
+    ``mm_vision_select_layer``: LLaVA-1.5's -2), whatever the model's ``vision_feature_layer`` is;
+    the kept tokens are the greedy DPP's on the tokens LLaVA's language model receives."""
+    model, proc, clip_dir = llava_with_clip
+    ks = [5, 8]
+    saved = model.config.vision_feature_layer
+    model.config.vision_feature_layer = feature_layer
+    try:
+        sel, inputs = _run(model, proc, PruneConfig(scorer="cdpruner", budget=GivenBudget(ks), text_encoder=clip_dir))
+    finally:
+        model.config.vision_feature_layer = saved
+    assert sel.relevance == f"clip:{clip_dir}" and sel.questions == QUESTIONS
+    rels = cdpruner_clip_relevance_reference(model, clip_dir, inputs["pixel_values"], QUESTIONS, feature_layer)
+    for i, (k, rel) in enumerate(zip(ks, rels)):
         assert np.allclose(sel.scores[i].numpy(), rel, rtol=1e-4, atol=1e-5)
         assert sel.kept[i].tolist() == dpp_greedy_reference(sel.encoded.features[i].numpy(), rel, k)
+
+
+@torch.no_grad()
+def test_cdpruner_relevance_layer_text_layer_keeps_the_text_scorers_layer(llava_with_clip):
+    """``relevance_layer='text_layer'`` (visprune's earlier default): ``PruneConfig.text_layer``, -1 unless given."""
+    model, proc, clip_dir = llava_with_clip
+    ks = [6, 3]
+    for text_layer in (-1, -3):
+        scorer = CDPrunerScorer(relevance_layer="text_layer")
+        sel, inputs = _run(model, proc, PruneConfig(scorer=scorer, budget=GivenBudget(ks), text_encoder=clip_dir,
+                                                    text_layer=text_layer))
+        rels = cdpruner_clip_relevance_reference(model, clip_dir, inputs["pixel_values"], QUESTIONS, text_layer)
+        for i, (k, rel) in enumerate(zip(ks, rels)):
+            assert np.allclose(sel.scores[i].numpy(), rel, rtol=1e-4, atol=1e-5)
+            assert sel.kept[i].tolist() == dpp_greedy_reference(sel.encoded.features[i].numpy(), rel, k)
+    with pytest.raises(ValueError, match="relevance_layer=text_layer"):  # text_layer would do nothing by default
+        prune_(model, PruneConfig(scorer="cdpruner", k=4, text_encoder=clip_dir, text_layer=-3), processor=proc)
+    assert not visprune.is_pruned(model)
+    with pytest.raises(ValueError, match="relevance_layer"):
+        CDPrunerScorer(relevance_layer="last")
 
 
 @torch.no_grad()
@@ -257,16 +313,72 @@ def test_vispruner_default_split_is_the_official_half():
 
 
 @torch.no_grad()
-def test_vispruner_on_llava():
-    model, proc = T.llava()
-    ks = [9, 4]
-    sel, _ = _run(model, proc, PruneConfig(scorer="vispruner", budget=GivenBudget(ks)))
+def vispruner_official_reference(model, pixel_values, k, ratio=0.5, layer=-2):
+    """The official VisPruner (Theia-4869/VisPruner ``llava_arch.py`` ``encode_images`` with
+    ``clip_encoder.py`` ``feature_select``) on one tiny LLaVA's eager tower outputs: attention
+    ``attentions[layer][:, :, 0, 1:]`` averaged over heads, features ``hidden_states[layer][:, 1:]``
+    (before the projector) L2-normalised, and the official removal loop, image by image."""
+    out = _tower_outputs(model, pixel_values)
+    attention = out.attentions[layer][:, :, 0, 1:].mean(1)
+    features = out.hidden_states[layer][:, 1:]
+    kept = []
+    for att, feat in zip(attention, features):
+        n_imp = int(k * ratio)
+        n_div = k - n_imp
+        order = sorted(range(len(att)), key=lambda j: (-float(att[j]), j))
+        important, residual = order[:n_imp], order[n_imp:]
+        unit = feat / feat.norm(dim=-1, keepdim=True)
+        while n_div > 0:
+            r = min(8, len(residual) - n_div)
+            if r <= 0:
+                break
+            a, b = residual[0::2], residual[1::2]
+            scores = [max(float(unit[i] @ unit[j]) for j in b) for i in a]
+            distinct = sorted(range(len(a)), key=lambda p: (-scores[p], p))[r:]
+            residual = [a[p] for p in distinct] + b
+        kept.append(sorted(important + (residual if n_div > 0 else [])))
+    return kept
+
+
+SIZE = 168  # 12 x 12 = 144 patches: several removal rounds
+
+
+@pytest.fixture(scope="module")
+def llava144():
+    model, proc = T.llava(image=SIZE)
+    return model, proc, noise_images(2, SIZE)
+
+
+@pytest.mark.parametrize("k, ratio", [(9, 0.5), (4, 0.5), (40, 0.5), (64, 0.5), (24, 0.75), (17, 0.0)])
+@torch.no_grad()
+def test_vispruner_on_llava_equals_the_official_algorithm(llava144, k, ratio):
+    """Default: duplicates compared in the tower's feature-layer hidden states before the projector."""
+    model, proc, images = llava144
+    sel, inputs = _run(model, proc, PruneConfig(scorer=VisPrunerScorer(important_ratio=ratio), k=k), images)
     assert sel.relevance is None
-    cls, _ = _run(model, proc, PruneConfig(scorer="cls", k=3))
+    ref = vispruner_official_reference(model, inputs["pixel_values"], k, ratio)
+    out = _tower_outputs(model, inputs["pixel_values"])
+    for i in range(2):
+        assert np.allclose(sel.scores[i].numpy(), out.attentions[-2][i, :, 0, 1:].mean(0).numpy(), atol=1e-5)
+        assert sel.kept[i].tolist() == ref[i]
+
+
+@torch.no_grad()
+def test_vispruner_space_projected_compares_the_tokens_the_language_model_receives(llava144):
+    """``space='projected'`` (visprune's earlier default): the same loop on the projected tokens,
+    which here keeps other tokens than the official comparison."""
+    model, proc, images = llava144
+    ks = [40, 24]
+    sel, inputs = _run(model, proc, PruneConfig(scorer=VisPrunerScorer(space="projected"), budget=GivenBudget(ks)), images)
+    cls, _ = _run(model, proc, PruneConfig(scorer="cls", k=3), images)
+    official, _ = _run(model, proc, PruneConfig(scorer="vispruner", budget=GivenBudget(ks)), images)
     for i, k in enumerate(ks):
         assert torch.equal(sel.scores[i], cls.scores[i])  # the [CLS] attention of the cls scorer
         ref = vispruner_reference(sel.encoded.features[i].numpy(), sel.scores[i].numpy(), k)
         assert sel.kept[i].tolist() == ref
+        assert official.kept[i].tolist() != ref
+    with pytest.raises(ValueError, match="space"):
+        VisPrunerScorer(space="clip")
 
 
 # --- by name on the command line ----------------------------------------------------------------
@@ -287,3 +399,30 @@ def test_visprune_eval_runs_both_by_name(tmp_path, capsys):
     assert rows["cdpruner:keep=0.5"]["relevance"] == "lmtext"  # the folder ships no CLIP
     assert rows["vispruner:k=6"]["kept_tokens"] == {"mean": 6, "min": 6, "max": 6}
     assert rows["vispruner:k=6"]["relevance"] is None
+
+
+@pytest.mark.parametrize("spec, options", [("cdpruner:k=8,relevance_layer=text_layer", {"relevance_layer": "text_layer"}),
+                                           ("vispruner:k=8,space=projected", {"space": "projected"}),
+                                           ("cdpruner:k=8", {}), ("vispruner:k=8", {})])
+def test_the_earlier_defaults_are_named_settings(spec, options):
+    from visprune.methods import parse_method
+
+    cfg = parse_method(spec).config
+    assert cfg.to_dict().get("scorer_options", {}) == options
+    assert PruneConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+
+
+def test_feature_layer_is_the_models_own():
+    """The layer CDPruner's CLIP relevance and VisPruner's similarity read: the config's
+    ``vision_feature_layer`` (the deepest of a list), None where the config names none."""
+    from types import SimpleNamespace
+
+    from visprune.scoring.scorers.base import feature_layer
+
+    assert feature_layer(T.llava()[0]) == -2
+    vision = SimpleNamespace(num_hidden_layers=24)
+    assert feature_layer(SimpleNamespace(config=SimpleNamespace(vision_feature_layer=[-24, -5, 12, 3],
+                                                                vision_config=vision))) == -5
+    assert feature_layer(SimpleNamespace(config=SimpleNamespace(vision_feature_layer=[3, 20, -23],
+                                                                vision_config=vision))) == 20
+    assert feature_layer(SimpleNamespace(config=SimpleNamespace())) is None  # IDEFICS, Qwen2-VL, BLIP-2

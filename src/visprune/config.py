@@ -63,8 +63,10 @@ class PruneConfig:
             ranks the image tokens, and layers ``K ..`` see only the kept ones (FastV: ``K=2``; DART: the
             same ``K``, its pivots from layer ``K-1``). ``pdrop`` has stages instead (``PyramidDropScorer(layers=...)``).
         text_layer: vision layer (same convention) whose hidden states are projected into CLIP
-            space for the ``text`` scorer; ``-1`` (default) is the final layer, which CLIP's
-            ``post_layernorm`` and ``visual_projection`` were trained on.
+            space for the ``text`` scorer and ATP's relevance; ``-1`` (default) is the final layer,
+            which CLIP's ``post_layernorm`` and ``visual_projection`` were trained on. ``cdpruner``
+            reads the model's feature layer instead, as its official code (and refuses another
+            ``text_layer``), unless ``CDPrunerScorer(relevance_layer="text_layer")``.
         text_encoder: the CLIP text encoder of the ``text`` scorer and of ATP's relevance term.
             ``"auto"`` (default): the model's own CLIP partner when the folder it was loaded from
             ships one (``<folder>/clip/``, as the bundled shapes model and ``scripts/train_shapes.py``

@@ -79,6 +79,10 @@ def prune_(model: nn.Module, config: PruneConfig | dict | None = None, processor
     adapter.check_config(model, config, scorer)
     adapter.check_tower(model, config, scorer)
     adapter.check_positions(model, config, scorer)
+    if scorer.patch_layer is not None and scorer.patch_layer != config.text_layer:
+        # the adapter captures PATCH_HIDDEN at text_layer: here, the layer the scorer chose in setup
+        config = config.replace(text_layer=scorer.patch_layer)
+        adapter.check_layers(model, config)
     state = PruneState(config, adapter, scorer, budget, processor, type(model))
     model.__dict__[STATE_ATTR] = state
     model.__class__ = _pruned_class(type(model))

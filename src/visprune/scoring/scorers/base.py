@@ -29,6 +29,10 @@ class Scorer:
     own_order: bool = False
     #: a constructor call of this scorer's post-projector variant, named where its tower-space path is refused
     projected_variant: ClassVar[str | None] = None
+    #: the ``hidden_states`` index at which the adapter captures ``PATCH_HIDDEN`` for this scorer, set by
+    #: :meth:`setup` for scorers that read a layer of their own (CDPruner's relevance, VisPruner's
+    #: similarity: the model's feature layer); None: ``PruneConfig.text_layer``
+    patch_layer: int | None = None
 
     def setup(self, model: Any, config: Any, processor: Any = None) -> None:
         """Called once by ``prune_``; raise ``ValueError`` / ``TypeError`` for an unusable set-up."""
@@ -73,6 +77,18 @@ class Scorer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def feature_layer(model: Any) -> int | None:
+    """The ``hidden_states`` index of the vision layer whose output the model projects for its language
+    model: ``config.vision_feature_layer`` (transformers' name, the LLaVA family's; the deepest of a
+    list), or None where the config names none (the tokens at the cut are then the tower's last
+    outputs, as IDEFICS's and BLIP-2's ViT patches, or merged tokens, as Qwen2-VL's)."""
+    layer = getattr(getattr(model, "config", None), "vision_feature_layer", None)
+    if isinstance(layer, (list, tuple)):
+        depth = model.config.vision_config.num_hidden_layers
+        return max(layer, key=lambda i: i if i >= 0 else depth + 1 + i) if layer else None
+    return layer if isinstance(layer, int) and not isinstance(layer, bool) else None
 
 
 def _parameters(cls: type) -> dict[str, inspect.Parameter]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from ..context import ScoreContext
-from .base import register_scorer
+from .base import feature_layer, register_scorer
 from .clip_text import ClipTextScorer, QuestionTermScorer
 
 #: added to the numerator of the min-max relevance, as the official code does, so the least relevant
@@ -17,6 +18,15 @@ RELEVANCE_OFFSET = 1e-6
 #: chosen items already span it (the kernel's rank is below ``k``). Chen et al.'s fast greedy MAP stops
 #: there (their epsilon 1e-10); a budget must still be met, so the remaining picks follow the residuals.
 EXHAUSTED = 1e-10
+#: a residual variance below this share of the image's largest kernel diagonal entry counts as zero
+#: too: float32 inputs do not resolve it (the same image's kernel differs by about 1e-6 of that entry
+#: between a batched and a lone run of the vision tower), so the picks it would order go by index and
+#: a batched call selects what each image would alone. It binds only once every remaining gain is
+#: that small (kernels of lower rank than ``k``: duplicate tokens, tiny test models)
+RESOLUTION = 1e-5
+#: ``relevance_layer`` settings: the layer the model projects for its language model (the official
+#: code's), or ``PruneConfig.text_layer`` (the ``text`` scorer's and ATP's; visprune's earlier default)
+RELEVANCE_LAYERS = ("feature", "text_layer")
 
 
 def greedy_map(kernel: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor) -> list[torch.Tensor]:
@@ -28,10 +38,12 @@ def greedy_map(kernel: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor) 
     with one new row of the incremental Cholesky factor,
     ``e_n = (L_jn - <c_j, c_n>) / sqrt(d_j)``, ``d_n -= e_n ** 2``. All images of the batch advance
     together; the greedy order does not depend on ``k``, so per-image budgets take a prefix of it.
-    Ties go to the lower index. A pick whose residual is at most ``EXHAUSTED`` of its own diagonal
-    entry (already spanned: the kernel's rank is below ``k``) adds no update, so the image's later
-    picks follow the residuals as they stand (the official code would divide by zero there; it does
-    not arise at real sizes, where the model width exceeds ``k``).
+    Ties go to the lower index. A residual at most ``EXHAUSTED`` of the item's own diagonal entry
+    (already spanned: the kernel's rank is below ``k``), or below ``RESOLUTION`` of the image's
+    largest one (below float32 resolution), counts as zero: such a pick adds no update, and the
+    image's later picks among zero residuals go by index (the official code would divide by zero,
+    or follow rounding noise, there; it does not arise at real sizes, where the model width
+    exceeds ``k``).
 
     Args:
         kernel: ``[I, N, N]`` positive semi-definite DPP kernels.
@@ -42,7 +54,8 @@ def greedy_map(kernel: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor) 
     kmax = int(k.max()) if len(k) else 0
     rows = torch.arange(n_img, device=kernel.device)
     d = torch.diagonal(kernel, dim1=1, dim2=2).clone()
-    floor = EXHAUSTED * d
+    floor = torch.maximum(EXHAUSTED * d, RESOLUTION * d.amax(-1, keepdim=True))
+    d = torch.where(d > floor, d, torch.zeros_like(d))
     factor = kernel.new_zeros(kmax, n_img, n)
     available = candidates.clone()
     order = torch.empty(n_img, kmax, dtype=torch.long, device=kernel.device)
@@ -56,6 +69,7 @@ def greedy_map(kernel: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor) 
         e = torch.where((dj > floor[rows, pick])[:, None], e, torch.zeros_like(e))
         factor[t] = e
         d = d - e * e
+        d = torch.where(d > floor, d, torch.zeros_like(d))
         available[rows, pick] = False
     return [torch.sort(order[i, : int(k[i])]).values for i in range(n_img)]
 
@@ -73,11 +87,18 @@ class CDPrunerScorer(QuestionTermScorer):
     - Relevance ``r``: the question relevance ATP uses: CLIP's patch-question similarity (scorer
       ``text``) when there is a CLIP text encoder (``PruneConfig.text_encoder``; the default
       ``"auto"`` finds the partner the model's folder ships), else the weight-free ``lmtext``.
-      ``visprune.last_selection(model).relevance`` says which ran. The official code *negates* the
-      CLIP similarity (relevance ``= -cos``), and so does this scorer on the ``text`` scorer's output
-      (``PruneConfig.text_sign=-1`` therefore gives the unnegated similarity); ``lmtext`` is used as
-      it is (higher = more relevant). Then min-max normalised as the official code does,
-      ``(r - min r + 1e-6) / (max r - min r)``; an image whose relevance is flat gets ``r = 1``.
+      ``visprune.last_selection(model).relevance`` says which ran. The CLIP similarity is taken, as
+      in the official ``CLIPVisionTower.forward``, on the hidden states of the layer the model feeds
+      its projector (``image_outputs = feature_select(...)``: ``hidden_states[mm_vision_select_layer]``,
+      ``-2`` on LLaVA-1.5, [CLS] dropped by ``select_feature='patch'``) through CLIP's
+      ``post_layernorm`` and ``visual_projection``: here the model's ``vision_feature_layer``
+      (:func:`~visprune.scoring.scorers.base.feature_layer`; ``-1``, the tower's last layer, where
+      the config names none, as IDEFICS), the patches aligned with the tokens the language model
+      receives. The official code *negates* the CLIP similarity (relevance ``= -cos``), and so
+      does this scorer on the ``text`` scorer's output (``PruneConfig.text_sign=-1`` therefore
+      gives the unnegated similarity); ``lmtext`` is used as it is (higher = more relevant). Then
+      min-max normalised as the official code does, ``(r - min r + 1e-6) / (max r - min r)``; an
+      image whose relevance is flat gets ``r = 1``.
     - Kernel ``L = diag(r) S diag(r)``; the kept tokens are the greedy MAP of the DPP
       (:func:`greedy_map`: Chen et al.'s incremental Cholesky, as the official loop), ``k`` per image.
 
@@ -90,22 +111,43 @@ class CDPrunerScorer(QuestionTermScorer):
       batched call selects what each image would alone (the official evaluation runs one image at a time).
     - LLaVA-NeXT: the official code selects ``k`` tokens in each crop; here the image's tokens are
       one set (packed, row-end newlines protected) and ``k`` is the image's.
-    - The CLIP relevance is taken at ``PruneConfig.text_layer`` (default ``-1``, shared with ``text``
-      and ATP); the official code projects the layer LLaVA feeds its language model (``-2``): pass
-      ``text_layer=-2`` to match it. A question longer than CLIP's 77 positions is truncated (the
-      official code embeds each 77-token segment and averages the similarities).
+    - A question longer than CLIP's 77 positions is truncated (the official code embeds each
+      77-token segment and averages the similarities). A per-call ``vision_feature_layer`` argument
+      does not move the relevance layer, which is resolved at ``prune_`` from the model's config.
 
     Args:
+        relevance_layer: where the CLIP relevance reads the vision tower: ``"feature"`` (default, the
+            official code's: the model's feature layer) or ``"text_layer"`` (``PruneConfig.text_layer``,
+            default ``-1``, the tower's final layer, which CLIP's ``post_layernorm`` and
+            ``visual_projection`` were trained on: the ``text`` scorer's and ATP's layer, and this
+            scorer's before it followed the official code; ``cdpruner:k=64,relevance_layer=text_layer``).
+            With ``"feature"`` a ``text_layer`` other than ``-1`` is refused (it would do nothing).
         theta: the official code's commented-out relevance sharpening, off by default (None):
             ``r = exp(alpha * r)`` with ``alpha = theta / (2 * (1 - theta))`` (the paper's trade-off
             between relevance and diversity), ``theta`` in ``[0, 1)``.
     """
 
-    def __init__(self, theta: float | None = None) -> None:
+    def __init__(self, theta: float | None = None, relevance_layer: str = "feature") -> None:
+        if relevance_layer not in RELEVANCE_LAYERS:
+            raise ValueError(f"relevance_layer must be one of {', '.join(map(repr, RELEVANCE_LAYERS))}, "
+                             f"got {relevance_layer!r}")
         if theta is not None and (isinstance(theta, bool) or not isinstance(theta, (int, float)) or not 0 <= theta < 1):
             raise ValueError(f"theta must be None (the official default) or in [0, 1), got {theta!r}")
         super().__init__()
         self.theta = theta
+        self.relevance_layer = relevance_layer
+
+    def setup(self, model: Any, config: Any, processor: Any = None) -> None:
+        super().setup(model, config, processor)
+        self.patch_layer = None
+        if self.relevance_layer != "feature" or not isinstance(self.relevance, ClipTextScorer):
+            return
+        if config.text_layer != -1:
+            raise ValueError(f"text_layer={config.text_layer} does nothing with cdpruner's default relevance layer "
+                             "(the model's feature layer, as the official code): leave it out, or pass "
+                             "cdpruner:relevance_layer=text_layer (CDPrunerScorer(relevance_layer='text_layer'))")
+        layer = feature_layer(model)
+        self.patch_layer = -1 if layer is None else layer
 
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:
         cand = ctx.candidates
@@ -127,4 +169,4 @@ class CDPrunerScorer(QuestionTermScorer):
         return greedy_map(kernel, ctx.candidates, k)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(theta={self.theta!r})"
+        return f"{type(self).__name__}(theta={self.theta!r}, relevance_layer={self.relevance_layer!r})"

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from ..context import SALIENCY, ScoreContext
-from .base import Scorer, register_scorer
+from ..context import PATCH_HIDDEN, SALIENCY, ScoreContext
+from .base import Scorer, feature_layer, register_scorer
 
 #: share of ``k`` taken by attention, the rest by diversity: the official default (``--important_ratio``
 #: in ``llava/eval/model_vqa_loader.py``; the README's examples use 0.5 and 0.75)
 IMPORTANT_RATIO = 0.5
 #: most duplicates removed per round, as in the official loop
 ROUND = 8
+#: ``space`` settings: where duplicates are compared (the official code's, or the projected tokens)
+SPACES = ("tower", "projected")
 
 
 @register_scorer("vispruner")
@@ -22,24 +26,38 @@ class VisPrunerScorer(Scorer):
 
     Of the ``k`` tokens an image keeps:
 
-    - *important*: ``int(k * important_ratio)`` tokens with the highest [CLS] attention (the ``cls``
-      scorer's saliency: heads averaged, at the layer whose output the language model receives, as
-      the official code takes ``attentions[select_layer]``; towers without [CLS] use the mean
-      attention each token receives, as ``cls`` does);
+    - *important*: ``int(k * important_ratio)`` tokens (rounded down, as the official
+      ``important_token_num``) with the highest [CLS] attention (the ``cls`` scorer's saliency:
+      the [CLS] row of the attention inside the layer whose output the language model receives,
+      over the patches, heads averaged, as the official ``attentions[select_layer][:, :, 0, 1:]``
+      then ``mean(dim=1)``; towers without [CLS] use the mean attention each token receives, as
+      ``cls`` does);
     - *diverse*: the rest, by removing duplicates from the remaining tokens (ordered by attention,
       highest first) in rounds until ``k`` are left: split them alternately into ``a`` (even
       places) and ``b`` (odd places), score each ``a`` token by its largest cosine similarity to any
-      ``b`` token, drop the ``min(8, remaining - wanted)`` highest-scoring ``a`` tokens (all of ``a`` if it has
-      fewer), and continue
-      with the other ``a`` tokens (most similar first) followed by ``b``.
+      ``b`` token, drop the ``min(8, remaining - wanted)`` highest-scoring ``a`` tokens (all of
+      ``a`` if it has fewer), and continue with the other ``a`` tokens (most similar first)
+      followed by ``b``.
 
-    Sorts are stable: ties go to the lower index (the official code's GPU argsort leaves them open).
+    Similarity (``space="tower"``, default): as the official code, the cosine of the vision
+    tower's hidden states at the layer the model projects for its language model
+    (``image_features = hidden_states[select_layer][:, 1:]`` in ``CLIPVisionTower.feature_select``,
+    L2-normalised, no layer norm; the projector runs after the selection): the model's
+    ``vision_feature_layer`` (:func:`~visprune.scoring.scorers.base.feature_layer`), captured as
+    ``PATCH_HIDDEN`` and aligned with the tokens the language model receives (LLaVA, LLaVA-NeXT,
+    LLaVA-OneVision). Where the model's config names no feature layer the visual tokens at the cut
+    are compared: those are the tower's own last outputs on IDEFICS and BLIP-2 / InstructBLIP
+    (``cut="vit"``), so the official comparison too; on Qwen2-VL they are the merged (projected)
+    tokens, the only per-token states there are. ``space="projected"``: the tokens the language
+    model receives everywhere (visprune's earlier default; LLaVA's MLP projector is not linear, so
+    the two can rank pairs differently).
+
+    [CLS] is never a candidate where the model drops it (LLaVA-1.5's ``default`` strategy, the
+    official ``select_feature='patch'``). Sorts are stable: ties go to the lower index (the
+    official code's GPU argsort leaves them open).
 
     Deliberate differences from the official code, forced by visprune's interface:
 
-    - Similarities are between the projected tokens the language model receives; the official code
-      compares the vision tower's outputs before the projector (LLaVA's MLP projector is not linear,
-      so the two can rank pairs differently).
     - LLaVA-NeXT: the official code selects ``k`` tokens in each crop; here the image's tokens are
       one set (packed, row-end newlines protected) and ``k`` is the image's.
     - An odd number of remaining tokens puts the extra one in ``a`` (the official indexing assumes
@@ -48,14 +66,24 @@ class VisPrunerScorer(Scorer):
 
     Args:
         important_ratio: share of ``k`` chosen by attention, in ``[0, 1]`` (default 0.5, official).
+        space: where duplicates are compared: ``"tower"`` (default, official: the tower's feature-layer
+            hidden states before the projector) or ``"projected"`` (the tokens the language model
+            receives; ``vispruner:k=64,space=projected``).
     """
 
     needs = frozenset({SALIENCY})
 
-    def __init__(self, important_ratio: float = IMPORTANT_RATIO) -> None:
+    def __init__(self, important_ratio: float = IMPORTANT_RATIO, space: str = "tower") -> None:
+        if space not in SPACES:
+            raise ValueError(f"space must be one of {', '.join(map(repr, SPACES))}, got {space!r}")
+        self.space = space
         if isinstance(important_ratio, bool) or not isinstance(important_ratio, (int, float)) or not 0 <= important_ratio <= 1:
             raise ValueError(f"important_ratio must be in [0, 1], got {important_ratio!r}")
         self.important_ratio = important_ratio
+
+    def setup(self, model: Any, config: Any, processor: Any = None) -> None:
+        self.patch_layer = feature_layer(model) if self.space == "tower" else None
+        self.needs = frozenset({SALIENCY, PATCH_HIDDEN} if self.patch_layer is not None else {SALIENCY})
 
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:
         return ctx.require(SALIENCY, "scorer 'vispruner'").float()
@@ -81,7 +109,8 @@ class VisPrunerScorer(Scorer):
 
     def select(self, ctx: ScoreContext, scores: torch.Tensor, k: torch.Tensor) -> list[torch.Tensor]:
         cand = ctx.candidates
-        return [self._select_one(ctx.features[i], scores[i], cand[i], int(k[i])) for i in range(len(k))]
+        compared = ctx.require(PATCH_HIDDEN, "scorer 'vispruner'") if PATCH_HIDDEN in self.needs else ctx.features
+        return [self._select_one(compared[i], scores[i], cand[i], int(k[i])) for i in range(len(k))]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(important_ratio={self.important_ratio!r})"
+        return f"{type(self).__name__}(important_ratio={self.important_ratio!r}, space={self.space!r})"

@@ -179,6 +179,52 @@ def qwen2_vl(tiny: bool) -> tuple[str, str, list[Row]]:
     return "Qwen2-VL-7B", f"{n} merged tokens (672x672 image), pruned after the patch merger", rows
 
 
+def qwen3_vl(tiny: bool) -> tuple[str, str, list[Row]]:
+    """Qwen3-VL-4B-Instruct on a 672x672 image: 42x42 patches of 16 px -> 21x21 = 441 merged tokens; the
+    DeepStack mergers (tower blocks 5, 11, 17) are counted with the patch merger as the connector."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers.vision_utils import get_vision_interpolation_indices_and_weights, get_vision_position_ids
+
+    if tiny:
+        text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=16, vocab_size=1000,
+                    rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_section": [2, 3, 3],
+                                     "mrope_interleaved": True})
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64, patch_size=16,
+                      spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+                      deepstack_visual_indexes=[0])
+        image = 128
+    else:
+        text = dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+                    num_key_value_heads=8, head_dim=128, vocab_size=151936, max_position_embeddings=262144,
+                    rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_section": [24, 20, 20],
+                                     "mrope_interleaved": True})
+        vision = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2560,
+                      patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=2304,
+                      deepstack_visual_indexes=[5, 11, 17])
+        image = 672
+    cfg = Qwen3VLConfig(text_config=text, vision_config=vision)
+    m = _build(Qwen3VLForConditionalGeneration, cfg)
+    tower = m.model.visual
+    g = image // 16
+    n = g * g // 4
+    grid = torch.tensor([[1, g, g]])
+    # positions and the position-embedding interpolation come from the (real) grid; handed over on meta
+    indices, weights = get_vision_interpolation_indices_and_weights(
+        grid, num_grid_per_side=tower.num_grid_per_side, mode=tower.interpolation_mode,
+        align_corners=tower.interpolation_align_corners, spatial_merge_size=2)
+    with torch.no_grad():
+        by_module, _ = count_flops_by_module(tower, _meta(g * g, 3 * 2 * 16 * 16), grid_thw=grid,
+                                             position_ids=get_vision_position_ids(grid, 2).to(META),
+                                             interp_indices=indices.to(META), interp_weights=weights.to(META))
+    connector = by_module.get("merger", 0) + by_module.get("deepstack_merger_list", 0)
+    width = cfg.text_config.hidden_size
+    rows = [Row(keep, _kept(n, keep), _kept(n, keep), by_module["total"] - connector, connector,
+                _prefill(m, m.model.language_model, m.lm_head, width, TEXT_TOKENS + _kept(n, keep))) for keep in KEEPS]
+    return ("Qwen3-VL-4B", f"{n} merged tokens ({image}x{image} image), pruned after the patch merger; their DeepStack "
+            "features are gathered at the same indices", rows)
+
+
 def _blip_configs(tiny: bool, instruct: bool):
     from transformers import OPTConfig
 
@@ -325,7 +371,7 @@ def gemma3(tiny: bool) -> list[tuple[str, str, list[Row]]]:
     return [_gemma3(tiny, "Gemma-3-4B", 2560, 10240, 34, 8, 4), _gemma3(tiny, "Gemma-3-12B", 3840, 15360, 48, 16, 8)]
 
 
-ARCHS = {"llava": llava, "llava_next": llava_next, "qwen2_vl": qwen2_vl, "blip2": blip2,
+ARCHS = {"llava": llava, "llava_next": llava_next, "qwen2_vl": qwen2_vl, "qwen3_vl": qwen3_vl, "blip2": blip2,
          "instructblip": instructblip, "idefics": idefics, "gemma3": gemma3}
 
 NOTES = """\

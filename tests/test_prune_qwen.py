@@ -6,12 +6,12 @@ from transformers import AttentionInterface
 from transformers.models.qwen2_vl.modeling_qwen2_vl import eager_attention_forward
 
 import visprune
-from helpers import pruned_generate_positions
+from helpers import pruned_selection, pruned_generate_positions
 from visprune import PruneConfig, prune_, unprune_
 from visprune import testing as T
 from visprune.scoring.scorers.pool import pool_shape
 
-KINDS = {"qwen2_vl": T.qwen2_vl, "qwen2_5_vl": T.qwen2_5_vl}
+KINDS = {"qwen2_vl": T.qwen2_vl, "qwen2_5_vl": T.qwen2_5_vl, "qwen3_vl": T.qwen3_vl}
 QUESTIONS = ["what colour is the star ?", "how many circle ?"]
 SIZE = (112, 168)
 
@@ -62,7 +62,7 @@ def _recording(module, query, key, value, attention_mask, **kwargs):
 AttentionInterface.register("visprune_recording", _recording)
 
 
-@pytest.mark.parametrize("kind, block", [("qwen2_vl", 2), ("qwen2_5_vl", 1)])
+@pytest.mark.parametrize("kind, block", [("qwen2_vl", 2), ("qwen2_5_vl", 1), ("qwen3_vl", 2)])
 @torch.no_grad()
 def test_saliency_equals_recorded_attention(kind, block):
     model, proc = KINDS[kind]()
@@ -146,3 +146,26 @@ def test_several_images_per_prompt(kind):
         assert torch.equal(new, out[0, inputs["input_ids"].shape[1]:][: len(new)])
     finally:
         unprune_(model)
+
+
+@torch.no_grad()
+def test_qwen3_vl_deepstack_features_follow_the_kept_tokens():
+    """Each DeepStack layer adds feature j to token j: pruned, the language model gets each layer's
+    features at exactly the kept indices, at exactly the kept visual positions."""
+    model, proc = T.qwen3_vl()
+    inputs = proc(images=T.images(2, size=SIZE), text=[T.qwen_prompt(q) for q in QUESTIONS])
+    full = model.model.get_image_features(pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"],
+                                          return_dict=True).deepstack_features
+    seen = {}
+
+    def grab(_m, _a, kw):
+        seen.setdefault("deep", kw["deepstack_visual_embeds"])
+        seen.setdefault("mask", kw["visual_pos_masks"])
+
+    hook = model.model.language_model.register_forward_pre_hook(grab, with_kwargs=True)
+    sel = pruned_selection(model, proc, inputs, PruneConfig(scorer="cls", keep=0.25), hooks=[hook])
+    assert len(seen["deep"]) == len(full) == 2  # deepstack_visual_indexes [0, 1]
+    for layer, got in zip(full, seen["deep"]):
+        want = torch.cat([f[k] for f, k in zip(layer, sel.kept)])
+        assert torch.equal(got, want)
+    assert int(seen["mask"].sum()) == sum(len(k) for k in sel.kept)

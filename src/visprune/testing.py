@@ -227,6 +227,15 @@ def _qwen(kind: str, seed: int):
     if kind == "qwen2_vl":
         cfg = Qwen2VLConfig(text_config=text, vision_config=dict(vision, hidden_size=32, mlp_ratio=2), **common)
         cls = Qwen2VLForConditionalGeneration
+    elif kind == "qwen3_vl":  # interleaved M-RoPE, QK-norm language model, DeepStack after tower blocks 0 and 1
+        from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+        text = dict(text, head_dim=8, rope_parameters=dict(text["rope_parameters"], mrope_interleaved=True))
+        vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=PATCH, spatial_merge_size=2,
+                      temporal_patch_size=2, out_hidden_size=32, num_position_embeddings=64,
+                      deepstack_visual_indexes=[0, 1])
+        cfg = Qwen3VLConfig(text_config=text, vision_config=vision, **common)
+        cls = Qwen3VLForConditionalGeneration
     else:
         vision = dict(vision, hidden_size=32, intermediate_size=64, out_hidden_size=32, window_size=56,
                       fullatt_block_indexes=[1])
@@ -268,6 +277,10 @@ def qwen2_vl(seed: int = 0):
 
 def qwen2_5_vl(seed: int = 0):
     return _qwen("qwen2_5_vl", seed)
+
+
+def qwen3_vl(seed: int = 0):
+    return _qwen("qwen3_vl", seed)
 
 
 def qwen_prompt(question: str, n_images: int = 1) -> str:

@@ -112,7 +112,7 @@ class Qwen2VLAdapter(Adapter):
         unit = tower.spatial_merge_size**2
         lengths = [f.shape[0] for f in features]
         enc = Encoded(features=features, protected=[torch.zeros(n, dtype=torch.bool, device=f.device)
-                                                   for n, f in zip(lengths, features)])
+                                                   for n, f in zip(lengths, features)], extras=self.other_outputs(out))
         grid_host = grid.tolist()  # one read for both uses
         merged_grid = [(int(h) // tower.spatial_merge_size, int(w) // tower.spatial_merge_size) for _, h, w in grid_host]
         enc.model_seconds = model_seconds
@@ -137,6 +137,11 @@ class Qwen2VLAdapter(Adapter):
             keys = k.reshape(k.shape[0], -1).float()
             enc.keys = list(torch.split(self._to_tokens(keys, unit, window), lengths))
         return enc
+
+    def other_outputs(self, out: Any) -> dict:
+        """What else the tower returned per token that the language model needs, for ``Encoded.extras``
+        (Qwen3-VL's DeepStack features); Qwen2-VL returns nothing else."""
+        return {}
 
     @staticmethod
     def _to_tokens(per_patch: torch.Tensor, unit: int, window: torch.Tensor | None) -> torch.Tensor:

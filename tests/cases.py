@@ -86,6 +86,7 @@ CASES = {
     "qwen2_vl": Case(T.qwen2_vl, "placeholder", (112, 168), refused=TOWER),
     "qwen2_5_vl": Case(T.qwen2_5_vl, "placeholder", (112, 168), refused=TOWER),
     "qwen3_vl": Case(T.qwen3_vl, "placeholder", (112, 168), refused={**TOWER, **QK_NORM}),
+    "qwen3_vl_moe": Case(T.qwen3_vl_moe, "placeholder", (112, 168), refused={**TOWER, **QK_NORM}),
     "blip2-query": Case(T.blip2, "blip", config={"cut": "query"}, scorers=("lmtext", "random", "divprune"),
                         mixed={"scorer": "random", "budget": "per_image"}, clip="shared", refused=QUERY_REFUSED),
     "blip2-vit": Case(T.blip2, "blip", config={"cut": "vit"}, scorers=VIT_SCORERS, mixed={"scorer": "cls", "energy": 0.8},

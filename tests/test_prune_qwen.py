@@ -148,11 +148,12 @@ def test_several_images_per_prompt(kind):
         unprune_(model)
 
 
+@pytest.mark.parametrize("build", [T.qwen3_vl, T.qwen3_vl_moe])
 @torch.no_grad()
-def test_qwen3_vl_deepstack_features_follow_the_kept_tokens():
+def test_qwen3_vl_deepstack_features_follow_the_kept_tokens(build):
     """Each DeepStack layer adds feature j to token j: pruned, the language model gets each layer's
     features at exactly the kept indices, at exactly the kept visual positions."""
-    model, proc = T.qwen3_vl()
+    model, proc = build()
     inputs = proc(images=T.images(2, size=SIZE), text=[T.qwen_prompt(q) for q in QUESTIONS])
     full = model.model.get_image_features(pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"],
                                           return_dict=True).deepstack_features

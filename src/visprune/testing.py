@@ -236,6 +236,16 @@ def _qwen(kind: str, seed: int):
                       deepstack_visual_indexes=[0, 1])
         cfg = Qwen3VLConfig(text_config=text, vision_config=vision, **common)
         cls = Qwen3VLForConditionalGeneration
+    elif kind == "qwen3_vl_moe":  # the same, with a mixture-of-experts language model (4 experts, 2 per token)
+        from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
+
+        text = dict(text, head_dim=8, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                    rope_parameters=dict(text["rope_parameters"], mrope_interleaved=True))
+        vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=PATCH, spatial_merge_size=2,
+                      temporal_patch_size=2, out_hidden_size=32, num_position_embeddings=64,
+                      deepstack_visual_indexes=[0, 1])
+        cfg = Qwen3VLMoeConfig(text_config=text, vision_config=vision, **common)
+        cls = Qwen3VLMoeForConditionalGeneration
     else:
         vision = dict(vision, hidden_size=32, intermediate_size=64, out_hidden_size=32, window_size=56,
                       fullatt_block_indexes=[1])
@@ -281,6 +291,10 @@ def qwen2_5_vl(seed: int = 0):
 
 def qwen3_vl(seed: int = 0):
     return _qwen("qwen3_vl", seed)
+
+
+def qwen3_vl_moe(seed: int = 0):
+    return _qwen("qwen3_vl_moe", seed)
 
 
 def qwen_prompt(question: str, n_images: int = 1) -> str:

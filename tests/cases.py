@@ -68,6 +68,7 @@ class Case:
 IN_LLM = {name: "in-LLM pruning needs" for name in ("fastv", "dart", "pdrop")}
 SLIDING = {name: "sliding_attention layers" for name in ("fastv", "dart", "pdrop")}  # Gemma 3's language model
 QK_NORM = {name: "QK-norm" for name in ("fastv", "dart", "pdrop")}  # Qwen3's language model
+LINEAR = {name: "linear_attention layers" for name in ("fastv", "dart", "pdrop")}  # Qwen3.5's hybrid language model
 # merging in the tower's hidden space (VisionZip, PruMerge as published) runs on single-crop LLaVA only
 TOWER = {"visionzip": 'VisionZipScorer\\(space="projected"\\)', "prumerge": "no post-projector variant",
          "prumerge+": "no post-projector variant"}
@@ -87,6 +88,7 @@ CASES = {
     "qwen2_5_vl": Case(T.qwen2_5_vl, "placeholder", (112, 168), refused=TOWER),
     "qwen3_vl": Case(T.qwen3_vl, "placeholder", (112, 168), refused={**TOWER, **QK_NORM}),
     "qwen3_vl_moe": Case(T.qwen3_vl_moe, "placeholder", (112, 168), refused={**TOWER, **QK_NORM}),
+    "qwen3_5": Case(T.qwen3_5, "placeholder", (112, 168), refused={**TOWER, **LINEAR}),
     "blip2-query": Case(T.blip2, "blip", config={"cut": "query"}, scorers=("lmtext", "random", "divprune"),
                         mixed={"scorer": "random", "budget": "per_image"}, clip="shared", refused=QUERY_REFUSED),
     "blip2-vit": Case(T.blip2, "blip", config={"cut": "vit"}, scorers=VIT_SCORERS, mixed={"scorer": "cls", "energy": 0.8},

@@ -11,7 +11,7 @@ from visprune import PruneConfig, prune_, unprune_
 from visprune import testing as T
 from visprune.scoring.scorers.pool import pool_shape
 
-KINDS = {"qwen2_vl": T.qwen2_vl, "qwen2_5_vl": T.qwen2_5_vl, "qwen3_vl": T.qwen3_vl}
+KINDS = {"qwen2_vl": T.qwen2_vl, "qwen2_5_vl": T.qwen2_5_vl, "qwen3_vl": T.qwen3_vl, "qwen3_5": T.qwen3_5}
 QUESTIONS = ["what colour is the star ?", "how many circle ?"]
 SIZE = (112, 168)
 
@@ -62,7 +62,7 @@ def _recording(module, query, key, value, attention_mask, **kwargs):
 AttentionInterface.register("visprune_recording", _recording)
 
 
-@pytest.mark.parametrize("kind, block", [("qwen2_vl", 2), ("qwen2_5_vl", 1), ("qwen3_vl", 2)])
+@pytest.mark.parametrize("kind, block", [("qwen2_vl", 2), ("qwen2_5_vl", 1), ("qwen3_vl", 2), ("qwen3_5", 2)])
 @torch.no_grad()
 def test_saliency_equals_recorded_attention(kind, block):
     model, proc = KINDS[kind]()

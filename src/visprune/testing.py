@@ -236,6 +236,16 @@ def _qwen(kind: str, seed: int):
                       deepstack_visual_indexes=[0, 1])
         cfg = Qwen3VLConfig(text_config=text, vision_config=vision, **common)
         cls = Qwen3VLForConditionalGeneration
+    elif kind == "qwen3_5":  # hybrid language model: a linear-attention (Gated DeltaNet) layer, then a full one
+        from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
+
+        text = dict(text, head_dim=8, layer_types=["linear_attention", "full_attention"], linear_conv_kernel_dim=4,
+                    linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4,
+                    rope_parameters=dict(text["rope_parameters"], mrope_interleaved=True, partial_rotary_factor=1.0))
+        vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=PATCH, spatial_merge_size=2,
+                      temporal_patch_size=2, out_hidden_size=32, num_position_embeddings=64)
+        cfg = Qwen3_5Config(text_config=text, vision_config=vision, **common)
+        cls = Qwen3_5ForConditionalGeneration
     elif kind == "qwen3_vl_moe":  # the same, with a mixture-of-experts language model (4 experts, 2 per token)
         from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
 
@@ -295,6 +305,10 @@ def qwen3_vl(seed: int = 0):
 
 def qwen3_vl_moe(seed: int = 0):
     return _qwen("qwen3_vl_moe", seed)
+
+
+def qwen3_5(seed: int = 0):
+    return _qwen("qwen3_5", seed)
 
 
 def qwen_prompt(question: str, n_images: int = 1) -> str:

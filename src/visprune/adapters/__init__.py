@@ -13,6 +13,7 @@ from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .llava_onevision import LlavaOnevisionAdapter
 from .qwen2_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
+from .qwen3_5 import Qwen3_5Adapter
 from .qwen3_vl import Qwen3VLAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
@@ -23,6 +24,8 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "qwen2_5_vl": Qwen2_5_VLAdapter,
     "qwen3_vl": Qwen3VLAdapter,
     "qwen3_vl_moe": Qwen3VLAdapter,
+    "qwen3_5": Qwen3_5Adapter,
+    "qwen3_5_moe": Qwen3_5Adapter,
     "blip-2": Blip2Adapter,
     "instructblip": InstructBlipAdapter,
     "idefics": IdeficsAdapter,

@@ -201,8 +201,10 @@ def test_a_failing_plugin_makes_the_command_fail(entry_point_path, tmp_path):
     assert "visprune: the lmms-eval plug-in failed" in proc.stderr and "/nonexistent/model" in proc.stderr
 
 
-def test_any_supported_model_folder(registered, offline, tmp_path):
-    """``pretrained=PATH``: a LLaVA-NeXT saved with ``save_pretrained``, loaded by the plug-in, pruned."""
+@pytest.mark.parametrize("build", ["llava_next", "gemma3"])
+def test_any_supported_model_folder(registered, offline, tmp_path, build):
+    """``pretrained=PATH``: a LLaVA-NeXT or a Gemma 3 saved with ``save_pretrained``, loaded by the plug-in,
+    pruned, with no family code in the plug-in."""
     from lmms_eval import evaluator
     from lmms_eval.models import get_model
     from lmms_eval.tasks import TaskManager
@@ -210,17 +212,17 @@ def test_any_supported_model_folder(registered, offline, tmp_path):
 
     from visprune import testing as random_models
 
-    model, processor = random_models.llava_next()
+    model, processor = getattr(random_models, build)()
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
     lm = get_model("visprune").create_from_arg_string(
-        f"pretrained={tmp_path / 'model'},method=atp,keep=0.5,max_new_tokens=4", {"device": "cpu"})
-    assert type(lm.model).__name__ == "LlavaNextForConditionalGeneration"
+        f"pretrained={tmp_path / 'model'},method=atp,keep=0.5,max_new_tokens=4", {"device": "cpu", "batch_size": 2})
+    assert type(lm.model).__name__ == type(model).__name__
     out = evaluator.simple_evaluate(model=lm, tasks=["visprune_shapes"], limit=2, device="cpu", log_samples=True,
                                     task_manager=TaskManager("WARNING", include_path=str(TASKS_DIR)))
     assert len(out["samples"]["visprune_shapes"]) == 2
     with Image.open(DATA_DIR / out["samples"]["visprune_shapes"][0]["doc"]["image"]) as img:
-        ids = lm.processor(text=[lm._prompt("q", 1)], images=[img.convert("RGB")], return_tensors="pt")["input_ids"]
+        ids = lm._inputs([lm._prompt("q", 1)], [img.convert("RGB")])["input_ids"]
     total = int((ids == lm.model.config.image_token_id).sum())
     kept = lm.kept_summary()
     assert kept["images"] == 2 and 0 < kept["max"] < total

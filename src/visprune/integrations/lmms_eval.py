@@ -172,7 +172,10 @@ class VisPrune(lmms):
         return f"USER: {images}{context} ASSISTANT:"
 
     def _inputs(self, texts: list[str], images: list) -> Any:
-        kwargs = {"images": images} if images else {}
+        """Processor inputs; the images nested per prompt (a batch holds one image per prompt, a single
+        prompt may hold several), the form every processor takes and Gemma 3's requires."""
+        nested = [list(images)] if len(texts) == 1 else [[im] for im in images]
+        kwargs = {"images": nested} if images else {}
         inputs = self.processor(text=texts, padding=True, return_tensors="pt", **kwargs).to(self._device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)

@@ -99,6 +99,8 @@ CASES = {
                              mixed={"scorer": "cls", "energy": 0.8}, clip="shared", refused=VIT_REFUSED),
     "gemma3": Case(T.gemma3, "placeholder", (112, 112), prompt=T.gemma3_prompt, refused={**TOWER, **SLIDING},
                    mixed={"scorer": "random", "budget": "per_image"}),
+    "idefics3": Case(T.idefics3, "placeholder", (112, 112), refused=PACKED),
+    "smolvlm": Case(T.smolvlm, "placeholder", (112, 168), refused=PACKED),
     "idefics": Case(lambda: T.idefics(resampler=True), "idefics", scorers=VIT_SCORERS,
                     mixed={"scorer": "cls", "energy": 0.8}, clip="shared",
                     refused={**TOWER, "lmtext": "embedding space", **IN_LLM}),

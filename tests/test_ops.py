@@ -145,6 +145,15 @@ def test_attention_rows_equal_full_softmax():
     full = torch.softmax(qh @ kh.transpose(-1, -2) * hd**-0.5, -1)  # [B, H, T, T]
     assert torch.allclose(ops.cls_attention(q, k, heads), full[:, :, 0].mean(1), atol=1e-6)
     assert torch.allclose(ops.received_attention(q, k, heads), full.mean(dim=(1, 2)), atol=1e-6)
+    # padding tokens (the last 3 of row 1): masked as keys, left out of the mean over queries
+    valid = torch.ones(2, 9, dtype=torch.bool)
+    valid[1, 6:] = False
+    logits = (qh @ kh.transpose(-1, -2) * hd**-0.5).masked_fill(~valid[:, None, None, :], float("-inf"))
+    masked = torch.softmax(logits, -1).mean(1)  # [B, T, T]
+    ref = torch.stack([masked[b][valid[b]].mean(0) for b in range(2)])
+    got = ops.received_attention(q, k, heads, valid=valid)
+    assert torch.allclose(got, ref, atol=1e-6) and torch.all(got[1, 6:] == 0)
+    assert torch.allclose(ops.received_attention(q, k, heads, valid=torch.ones_like(valid)), full.mean(dim=(1, 2)), atol=1e-6)
 
 
 def test_pad_ragged():

@@ -197,15 +197,26 @@ def cls_attention(q: torch.Tensor, k: torch.Tensor, num_heads: int, scale: float
     return _attention_probs(q, k, num_heads, scale, slice(0, 1))[:, :, 0].mean(1)
 
 
-def received_attention(q: torch.Tensor, k: torch.Tensor, num_heads: int, scale: float | None = None) -> torch.Tensor:
+def received_attention(q: torch.Tensor, k: torch.Tensor, num_heads: int, scale: float | None = None,
+                       valid: torch.Tensor | None = None) -> torch.Tensor:
     """Mean attention each token receives from all queries, heads averaged: ``[B, T]``.
 
     The saliency for towers without a [CLS] token (SigLIP, Qwen2-VL): the token every query looks
     at is the one a [CLS] query would look at too. Costs O(T^2 * D) for the one layer only.
+    ``valid`` (``[B, T]`` bool): padding tokens the tower masks as keys (Idefics3's padded
+    patches); they receive nothing, and the mean is over the valid queries only.
     """
     hd = q.shape[-1] // num_heads
     scale = hd**-0.5 if scale is None else scale
-    return _attention_probs(q, k, num_heads, scale, slice(None)).mean(dim=(1, 2))
+    if valid is None:
+        return _attention_probs(q, k, num_heads, scale, slice(None)).mean(dim=(1, 2))
+    bsz, t, dim = k.shape
+    qh = q.reshape(bsz, t, num_heads, hd).transpose(1, 2).float()
+    kh = k.reshape(bsz, t, num_heads, hd).transpose(1, 2).float()
+    logits = ((qh @ kh.transpose(-1, -2)) * scale).masked_fill(~valid[:, None, None, :], float("-inf"))
+    probs = torch.softmax(logits, dim=-1).mean(1)  # [B, T queries, T keys]
+    weights = valid.float() / valid.sum(-1, keepdim=True).clamp(min=1)
+    return (weights.unsqueeze(-1) * probs).sum(1)
 
 
 def pad_ragged(rows: list[torch.Tensor], value: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,7 @@ from .base import Adapter, Encoded
 from .blip2 import Blip2Adapter
 from .gemma3 import Gemma3Adapter
 from .idefics import IdeficsAdapter
+from .idefics3 import Idefics3Adapter
 from .instructblip import InstructBlipAdapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
@@ -30,6 +31,8 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "instructblip": InstructBlipAdapter,
     "idefics": IdeficsAdapter,
     "gemma3": Gemma3Adapter,
+    "idefics3": Idefics3Adapter,
+    "smolvlm": Idefics3Adapter,
 }
 
 

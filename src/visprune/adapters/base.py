@@ -91,7 +91,7 @@ class Adapter:
         """Raise ``TypeError`` if ``scorer`` (already set up) cannot run here (called by ``prune_``)."""
         if getattr(scorer, "needs_grid", False) and not self.one_grid:
             raise TypeError(f"scorer {config.scorer_name!r} needs one patch grid per image; "
-                            f"{model.config.model_type} packs any-resolution crops with newline tokens. "
+                            f"{model.config.model_type} packs several crops or tiles per image. "
                             "Pick another scorer")
         for signal in scorer.needs:
             if signal in self.unsupported:
@@ -315,8 +315,9 @@ class Capture:
             for h in handles:
                 h.remove()
 
-    def per_crop_signals(self, has_cls: bool) -> torch.Tensor:
-        """``[crops, T, C]``: channel 0 marks [CLS] (1.0), then saliency, hidden states, keys."""
+    def per_crop_signals(self, has_cls: bool, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``[crops, T, C]``: channel 0 marks [CLS] (1.0), then saliency, hidden states, keys.
+        ``valid`` (``[crops, T]`` bool, no [CLS]): patches the tower attends to, the rest padding."""
         if "k" not in self.values:
             raise RuntimeError("the vision tower did not run its scoring layer; is the layer index right?")
         channels = []
@@ -330,7 +331,7 @@ class Capture:
             attn = self.layers[self.saliency_layer].self_attn
             heads, scale = int(attn.num_heads), float(getattr(attn, "scale", 0) or 0) or None
             q, k = self.values["q"], self.values["k"]
-            sal = ops.cls_attention(q, k, heads, scale) if has_cls else ops.received_attention(q, k, heads, scale)
+            sal = ops.cls_attention(q, k, heads, scale) if has_cls else ops.received_attention(q, k, heads, scale, valid)
             channels.append(sal.unsqueeze(-1))
         if PATCH_HIDDEN in self.needs:
             channels.append(self.values["hidden"].float())

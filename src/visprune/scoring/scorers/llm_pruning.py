@@ -102,8 +102,15 @@ def check_attention(model: nn.Module, layers: nn.ModuleList, name: str = "fastv"
                         "instead (e.g. scorer='atp' or 'cls')")
 
 
+def language_model(model: nn.Module) -> nn.Module | None:
+    """The decoder stack: ``model.model.language_model`` (LLaVA, Qwen, Gemma 3) or
+    ``model.model.text_model`` (Idefics3, SmolVLM); None elsewhere (BLIP-2 has no ``model.model``)."""
+    inner = getattr(model, "model", None)
+    return getattr(inner, "language_model", None) or getattr(inner, "text_model", None)
+
+
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    lm = getattr(getattr(model, "model", None), "language_model", None)  # BLIP-2 has no model.model
+    lm = language_model(model)
     layers = getattr(lm, "layers", None) if lm is not None else None
     if not isinstance(layers, nn.ModuleList):
         raise TypeError(f"in-LLM pruning needs model.model.language_model.layers, not found on {type(model).__name__}")
@@ -112,7 +119,7 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 def final_norm(model: nn.Module) -> nn.Module:
     """The language model's final norm (the one before the LM head)."""
-    return model.model.language_model.norm
+    return language_model(model).norm
 
 
 def rotary_keys(attn: nn.Module, hidden: torch.Tensor, cos_sin) -> torch.Tensor:
@@ -323,7 +330,7 @@ def pruning_hooks(model: nn.Module, state: Any, sel: Any, ctx: Any, input_ids: t
         if compact is not None:  # numbered afresh: positions and rotary terms recomputed
             pos = compact[0] if prefill else kwargs["position_ids"].expand(hidden.shape[0], -1) - compact[1]
             kwargs["position_ids"] = pos
-            kwargs["position_embeddings"] = model.model.language_model.rotary_emb(hidden, pos)
+            kwargs["position_embeddings"] = language_model(model).rotary_emb(hidden, pos)
         if args:
             args = (hidden, *args[1:])
         else:

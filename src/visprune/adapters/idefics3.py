@@ -1,0 +1,135 @@
+"""Idefics3 and SmolVLM (``idefics3``, ``smolvlm``): SigLIP tower without [CLS], pixel shuffle, linear connector.
+
+The two share one code path in transformers 5.24 (``SmolVLMModel`` is Idefics3's, generated from
+it by the modular converter; it differs only in keeping one blank tile when a batch has no real
+image, and in its processor's video support), so one adapter serves both.
+
+The processor splits a picture into ``rows x cols`` tiles of the tower's size plus a global
+(downscaled) tile, or sends only the global tile; ``pixel_values`` is ``[B, tiles, 3, H, W]``,
+padded with all-zero tiles to the batch's most tiles. ``get_image_features`` drops those padding
+tiles (``real_images_inds``: a tile whose every value is 0), runs the tower on the rest, and the
+connector's pixel shuffle regroups each ``s x s`` block of neighbouring patches (``scale_factor``)
+into the channels of one token before its linear map: ``(P/s)^2`` language-model tokens per tile.
+The prompt holds one run of ``<image>`` placeholders per tile, each run announced by text tokens
+(``<fake_token_around_image>``, ``<row_i_col_j>`` or ``<global-img>``, newlines). Those are
+ordinary prompt tokens, not placeholders, so they are never dropped: pruning removes
+``<image>`` tokens only.
+
+Budgets span tiles: the real tiles of one prompt are one image to visprune (what
+``get_image_features`` returns per sample), scored and budgeted together (``k`` and ``keep`` count
+over all its tiles' tokens, ``energy`` reads their joint spectrum), so a tile the question does
+not need can lose most of its tokens. With one picture per prompt (the usual question form) that
+is one budget per picture; several pictures in one prompt share one budget, since the features
+carry no picture boundaries (the processor does not return its ``rows`` / ``cols``).
+Each image is one patch grid only when it is one tile (``do_image_splitting=False``), so
+``pool`` is refused (``one_grid``) and overlays are not drawn (no ``picture_grid``).
+
+Alignment: every per-patch signal goes through the connector's own ``pixel_shuffle``, which puts
+the ``s x s`` patches of token ``j`` side by side in the channels; the signal of token ``j`` is
+the mean over those ``s^2`` patches. The token's feature is one linear map of all ``s^2`` patches'
+hidden states, weighted alike, so no one patch stands for it, and the mean (unlike the max) keeps
+the ranking that the patches' attention taken together gives and the scale of one patch's signal.
+Saliency: SigLIP has no [CLS], so it is the attention each patch *receives* from the tile's
+patches, heads averaged (:func:`visprune.ops.received_attention`), in the scoring layer (default:
+the last, whose output the connector reads). Padding patches of a tile smaller than the batch's
+largest (``pixel_attention_mask``) are masked as keys by the tower, so they receive nothing, and
+the mean is over the real queries (checked against the tower's eager attention maps,
+``tests/test_prune_idefics3.py``).
+
+The kept features go to the model as ``mm_encoder_outputs`` (its ``forward`` concatenates the
+per-image list), so the tower runs once. The language model is Llama (SmolLM2 for SmolVLM), with
+positions from ``position_ids``: ``positions="original"`` is honoured by the default rebuild, and
+the in-LLM methods (FastV, DART, PyramidDrop) run on it (their hooks find it at
+``model.model.text_model``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..callscope import this_thread
+from ..measure import clock
+from ..prompt import USER_MARKERS
+from ..scoring.context import KEYS, PATCH_HIDDEN, SALIENCY
+from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer
+
+
+class Idefics3Adapter(Adapter):
+    model_types = ("idefics3", "smolvlm")
+    image_input_keys = ("pixel_values", "pixel_attention_mask")
+    position_modes = ("compact", "original")
+    one_grid = False  # tiles plus the global picture, each its own grid
+    # The chat template reads "User:<image>...<end_of_utterance>\nAssistant:"; "User:" / "Assistant:"
+    # are in the defaults. Where the tokenizer keeps the tile markers on decoding (<row_1_col_1> ...),
+    # the question starts after the last picture's <global-img> tile.
+    user_markers = (*USER_MARKERS, "<global-img>")
+
+    def check(self, model: nn.Module) -> None:
+        base = getattr(model, "model", None)
+        if base is None or not all(hasattr(base, a) for a in ("get_image_features", "vision_model", "connector")):
+            raise TypeError(f"{type(model).__name__} lacks model.get_image_features / vision_model / connector")
+        encoder_layers(base.vision_model)
+
+    def vision_depth(self, model: nn.Module) -> int:
+        return len(encoder_layers(model.model.vision_model))
+
+    @staticmethod
+    def tokens_per_side(model: nn.Module) -> int:
+        vis = model.config.vision_config
+        return vis.image_size // vis.patch_size // model.config.scale_factor
+
+    def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
+        base = model.model
+        n = self.vision_depth(model)
+        sal_layer = hidden_index_to_layer(config.layer, n) if config.layer is not None else n - 1
+        capture = Capture(base.vision_model, needs, sal_layer, hidden_index_to_layer(config.text_layer, n))
+        seen = {}
+
+        def grab_mask(_m, args, kwargs):  # the patch mask of the real tiles, as the tower gets it
+            seen["patches"] = kwargs.get("patch_attention_mask")
+
+        handle = base.vision_model.register_forward_pre_hook(this_thread(grab_mask), with_kwargs=True)
+        try:
+            with capture.active():
+                t0 = clock.now()
+                out = base.get_image_features(pixel_values=image_inputs["pixel_values"],
+                                              pixel_attention_mask=image_inputs.get("pixel_attention_mask"),
+                                              return_dict=True)
+                model_seconds = clock.now() - t0
+        finally:
+            handle.remove()
+        side = self.tokens_per_side(model)
+        # one [tiles * side^2, D] per sample (its real tiles, in scatter order); a sample without
+        # pictures has no placeholders and gets no entry
+        features = [f for f in out.pooler_output if len(f)]
+        tiles = [len(f) // (side * side) for f in features]
+        valid = seen["patches"].flatten(1) if seen.get("patches") is not None else None
+        shuffled = self._shuffle(base.connector, capture.per_crop_signals(has_cls=False, valid=valid))
+        per_image = [t.flatten(0, 1) for t in shuffled.split(tiles)]  # [tiles * side^2, C] per image
+        enc = Encoded(features=features, protected=[torch.zeros(len(f), dtype=torch.bool, device=f.device)
+                                                    for f in features],
+                      image_keys=capture.image_keys(tiles), grids=[(side, side) if t == 1 else None for t in tiles])
+        enc.model_seconds = model_seconds
+        col = 1  # channel 0 is the [CLS] marker, all zeros here
+        if SALIENCY in needs:
+            enc.saliency = [s[:, col] for s in per_image]
+            col += 1
+        if PATCH_HIDDEN in needs:
+            width = base.vision_model.config.hidden_size
+            enc.patch_hidden = [s[:, col : col + width] for s in per_image]
+            col += width
+        if KEYS in needs:
+            enc.keys = [s[:, col:] for s in per_image]
+        return enc
+
+    @staticmethod
+    def _shuffle(connector: nn.Module, signals: torch.Tensor) -> torch.Tensor:
+        """``[tiles, P*P, C]`` per-patch signals grouped as the connector's pixel shuffle groups patches,
+        each token's ``s^2`` patches averaged: ``[tiles, (P/s)^2, C]``."""
+        tiles, _, channels = signals.shape
+        s = int(connector.scale_factor)
+        grouped = connector.pixel_shuffle(signals, s)  # [tiles, (P/s)^2, s^2 * C]: s^2 patches side by side
+        return grouped.reshape(tiles, grouped.shape[1], s * s, channels).mean(2)

@@ -9,6 +9,7 @@ from .blip2 import Blip2Adapter
 from .gemma3 import Gemma3Adapter
 from .idefics import IdeficsAdapter
 from .instructblip import InstructBlipAdapter
+from .internvl import InternVLAdapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .llava_onevision import LlavaOnevisionAdapter
@@ -24,6 +25,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "instructblip": InstructBlipAdapter,
     "idefics": IdeficsAdapter,
     "gemma3": Gemma3Adapter,
+    "internvl": InternVLAdapter,
 }
 
 

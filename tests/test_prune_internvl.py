@@ -5,6 +5,7 @@ and the chat template's question."""
 import pytest
 import torch
 
+import visprune
 from visprune import PruneConfig
 from visprune import testing as T
 from visprune.adapters.internvl import InternVLAdapter
@@ -110,10 +111,26 @@ def test_the_budget_is_counted_per_image_across_its_tiles(built):
     assert sel.encoded.grids == [None, (4, 4)]
 
 
+@torch.no_grad()
+def test_two_images_in_one_prompt_are_two_runs_each_with_its_budget():
+    model, proc = T.internvl()
+    wide, square = T.images(1, size=(224, 112))[0], T.images(2, size=(112, 112))[1]
+    inputs = proc(images=[[wide, square], [square]], text=[T.internvl_prompt("is there a dog ?", 2),
+                                                          T.internvl_prompt("how many circle ?")],
+                  return_tensors="pt", padding=True)
+    stock = model(**inputs).logits
+    sel = pruned_selection(model, proc, inputs, PruneConfig(scorer="cls", keep=0.25))
+    assert sel.encoded.extras["tiles"] == [3, 1, 1] and sel.image_rows == [0, 0, 1]
+    assert [len(k) for k in sel.kept] == [12, 4, 4]
+    visprune.prune_(model, PruneConfig(scorer="cls", keep=1.0), processor=proc)
+    try:
+        assert torch.equal(model(**inputs).logits, stock)  # keep-all: the stock model, tiles regrouped and all
+    finally:
+        visprune.unprune_(model)
+
+
 def test_pool_is_refused_on_tiled_images(built):
     model, proc, _ = built
-    import visprune
-
     with pytest.raises(TypeError, match="one patch grid"):
         visprune.prune_(model, PruneConfig(scorer="pool", k=4), processor=proc)
 

@@ -28,7 +28,8 @@ thumbnail included, into one visprune image. The budget is per image across its 
 of a 2-tile image keeps a quarter of its 3 x 256 tokens, wherever they are, and tokens of different
 tiles compete on one min-max-normalised score (each tile's [CLS] row is one softmax over that
 tile's own patches, so the tiles' scales are alike; the thumbnail competes with the tiles it
-overlaps). Videos are frames of one tile each, each its own run: one image per frame.
+overlaps). Videos would be frames of one tile each, each frame its own ``<img>`` run, so one image
+per frame (read from the processor's code, not tested: its video processor needs torchvision).
 
 In-LLM methods (FastV, DART, PyramidDrop) run on InternVL 3's Qwen2 language models; on Qwen3
 (InternVL 3.5: QK-norm) they are refused by their own check, like any other language model.

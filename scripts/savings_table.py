@@ -371,8 +371,52 @@ def gemma3(tiny: bool) -> list[tuple[str, str, list[Row]]]:
     return [_gemma3(tiny, "Gemma-3-4B", 2560, 10240, 34, 8, 4), _gemma3(tiny, "Gemma-3-12B", 3840, 15360, 48, 16, 8)]
 
 
+def _internvl(tiny: bool, tiles: int) -> tuple[str, str, list[Row]]:
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    if tiny:
+        text = dict(model_type="qwen2", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, vocab_size=1000)
+        vis = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=112,
+                   patch_size=14)
+        image_token = 999
+    else:
+        # OpenGVLab/InternVL3-8B-hf: text_config is InternVL3-8B's llm_config (Qwen2.5-7B with InternVL's
+        # tokens), vision_config InternViT-300M-448px-V2.5 as transformers' conversion writes it
+        text = dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                    num_attention_heads=28, num_key_value_heads=4, vocab_size=151674, max_position_embeddings=32768,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+        vis = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                   image_size=448, patch_size=14, attention_bias=True, norm_type="layer_norm", use_qk_norm=False,
+                   use_mean_pooling=True)
+        image_token = 151667
+    cfg = InternVLConfig(text_config=text, vision_config=vis, image_token_id=image_token, downsample_ratio=0.5,
+                         vision_feature_layer=-1, vision_feature_select_strategy="default")
+    m = _build(InternVLForConditionalGeneration, cfg)
+    size = vis["image_size"]
+    patches = (size // 14) ** 2
+    n = tiles * patches // 4  # the pixel shuffle: 2 x 2 patches per token
+    vision = flops(m.model.vision_tower, _meta(tiles, 3, size, size))
+    connector = flops(m.model.multi_modal_projector, _meta(tiles, patches // 4, 4 * vis["hidden_size"]))
+    width = text["hidden_size"]
+    rows = [Row(keep, _kept(n, keep), _kept(n, keep), vision, connector,
+                _prefill(m, m.model.language_model, m.lm_head, width, TEXT_TOKENS + 2 + _kept(n, keep)))
+            for keep in KEEPS]
+    shape = "one 448 px tile" if tiles == 1 else f"{tiles - 1} tiles and a thumbnail (an {2 * size} px square image)"
+    return (f"InternVL3-8B, {tiles} tile{'s' if tiles > 1 else ''}",
+            f"{n} tokens, {patches // 4} per tile pixel-shuffled from {patches} InternViT patches, {shape}; "
+            "pruned after the projector, per image across its tiles; <img> / </img> kept", rows)
+
+
+def internvl(tiny: bool) -> list[tuple[str, str, list[Row]]]:
+    """InternVL3-8B (OpenGVLab/InternVL3-8B-hf): InternViT-300M on each 448 px tile, pixel shuffle (2 x 2 patches
+    per token, 256 per tile), MLP projector, Qwen2.5-7B. One tile (an image up to 448 px), and the 2 x 2 tiles plus
+    thumbnail the processor cuts an 896 px square image into."""
+    return [_internvl(tiny, 1), _internvl(tiny, 5)]
+
+
 ARCHS = {"llava": llava, "llava_next": llava_next, "qwen2_vl": qwen2_vl, "qwen3_vl": qwen3_vl, "blip2": blip2,
-         "instructblip": instructblip, "idefics": idefics, "gemma3": gemma3}
+         "instructblip": instructblip, "idefics": idefics, "gemma3": gemma3, "internvl": internvl}
 
 NOTES = """\
 ## Where pruning saves little, and why
@@ -388,12 +432,14 @@ NOTES = """\
   latents: the gated cross-attention layers of the language model see the same 64 latents, and
   the prefill cost does not move. Only the resampler's work shrinks, which is small against the
   ViT-H tower and the 9B language model.
-- **LLaVA, LLaVA-NeXT, Qwen2-VL, Gemma 3**: pruning happens after the projector (patch merger, pool), so the
-  vision tower and projector run in full and the saving is all in the language-model prefill,
-  where visual tokens dominate the prompt. Qwen2-VL's own vision tower (full attention over
+- **LLaVA, LLaVA-NeXT, Qwen2-VL, Gemma 3, InternVL**: pruning happens after the projector (patch merger,
+  pool, pixel shuffle), so the vision tower and projector run in full and the saving is all in the
+  language-model prefill, where visual tokens dominate the prompt. Qwen2-VL's own vision tower (full attention over
   2304 patches) is a large share of its total, which caps the relative saving. Gemma 3's is more:
   SigLIP at 896 px attends over 4,096 patches before pooling them into 256 tokens, 5.5 TFLOP,
   more than Gemma-3-4B's whole prefill, so pruning the pooled tokens saves at most the prefill's share.
+  InternVL's InternViT-300M runs once per tile (0.72 TFLOP each), a sixth of InternVL3-8B's
+  unpruned total at any tile count, so its savings follow the language model's share.
 
 Counting notes: the language model's prefill includes the LM head on the last position only (as
 `generate` computes it); IDEFICS is counted with eager attention (its forward always builds a

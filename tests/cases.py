@@ -101,6 +101,9 @@ CASES = {
                    mixed={"scorer": "random", "budget": "per_image"}),
     "idefics3": Case(T.idefics3, "placeholder", (112, 112), refused=PACKED),
     "smolvlm": Case(T.smolvlm, "placeholder", (112, 168), refused=PACKED),
+    # 2:1 test images: two tiles and a thumbnail each, joined into one image of 48 tokens
+    "internvl": Case(T.internvl, "placeholder", (224, 112), prompt=T.internvl_prompt, refused=PACKED,
+                     mixed={"scorer": "random", "budget": "per_image"}),
     "idefics": Case(lambda: T.idefics(resampler=True), "idefics", scorers=VIT_SCORERS,
                     mixed={"scorer": "cls", "energy": 0.8}, clip="shared",
                     refused={**TOWER, "lmtext": "embedding space", **IN_LLM}),

@@ -17,7 +17,8 @@ THREADS, ROUNDS = 4, 3
 RUNS = [("llava", {"scorer": "cls", "energy": 0.8}), ("qwen2_5_vl", {"scorer": "random", "energy": 0.8}),
         ("blip2-query", {"scorer": "random", "budget": "per_image"}), ("blip2-vit", {"scorer": "cls", "energy": 0.8}),
         ("idefics", {"scorer": "cls", "energy": 0.8}), ("idefics-noresampler", {"scorer": "cls", "energy": 0.8}),
-        ("llava", {"scorer": "fastv", "keep": 0.5, "llm_layer": 1})]
+        ("llava", {"scorer": "fastv", "keep": 0.5, "llm_layer": 1}),
+        ("internvl", {"scorer": "cls", "energy": 0.8})]
 
 
 @pytest.mark.parametrize("name,fields", RUNS, ids=[f"{n}-{f['scorer']}" for n, f in RUNS])

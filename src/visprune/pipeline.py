@@ -136,7 +136,7 @@ def build_context(
     """Encode the images of one call and gather what the scorer and budget need."""
     cfg, adapter, scorer = state.config, state.adapter, state.scorer
     t0 = clock.now()
-    enc = adapter.encode(model, image_inputs, scorer.needs, cfg)
+    enc = adapter.per_image(model, adapter.encode(model, image_inputs, scorer.needs, cfg), layout)
     encode_seconds = clock.now() - t0
     lengths = [f.shape[0] for f in enc.features]
     rows = enc.image_rows if enc.image_rows is not None else image_rows(layout.placeholders, lengths)

@@ -10,6 +10,7 @@ from .gemma3 import Gemma3Adapter
 from .idefics import IdeficsAdapter
 from .idefics3 import Idefics3Adapter
 from .instructblip import InstructBlipAdapter
+from .internvl import InternVLAdapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .llava_onevision import LlavaOnevisionAdapter
@@ -33,6 +34,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "gemma3": Gemma3Adapter,
     "idefics3": Idefics3Adapter,
     "smolvlm": Idefics3Adapter,
+    "internvl": InternVLAdapter,
 }
 
 

@@ -14,7 +14,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .. import ops
 from ..callscope import this_thread
-from ..batching import RowPlan, keep_positions
+from ..batching import PromptLayout, RowPlan, keep_positions
 from ..scoring.context import IMAGE_KEY, KEYS, LAST_QK, PATCH_HIDDEN, SALIENCY, TOWER, TowerStates
 from ..prompt import ASSISTANT_MARKERS, USER_MARKERS
 
@@ -153,6 +153,13 @@ class Adapter:
     def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
         raise NotImplementedError
 
+    def per_image(self, model: nn.Module, enc: Encoded, layout: PromptLayout) -> Encoded:
+        """What :meth:`encode` returned, regrouped into the prompt's images (called by the pipeline
+        right after it), for architectures whose image inputs do not say which crops form one image
+        and whose prompt does (InternVL: one placeholder run per image, whatever its tiles). Default:
+        as it is."""
+        return enc
+
     def apply(
         self,
         model: nn.Module,
@@ -239,8 +246,8 @@ def _pad_id(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> to
 
 
 def encoder_layers(tower: nn.Module) -> nn.ModuleList:
-    """The transformer blocks of a vision tower (CLIP / SigLIP, with or without a wrapper)."""
-    for path in ("encoder.layers", "vision_model.encoder.layers"):
+    """The transformer blocks of a vision tower (CLIP / SigLIP, with or without a wrapper; InternViT's ``encoder.layer``)."""
+    for path in ("encoder.layers", "vision_model.encoder.layers", "encoder.layer"):
         obj = tower
         for part in path.split("."):
             obj = getattr(obj, part, None)
@@ -257,6 +264,21 @@ def hidden_index_to_layer(index: int, num_layers: int) -> int:
     if not 0 <= layer < num_layers:
         raise ValueError(f"layer {index} is out of range for a vision tower with {num_layers} layers")
     return layer
+
+
+def layer_attention(layer: nn.Module) -> nn.Module:
+    """A vision block's self-attention: ``self_attn`` (CLIP, SigLIP) or ``attention`` (InternViT)."""
+    attn = getattr(layer, "self_attn", None)
+    return attn if attn is not None else layer.attention
+
+
+def qk_modules(attn: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The modules whose outputs are the queries and keys the attention multiplies, ``[B, T, H*hd]``:
+    ``q_norm`` / ``k_norm`` where the tower normalises them after the projections (InternViT; an
+    ``Identity`` there without QK-norm), else ``q_proj`` / ``k_proj``."""
+    if hasattr(attn, "q_norm") and hasattr(attn, "k_norm"):
+        return attn.q_norm, attn.k_norm
+    return attn.q_proj, attn.k_proj
 
 
 def tower_has_cls(tower: nn.Module) -> bool:
@@ -289,19 +311,19 @@ class Capture:
     def active(self):
         handles = []
         try:
-            attn = self.layers[self.saliency_layer].self_attn
+            q_mod, k_mod = qk_modules(layer_attention(self.layers[self.saliency_layer]))
             # k is always taken: its shape gives crops x tokens for the marker channel.
-            handles.append(attn.k_proj.register_forward_hook(this_thread(self._store("k"))))
+            handles.append(k_mod.register_forward_hook(this_thread(self._store("k"))))
             if SALIENCY in self.needs:
-                handles.append(attn.q_proj.register_forward_hook(this_thread(self._store("q"))))
+                handles.append(q_mod.register_forward_hook(this_thread(self._store("q"))))
             if PATCH_HIDDEN in self.needs:
                 handles.append(self.layers[self.text_layer].register_forward_hook(this_thread(self._store("hidden"))))
             if TOWER in self.needs:  # the layer whose output the model projects
                 handles.append(self.layers[self.feature_layer].register_forward_hook(this_thread(self._store("tower"))))
             if LAST_QK in self.needs:
-                last = self.layers[-1].self_attn
-                handles.append(last.q_proj.register_forward_hook(this_thread(self._store("last_q"))))
-                handles.append(last.k_proj.register_forward_hook(this_thread(self._store("last_k"))))
+                last_q, last_k = qk_modules(layer_attention(self.layers[-1]))
+                handles.append(last_q.register_forward_hook(this_thread(self._store("last_q"))))
+                handles.append(last_k.register_forward_hook(this_thread(self._store("last_k"))))
             if IMAGE_KEY in self.needs:
                 handles.append(
                     self.tower.register_forward_pre_hook(
@@ -328,7 +350,7 @@ class Capture:
             marker[:, 0] = 1.0
         channels.append(marker)
         if SALIENCY in self.needs:
-            attn = self.layers[self.saliency_layer].self_attn
+            attn = layer_attention(self.layers[self.saliency_layer])
             heads, scale = int(attn.num_heads), float(getattr(attn, "scale", 0) or 0) or None
             q, k = self.values["q"], self.values["k"]
             sal = ops.cls_attention(q, k, heads, scale) if has_cls else ops.received_attention(q, k, heads, scale, valid)

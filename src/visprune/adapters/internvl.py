@@ -1,0 +1,174 @@
+"""InternVL 3 (``internvl``): InternViT with [CLS], a pixel shuffle (2 x 2 patches into one token), dynamic tiles.
+
+``InternVLModel.get_image_features`` runs InternViT on every tile (448 px, 32 x 32 patches plus a
+[CLS]), takes the ``vision_feature_layer`` output (-1: the last layer's, after the tower's final
+norm, an identity with mean pooling), drops the [CLS] (``vision_feature_select_strategy="default"``),
+and regroups each 2 x 2 block of patches into one token of 4x the channels (``pixel_shuffle``,
+``downsample_ratio=0.5``: 256 tokens per tile) before the MLP projector. The processor cuts an
+image into up to 12 tiles plus a thumbnail and puts *all* of its tiles' tokens in one run between
+``<img>`` / ``</img>``, text tokens that are not placeholders and are never dropped.
+
+Alignment: every per-patch signal is regrouped by the model's own ``pixel_shuffle`` and averaged
+over the 2 x 2 patches it stacks, so signal ``j`` of a tile describes exactly LM token ``j``.
+Saliency: InternViT has a [CLS] (it is trained with it; the LM just never sees it), so it is the
+[CLS] row of the attention in the scoring layer (default: the one whose output the projector
+reads), heads averaged, as FasterVLM ranks LLaVA's tokens, averaged over each token's 2 x 2
+patches: the share of the [CLS]'s attention that the token's patches hold together, per patch.
+The [CLS] query is the one query that summarises the tile; the attention every patch receives
+(the proxy for towers without one, Gemma 3, Qwen2-VL) would rank by what patches look at, not by
+what the tile's summary reads. The pixel shuffle is why the 2 x 2 grouping is done at all:
+FasterVLM's ranking on InternVL2-26B was reported below random at 95% pruning, blamed on scoring
+patches one by one when the LM sees them four at a time; here a token is ranked by exactly the
+four patches it carries (checked against the tower's eager attention maps,
+``tests/test_prune_internvl.py``).
+
+Tiles: the model's input does not say which tiles form one image; the prompt does (one
+placeholder run per image), so :meth:`InternVLAdapter.per_image` joins the tiles of each run,
+thumbnail included, into one visprune image. The budget is per image across its tiles: ``keep=0.25``
+of a 2-tile image keeps a quarter of its 3 x 256 tokens, wherever they are, and tokens of different
+tiles compete on one min-max-normalised score (each tile's [CLS] row is one softmax over that
+tile's own patches, so the tiles' scales are alike; the thumbnail competes with the tiles it
+overlaps). Videos would be frames of one tile each, each frame its own ``<img>`` run, so one image
+per frame (read from the processor's code, not tested: its video processor needs torchvision).
+
+In-LLM methods (FastV, DART, PyramidDrop) run on InternVL 3's Qwen2 language models; on Qwen3
+(InternVL 3.5: QK-norm) they are refused by their own check, like any other language model.
+"""
+
+from __future__ import annotations
+
+import zlib
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from ..batching import PromptLayout
+from ..measure import clock
+from ..scoring.context import KEYS, PATCH_HIDDEN, SALIENCY
+from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer
+
+
+class InternVLAdapter(Adapter):
+    model_types = ("internvl",)
+    image_input_keys = ("pixel_values",)
+    position_modes = ("compact", "original")
+    # an image is up to 12 tiles and a thumbnail, each its own 16 x 16 grid: no one grid per image
+    one_grid = False
+    # the chat template's "<|im_start|>user\n" / "<|im_start|>assistant\n" decode to "user\n" /
+    # "assistant\n" (the defaults cover them); <img> / </img> are special tokens, skipped when decoding
+
+    def check(self, model: nn.Module) -> None:
+        base = getattr(model, "model", None)
+        if base is None or not all(hasattr(base, a) for a in ("get_image_features", "vision_tower",
+                                                                "multi_modal_projector", "pixel_shuffle")):
+            raise TypeError(f"{type(model).__name__} lacks model.get_image_features / vision_tower / "
+                            "multi_modal_projector / pixel_shuffle")
+        encoder_layers(base.vision_tower)
+        layer, strategy = base.config.vision_feature_layer, base.config.vision_feature_select_strategy
+        if not isinstance(layer, int) or strategy != "default":
+            raise TypeError(f"visprune's InternVL adapter reads one feature layer with the [CLS] dropped "
+                            f"(vision_feature_select_strategy='default'); this model has vision_feature_layer={layer!r}, "
+                            f"strategy {strategy!r}")
+
+    def vision_depth(self, model: nn.Module) -> int:
+        return len(encoder_layers(model.model.vision_tower))
+
+    def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
+        """One entry per *tile* (what the model's input holds); :meth:`per_image` joins them."""
+        base = model.model
+        n = self.vision_depth(model)
+        feature_layer = hidden_index_to_layer(base.config.vision_feature_layer, n)
+        sal_layer = hidden_index_to_layer(config.layer, n) if config.layer is not None else feature_layer
+        capture = Capture(base.vision_tower, needs, sal_layer, hidden_index_to_layer(config.text_layer, n))
+        with capture.active():
+            t0 = clock.now()
+            out = base.get_image_features(pixel_values=image_inputs["pixel_values"], return_dict=True)
+            model_seconds = clock.now() - t0
+        features = list(out.pooler_output)  # one [256, D] per tile
+        # the patches as the model keeps them: [CLS] (token 0) dropped, and the [CLS] marker channel with it
+        signals = capture.per_crop_signals(has_cls=True)[:, 1:, 1:].contiguous()
+        grouped = self._group(base, signals) if signals.shape[-1] else None
+        side = int(len(features[0]) ** 0.5) if features else 0
+        enc = Encoded(features=features, protected=[torch.zeros(len(f), dtype=torch.bool, device=f.device)
+                                                    for f in features],
+                      image_keys=capture.image_keys([1] * len(features)), grids=[(side, side)] * len(features))
+        enc.model_seconds = model_seconds
+        col = 0
+        if SALIENCY in needs:
+            enc.saliency = list(grouped[:, :, col])
+            col += 1
+        if PATCH_HIDDEN in needs:
+            width = base.vision_tower.config.hidden_size
+            enc.patch_hidden = list(grouped[:, :, col : col + width])
+            col += width
+        if KEYS in needs:
+            enc.keys = list(grouped[:, :, col:])
+        return enc
+
+    @staticmethod
+    def _group(base: nn.Module, signals: torch.Tensor) -> torch.Tensor:
+        """``[tiles, P, C]`` per-patch signals -> ``[tiles, P/4, C]``: the model's own ``pixel_shuffle``
+        stacks each token's 2 x 2 patches into 4 blocks of ``C`` channels, which are averaged."""
+        tiles, patches, channels = signals.shape
+        side = int(patches**0.5)
+        ratio = base.config.downsample_ratio
+        stacked = base.pixel_shuffle(signals.reshape(tiles, side, side, channels), scale_factor=ratio)
+        per_token = round(1 / ratio) ** 2
+        return stacked.reshape(tiles, -1, per_token, channels).mean(2)
+
+    def per_image(self, model: nn.Module, enc: Encoded, layout: PromptLayout) -> Encoded:
+        """Tiles joined into images: each run of placeholders in the prompt (row-major, the order the
+        model scatters features in) is one image, its length the tokens of its tiles."""
+        if not enc.features:
+            return enc
+        per_tile = len(enc.features[0])
+        runs = [n for row in layout.ids for n in _runs(row, layout.image_token_id)]
+        tiles = [n // per_tile for n in runs]
+        if any(n % per_tile for n in runs) or sum(tiles) != len(enc.features):
+            raise ValueError(f"the prompt's image placeholder runs ({runs}) do not match {len(enc.features)} tiles of "
+                             f"{per_tile} tokens; build inputs with the model's processor (one <img>...</img> run per image)")
+        if all(t == 1 for t in tiles):
+            return enc
+
+        def join(values):
+            return None if values is None else [torch.cat(part) for part in _split(values, tiles)]
+
+        keys = None if enc.image_keys is None else [
+            zlib.crc32(repr(part).encode()) if len(part) > 1 else part[0] for part in _split(enc.image_keys, tiles)]
+        grids = [g[0] if len(g) == 1 else None for g in _split(enc.grids, tiles)]
+        joined = Encoded(features=join(enc.features), protected=join(enc.protected), saliency=join(enc.saliency),
+                         patch_hidden=join(enc.patch_hidden), image_keys=keys, keys=join(enc.keys), grids=grids,
+                         model_seconds=enc.model_seconds, extras={**enc.extras, "tiles": tiles})
+        return joined
+
+    def apply(self, model: nn.Module, sel: Any, kwargs: dict, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              image_inputs: dict, side: str | None) -> tuple[dict, AbstractContextManager]:
+        """The default rebuild; InternVL scatters ``mm_encoder_outputs["image"].pooler_output`` as one
+        tensor, so the ragged kept features go as one ``[1, total, D]`` run."""
+        kwargs, ctx = super().apply(model, sel, kwargs, input_ids, attention_mask, image_inputs, side)
+        kept = torch.cat(sel.kept_features)[None]
+        kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=kept)}
+        return kwargs, ctx
+
+
+def _runs(row: list[int], token: int) -> list[int]:
+    """Lengths of the runs of ``token`` in ``row``, in order."""
+    runs, n = [], 0
+    for t in row:
+        if t == token:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    return runs + [n] if n else runs
+
+
+def _split(values: list, sizes: list[int]) -> list[list]:
+    out, start = [], 0
+    for n in sizes:
+        out.append(values[start : start + n])
+        start += n
+    return out

@@ -82,3 +82,25 @@ def pruned_selection(model, processor, inputs, config, hooks=()):
         visprune.unprune_(model)
         for h in hooks:
             h.remove()
+
+
+def recording(seen: dict, name: str, module, key: str):
+    """A forward pre-hook on ``module`` storing its keyword argument ``key`` in ``seen[name]`` (the first
+    call's: the prefill); returns the handle, for ``pruned_selection(..., hooks=[...])``."""
+    def hook(_m, _a, kw):
+        seen.setdefault(name, kw.get(key))
+
+    return module.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+@torch.no_grad()
+def eager_tower_outputs(model, pixel_values):
+    """The vision tower's eager forward with every hidden state and attention map (as official pruning
+    code runs it), its attention implementation restored after."""
+    tower = model.model.vision_tower
+    impl = tower.config._attn_implementation
+    tower.set_attn_implementation("eager")
+    try:
+        return tower(pixel_values, output_hidden_states=True, output_attentions=True)
+    finally:
+        tower.set_attn_implementation(impl)

@@ -22,6 +22,8 @@ from visprune.scoring.budgets import Budget
 from visprune.scoring.context import ScoreContext
 from visprune.scoring.scorers import CDPrunerScorer, ClipTextScorer, VisPrunerScorer
 
+from helpers import eager_tower_outputs
+
 QUESTIONS = ["what colour is the star ?", "how many circle ?"]
 
 
@@ -201,18 +203,6 @@ def _run(model, proc, cfg, images=None):
 
 
 @torch.no_grad()
-def _tower_outputs(model, pixel_values):
-    """The tower's eager forward with every hidden state and attention map (as the official code runs it)."""
-    tower = model.model.vision_tower
-    impl = tower.config._attn_implementation
-    tower.set_attn_implementation("eager")
-    try:
-        return tower(pixel_values, output_hidden_states=True, output_attentions=True)
-    finally:
-        tower.set_attn_implementation(impl)
-
-
-@torch.no_grad()
 def cdpruner_clip_relevance_reference(model, clip_dir, pixel_values, questions, layer):
     """The official CLIPVisionTower.forward / encode_images relevance: the patches of
     ``hidden_states[layer]`` ([CLS] dropped: select_feature='patch') through CLIP's post_layernorm and
@@ -221,7 +211,7 @@ def cdpruner_clip_relevance_reference(model, clip_dir, pixel_values, questions, 
 
     clip = CLIPModel.from_pretrained(clip_dir).eval()
     tok = AutoTokenizer.from_pretrained(clip_dir)
-    hidden = _tower_outputs(model, pixel_values).hidden_states[layer][:, 1:]
+    hidden = eager_tower_outputs(model, pixel_values).hidden_states[layer][:, 1:]
     patches = clip.visual_projection(clip.vision_model.post_layernorm(hidden)).numpy()
     text = clip.get_text_features(**tok(questions, return_tensors="pt", padding=True)).pooler_output.numpy()
     return [cdpruner_relevance_reference(-(_unit(p) @ _unit(t))) for p, t in zip(patches, text)]
@@ -318,7 +308,7 @@ def vispruner_official_reference(model, pixel_values, k, ratio=0.5, layer=-2):
     ``clip_encoder.py`` ``feature_select``) on one tiny LLaVA's eager tower outputs: attention
     ``attentions[layer][:, :, 0, 1:]`` averaged over heads, features ``hidden_states[layer][:, 1:]``
     (before the projector) L2-normalised, and the official removal loop, image by image."""
-    out = _tower_outputs(model, pixel_values)
+    out = eager_tower_outputs(model, pixel_values)
     attention = out.attentions[layer][:, :, 0, 1:].mean(1)
     features = out.hidden_states[layer][:, 1:]
     kept = []
@@ -357,7 +347,7 @@ def test_vispruner_on_llava_equals_the_official_algorithm(llava144, k, ratio):
     sel, inputs = _run(model, proc, PruneConfig(scorer=VisPrunerScorer(important_ratio=ratio), k=k), images)
     assert sel.relevance is None
     ref = vispruner_official_reference(model, inputs["pixel_values"], k, ratio)
-    out = _tower_outputs(model, inputs["pixel_values"])
+    out = eager_tower_outputs(model, inputs["pixel_values"])
     for i in range(2):
         assert np.allclose(sel.scores[i].numpy(), out.attentions[-2][i, :, 0, 1:].mean(0).numpy(), atol=1e-5)
         assert sel.kept[i].tolist() == ref[i]

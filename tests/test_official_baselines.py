@@ -14,7 +14,7 @@ from visprune import PruneConfig
 from visprune import testing as T
 from visprune.scoring.scorers import VisionZipScorer
 
-from helpers import assert_batched_equals_one_by_one, pruned_selection
+from helpers import eager_tower_outputs, assert_batched_equals_one_by_one, pruned_selection
 
 SIZE = 168  # 12 x 12 = 144 patches: enough for VisionZip's 54 + 10 and PruMerge's 32 neighbours
 QUESTION = "what colour is the star ?"
@@ -32,18 +32,6 @@ def setup():
     return model, proc, inputs
 
 
-@torch.no_grad()
-def _tower_outputs(model, pixel_values):
-    """The tower's eager forward with every hidden state and attention map (as the official code runs it)."""
-    tower = model.model.vision_tower
-    impl = tower.config._attn_implementation
-    tower.set_attn_implementation("eager")
-    try:
-        return tower(pixel_values, output_hidden_states=True, output_attentions=True)
-    finally:
-        tower.set_attn_implementation(impl)
-
-
 def _layer_qk(layer, x):
     """Full-width q/k projections of one CLIP layer on its input ``x`` (the official hooks' outputs)."""
     h = layer.layer_norm1(x)
@@ -53,7 +41,7 @@ def _layer_qk(layer, x):
 @torch.no_grad()
 def _visionzip_reference(model, pixel_values, dominant, contextual):
     """The official CLIPVisionTower_VisionZip.forward with visionzip(model, dominant, contextual)."""
-    out = _tower_outputs(model, pixel_values)
+    out = eager_tower_outputs(model, pixel_values)
     layers = model.model.vision_tower.encoder.layers
     attn, hidden = out.attentions[-2], out.hidden_states[-2]
     _, k = _layer_qk(layers[-2], out.hidden_states[-3])
@@ -94,7 +82,7 @@ def _outlier_ratio(cls_attn):
 def _prumerge_reference(model, pixel_values, plus, count=None):
     """The official token_prune_merge_advanced(_plus) with if_adaptive=True, one image at a time
     (the official outlier ratio pools the batch); ``count``: a given number of outliers instead."""
-    out = _tower_outputs(model, pixel_values)
+    out = eager_tower_outputs(model, pixel_values)
     layers = model.model.vision_tower.encoder.layers
     feats, kept = [], []
     for b in range(pixel_values.shape[0]):

@@ -9,7 +9,7 @@ from visprune import testing as T
 from visprune.adapters.gemma3 import Gemma3Adapter
 from visprune.prompt import extract_question
 
-from helpers import pruned_selection
+from helpers import pruned_selection, recording
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,8 @@ def _selection(model, proc, inputs, config, seen=None):
     """Prune, run once, unprune: the selection; ``seen`` gets the language model's ``inputs_embeds`` and
     the ``token_type_ids`` the model (which builds the bidirectional image mask from them) was given."""
     seen = {} if seen is None else seen
-
-    def grab(name, key):
-        def hook(_m, _a, kw):
-            seen.setdefault(name, kw.get(key))
-        return hook
-
-    hooks = [model.model.language_model.register_forward_pre_hook(grab("embeds", "inputs_embeds"), with_kwargs=True),
-             model.model.register_forward_pre_hook(grab("types", "token_type_ids"), with_kwargs=True)]
+    hooks = [recording(seen, "embeds", model.model.language_model, "inputs_embeds"),
+             recording(seen, "types", model.model, "token_type_ids")]
     return pruned_selection(model, proc, inputs, config, hooks=hooks)
 
 

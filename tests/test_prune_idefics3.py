@@ -10,7 +10,7 @@ from visprune import testing as T
 from visprune.adapters.idefics3 import Idefics3Adapter
 from visprune.prompt import extract_question
 
-from helpers import pruned_selection
+from helpers import pruned_selection, recording
 
 QUESTIONS = ("what colour is the star ?", "how many circle ?")
 # (builder, tiles, image sizes): 5 tiles and 3 tiles (two all-zero padding tiles the model skips),
@@ -72,14 +72,7 @@ def test_the_language_model_gets_the_kept_tokens_and_every_tile_marker(built):
     model, proc, inputs = built
     full = model.model.get_image_features(inputs["pixel_values"], inputs["pixel_attention_mask"]).pooler_output
     seen = {}
-
-    def grab(name, key):
-        def hook(_m, _a, kw):
-            seen.setdefault(name, kw.get(key))
-        return hook
-
-    hooks = [model.model.text_model.register_forward_pre_hook(grab("embeds", "inputs_embeds"), with_kwargs=True),
-             model.model.register_forward_pre_hook(grab("ids", "input_ids"), with_kwargs=True)]
+    hooks = [recording(seen, "embeds", model.model.text_model, "inputs_embeds"), recording(seen, "ids", model.model, "input_ids")]
     sel = pruned_selection(model, proc, inputs, PruneConfig(scorer="atp", keep=0.25), hooks=hooks)
     assert sel.questions == list(QUESTIONS)  # read after the tile markers <row_i_col_j> / <global-img>
     image_id = model.config.image_token_id

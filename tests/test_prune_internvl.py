@@ -11,7 +11,7 @@ from visprune import testing as T
 from visprune.adapters.internvl import InternVLAdapter
 from visprune.prompt import extract_question
 
-from helpers import pruned_selection
+from helpers import pruned_selection, recording
 
 QUESTIONS = ("is there a star ?", "how many circle ?")
 TILES = [3, 1]  # a 2:1 image: two tiles and a thumbnail; a square one: one tile
@@ -34,14 +34,8 @@ def _selection(model, proc, inputs, config, seen=None):
     """Prune, run once, unprune: the selection; ``seen`` gets the ``input_ids`` the model was given and
     the language model's ``inputs_embeds``."""
     seen = {} if seen is None else seen
-
-    def grab(name, key):
-        def hook(_m, _a, kw):
-            seen.setdefault(name, kw.get(key))
-        return hook
-
-    hooks = [model.model.language_model.register_forward_pre_hook(grab("embeds", "inputs_embeds"), with_kwargs=True),
-             model.model.register_forward_pre_hook(grab("ids", "input_ids"), with_kwargs=True)]
+    hooks = [recording(seen, "embeds", model.model.language_model, "inputs_embeds"),
+             recording(seen, "ids", model.model, "input_ids")]
     return pruned_selection(model, proc, inputs, config, hooks=hooks)
 
 

@@ -245,6 +245,21 @@ def _pad_id(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> to
     return torch.where(pads.any(), first, default)
 
 
+def assign_signals(enc: Encoded, per_image, needs: frozenset[str], hidden_width: int, first: int = 1) -> None:
+    """Put each image's signal channels into ``enc``, in the order :meth:`Capture.per_crop_signals` writes
+    them after its ``first`` marker channel(s): saliency, the patch hidden states (``hidden_width``
+    channels), the keys. ``per_image``: one ``[N_i, C]`` per image (a list, or a ``[I, N, C]`` tensor)."""
+    col = first
+    if SALIENCY in needs:
+        enc.saliency = [s[:, col] for s in per_image]
+        col += 1
+    if PATCH_HIDDEN in needs:
+        enc.patch_hidden = [s[:, col : col + hidden_width] for s in per_image]
+        col += hidden_width
+    if KEYS in needs:
+        enc.keys = [s[:, col:] for s in per_image]
+
+
 def encoder_layers(tower: nn.Module) -> nn.ModuleList:
     """The transformer blocks of a vision tower (CLIP / SigLIP, with or without a wrapper; InternViT's ``encoder.layer``)."""
     for path in ("encoder.layers", "vision_model.encoder.layers", "encoder.layer"):

@@ -31,8 +31,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..measure import clock
 from ..prompt import ASSISTANT_MARKERS
-from ..scoring.context import KEYS, PATCH_HIDDEN, SALIENCY
-from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer
+from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, assign_signals
 
 
 class Gemma3Adapter(Adapter):
@@ -74,16 +73,7 @@ class Gemma3Adapter(Adapter):
                                                     for f in features],
                       image_keys=capture.image_keys([1] * len(features)), grids=[(side, side)] * len(features))
         enc.model_seconds = model_seconds
-        col = 1  # channel 0 is the [CLS] marker, all zeros here
-        if SALIENCY in needs:
-            enc.saliency = list(pooled[:, :, col])
-            col += 1
-        if PATCH_HIDDEN in needs:
-            width = base.vision_tower.config.hidden_size
-            enc.patch_hidden = list(pooled[:, :, col : col + width])
-            col += width
-        if KEYS in needs:
-            enc.keys = list(pooled[:, :, col:])
+        assign_signals(enc, pooled, needs, base.vision_tower.config.hidden_size)  # channel 0: the [CLS] marker, zeros
         return enc
 
     @staticmethod

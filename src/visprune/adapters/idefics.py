@@ -43,9 +43,9 @@ from torch import nn
 from ..measure import clock
 from .. import ops
 from ..compat import idefics_generate_reuses_latents, idefics_perceiver_embeddings
-from ..scoring.context import KEYS, PATCH_HIDDEN, QUESTION_EMBEDS, SALIENCY
+from ..scoring.context import QUESTION_EMBEDS
 from ..callscope import overriding, this_thread
-from .base import Adapter, Capture, Encoded, hidden_index_to_layer
+from .base import Adapter, Capture, Encoded, hidden_index_to_layer, assign_signals
 
 
 class IdeficsAdapter(Adapter):
@@ -88,16 +88,7 @@ class IdeficsAdapter(Adapter):
         enc.model_seconds = model_seconds
         enc.image_rows = [r for r in range(rows) for _ in range(per_row)]
         enc.extras["layout"] = (rows, per_row)
-        col = 1
-        if SALIENCY in needs:
-            enc.saliency = [s[:, col] for s in signals]
-            col += 1
-        if PATCH_HIDDEN in needs:
-            width = tower.config.hidden_size
-            enc.patch_hidden = [s[:, col : col + width] for s in signals]
-            col += width
-        if KEYS in needs:
-            enc.keys = [s[:, col:] for s in signals]
+        assign_signals(enc, signals, needs, tower.config.hidden_size)
         n = features[0].shape[0] - 1
         side = math.isqrt(n)
         enc.grids = [(side, side) if side * side == n else None for _ in features]

@@ -53,8 +53,7 @@ from torch import nn
 from ..callscope import this_thread
 from ..measure import clock
 from ..prompt import USER_MARKERS
-from ..scoring.context import KEYS, PATCH_HIDDEN, SALIENCY
-from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer
+from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, assign_signals
 
 
 class Idefics3Adapter(Adapter):
@@ -113,16 +112,7 @@ class Idefics3Adapter(Adapter):
                                                     for f in features],
                       image_keys=capture.image_keys(tiles), grids=[(side, side) if t == 1 else None for t in tiles])
         enc.model_seconds = model_seconds
-        col = 1  # channel 0 is the [CLS] marker, all zeros here
-        if SALIENCY in needs:
-            enc.saliency = [s[:, col] for s in per_image]
-            col += 1
-        if PATCH_HIDDEN in needs:
-            width = base.vision_model.config.hidden_size
-            enc.patch_hidden = [s[:, col : col + width] for s in per_image]
-            col += width
-        if KEYS in needs:
-            enc.keys = [s[:, col:] for s in per_image]
+        assign_signals(enc, per_image, needs, base.vision_model.config.hidden_size)  # channel 0: the [CLS] marker, zeros
         return enc
 
     @staticmethod

@@ -47,8 +47,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..batching import PromptLayout
 from ..measure import clock
-from ..scoring.context import KEYS, PATCH_HIDDEN, SALIENCY
-from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer
+from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, assign_signals
 
 
 class InternVLAdapter(Adapter):
@@ -96,16 +95,7 @@ class InternVLAdapter(Adapter):
                                                     for f in features],
                       image_keys=capture.image_keys([1] * len(features)), grids=[(side, side)] * len(features))
         enc.model_seconds = model_seconds
-        col = 0
-        if SALIENCY in needs:
-            enc.saliency = list(grouped[:, :, col])
-            col += 1
-        if PATCH_HIDDEN in needs:
-            width = base.vision_tower.config.hidden_size
-            enc.patch_hidden = list(grouped[:, :, col : col + width])
-            col += width
-        if KEYS in needs:
-            enc.keys = list(grouped[:, :, col:])
+        assign_signals(enc, grouped if grouped is not None else [], needs, base.vision_tower.config.hidden_size, first=0)
         return enc
 
     @staticmethod

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ..measure import clock
-from ..scoring.context import KEYS, LAST_QK, PATCH_HIDDEN, SALIENCY, TOWER, TowerStates
-from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, tower_has_cls
+from ..scoring.context import LAST_QK, TOWER, TowerStates
+from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, tower_has_cls, assign_signals
 
 
 class LlavaFamilyAdapter(Adapter):
@@ -127,16 +127,7 @@ class LlavaFamilyAdapter(Adapter):
         protected = [torch.isnan(s[:, 0]) | (s[:, 0] > 0.5) for s in per_image]
         enc = Encoded(features=features, protected=protected, image_keys=capture.image_keys(crops))
         enc.model_seconds = model_seconds
-        col = 1
-        if SALIENCY in needs:
-            enc.saliency = [s[:, col] for s in per_image]
-            col += 1
-        if PATCH_HIDDEN in needs:
-            width = model.model.vision_tower.config.hidden_size
-            enc.patch_hidden = [s[:, col : col + width] for s in per_image]
-            col += width
-        if KEYS in needs:
-            enc.keys = [s[:, col:] for s in per_image]
+        assign_signals(enc, per_image, needs, model.model.vision_tower.config.hidden_size)
         if TOWER in needs:
             enc.tower = self._tower_states(model, capture, sal_layer, strategy)
         if not self.packs:  # one crop per image: only a kept [CLS] ("full" strategy) is protected

@@ -102,6 +102,8 @@ def test_tune_measures_each_relevance_and_writes_what_prune_reads(tmp_path, caps
     assert rc == 0, capsys.readouterr().err
     measured = json.loads((out / MEASURED_FILE).read_text())
     assert set(measured["atp"]) == {"clip", "lmtext"} and measured["questions"] == 6
+    choice = measured["relevance"]
+    assert choice["choice"] == ("lmtext" if choice["lmtext_vs_clip"]["ci"][0] > 0 else "clip")
     summary = {r["method"]: r for r in json.loads((out / "summary.json").read_text())["methods"]}
     for kind, m in measured["atp"].items():
         extra = ",text_encoder=none" if kind == "lmtext" else ""
@@ -112,6 +114,10 @@ def test_tune_measures_each_relevance_and_writes_what_prune_reads(tmp_path, caps
         assert m["accuracy"] == max(m["accuracy_by_alpha"].values())
         assert m["alpha"] == (1.0 if m["verdict"] == "harms" else m["measured_alpha"])
     assert "-> " in capsys.readouterr().out
+    # a rerun into the same folder resumes from its records and measures the same
+    assert main(["tune", "--model", "shapes", "--task", "shapes-vqa", "--n", "6", "--k", "16", "--alphas", "0.5,0.75",
+                 "--out", str(out), "--quiet"]) == 0, capsys.readouterr().err
+    assert json.loads((out / MEASURED_FILE).read_text())["atp"] == measured["atp"]
 
 
 def test_tune_refuses_bad_settings_before_loading(tmp_path, capsys):

@@ -115,3 +115,22 @@ def test_python_api_and_cli_run_the_same_atp_on_the_bundled_model(tmp_path, caps
     finally:
         unprune_(model)
     assert sum(scores) / len(scores) == pytest.approx(row["accuracy"])
+
+
+def test_a_measured_relevance_choice_replaces_the_models_own_clip(folders):
+    """``visprune tune`` found lmtext better than the folder's CLIP: ATP runs lmtext under ``"auto"`` and
+    with the partner named (as the command line names it), and keeps a CLIP the caller chose otherwise."""
+    from visprune.scoring.measured import MEASURED_FILE
+
+    model, proc = load_llava(folders / "with_clip")
+    clip = str(folders / "with_clip" / "clip")
+    measured = folders / "with_clip" / MEASURED_FILE
+    try:
+        measured.write_text(json.dumps({"relevance": {"choice": "lmtext"}}))
+        assert _selection(model, proc, PruneConfig(scorer="atp", keep=0.25)).relevance == "lmtext"
+        assert _selection(model, proc, PruneConfig(scorer="atp", keep=0.25, text_encoder=clip)).relevance == "lmtext"
+        assert _selection(model, proc, PruneConfig(scorer="text", keep=0.25)).relevance == f"clip:{clip}"  # needs CLIP
+        measured.write_text(json.dumps({"relevance": {"choice": "clip"}}))
+        assert _selection(model, proc, PruneConfig(scorer="atp", keep=0.25)).relevance == f"clip:{clip}"
+    finally:
+        measured.unlink(missing_ok=True)

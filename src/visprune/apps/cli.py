@@ -76,6 +76,7 @@ def _tune(args: argparse.Namespace) -> int:
         alphas = tuple(float(a) for a in args.alphas.split(",") if a.strip())
     except ValueError:
         raise UsageError(f"--alphas {args.alphas!r}: comma-separated numbers in [0, 1), e.g. 0.25,0.5,0.75") from None
+    args.timing, args.flops = 0, False  # tune measures accuracy only; the same settings a rerun resumes with
     settings = _settings(args, [])
     try:
         measured = run_tune(settings, args.k, alphas, into_model=args.into_model, argv=args.argv)

@@ -1,6 +1,8 @@
 """``visprune tune``: choose ATP's ``alpha`` per model by measurement, for each question relevance
 the model can run (its CLIP partner, and the weight-free ``lmtext``), and write the choice where
-``prune_`` reads it (``visprune.json``, :mod:`visprune.scoring.measured`).
+``prune_`` reads it (``visprune.json``, :mod:`visprune.scoring.measured`), and which of the two
+relevances ATP runs with under ``text_encoder="auto"`` (the CLIP partner unless ``lmtext`` is more
+accurate beyond the noise).
 
 On the task's calibration questions (use a seed the reported numbers do not use) at ``k`` kept
 tokens, ATP runs at each alpha beside its saliency term alone (scorer ``cls``, what ATP selects at
@@ -54,6 +56,16 @@ def choose(kind: str, specs: dict[tuple[str, float], str], saliency: str, scores
     }
 
 
+def choose_relevance(atp: dict, specs: dict, scores: dict) -> dict:
+    """Which question relevance ATP runs with under ``text_encoder="auto"``: the model's CLIP partner,
+    unless ``lmtext`` (each at its best alpha) is more accurate beyond the noise (paired interval above 0)."""
+    if "clip" not in atp:
+        return {"choice": "lmtext"}
+    d = stats.paired_difference(scores[specs[("lmtext", atp["lmtext"]["measured_alpha"])]],
+                                scores[specs[("clip", atp["clip"]["measured_alpha"])]])
+    return {"choice": "lmtext" if d is not None and d["ci"][0] > 0 else "clip", "lmtext_vs_clip": d}
+
+
 def run_tune(s: EvalSettings, k: int, alphas: tuple[float, ...] = ALPHAS, into_model: bool = False,
              argv: list[str] | None = None) -> dict:
     """Measure (``s.methods`` is replaced), write ``<out>/visprune.json`` and, with ``into_model``, the
@@ -77,8 +89,10 @@ def run_tune(s: EvalSettings, k: int, alphas: tuple[float, ...] = ALPHAS, into_m
     for spec in [saliency, *specs.values()]:
         records = results.read_records(results.method_dir(Path(s.out), results.CLEAN, spec))
         scores[spec] = {i: r["score"] for i, r in records.items() if isinstance(r.get("score"), (int, float))}
+    atp = {kind: dict(choose(kind, specs, saliency, scores), k=k) for kind in kinds}
     measured = {
-        "atp": {kind: dict(choose(kind, specs, saliency, scores), k=k) for kind in kinds},
+        "atp": atp,
+        "relevance": choose_relevance(atp, specs, scores),
         "task": s.task.name,
         "questions": len(s.task.examples),
         "intervals": stats.DESCRIPTION,

@@ -1,7 +1,7 @@
 """Settings measured on one model and shipped in its folder: ``<folder>/visprune.json``.
 
 ``visprune tune`` writes the file (:mod:`visprune.evaluation.tune`); ``prune_`` reads it through
-:func:`measured_atp`. Its ``atp`` section holds, per question relevance (``clip``: the model's CLIP
+:func:`measured_atp` and :func:`measured_relevance`. Its ``atp`` section holds, per question relevance (``clip``: the model's CLIP
 partner; ``lmtext``: the language model's embeddings), the ``alpha`` chosen on calibration
 questions and the evidence: ATP at that alpha against its saliency term alone (scorer ``cls``),
 paired, with a 95% interval, and the verdict ``helps`` / ``tie`` / ``harms``.
@@ -58,3 +58,16 @@ def measured_atp(model: Any, kind: str | None) -> dict | None:
         raise ValueError(f"{path}: atp.{kind} needs an alpha in [0, 1] and a verdict ({', '.join(VERDICTS)}); "
                          f"got {entry!r}. Rerun `visprune tune` or remove the file")
     return dict(entry, file=str(path))
+
+
+def measured_relevance(model: Any) -> str | None:
+    """The question relevance ``visprune tune`` chose for ATP on this model (``"clip"`` or ``"lmtext"``),
+    or None when its folder has no measurement."""
+    folder = model_folder(model)
+    if folder is None or not (folder / MEASURED_FILE).is_file():
+        return None
+    try:
+        choice = (json.loads((folder / MEASURED_FILE).read_text()).get("relevance") or {}).get("choice")
+    except (json.JSONDecodeError, AttributeError):
+        return None  # measured_atp names the malformed file
+    return choice if choice in ("clip", "lmtext") else None

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ... import ops
-from ..measured import model_folder
+from ..measured import measured_relevance, model_folder
 from ..context import PATCH_HIDDEN, QUESTION_TEXT, ScoreContext
 from .base import Scorer, register_scorer
 from .lm_text import LmTextScorer
@@ -123,8 +123,14 @@ class ClipTextScorer(Scorer):
 def question_relevance(model: Any, config: Any, processor: Any = None) -> Scorer:
     """The question-relevance term of the text-aware scorers (ATP, CDPruner), set up: CLIP similarity
     (:class:`ClipTextScorer`) when there is a CLIP text encoder (``text_encoder_for``), else the
-    weight-free language-model embedding similarity (``lmtext``). Its ``relevance_source`` says which."""
-    relevance = ClipTextScorer() if text_encoder_for(model, config) is not None else LmTextScorer()
+    weight-free language-model embedding similarity (``lmtext``); and ``lmtext`` where the model's
+    folder says ``visprune tune`` measured it better than the model's own CLIP partner
+    (:func:`~visprune.scoring.measured.measured_relevance`). Its ``relevance_source`` says which."""
+    enc = text_encoder_for(model, config)
+    own = config.text_encoder == AUTO or enc == clip_partner(model)
+    if enc is not None and own and measured_relevance(model) == "lmtext":
+        enc = None  # the model's own CLIP measured worse than lmtext (visprune tune); another CLIP named is kept
+    relevance = ClipTextScorer() if enc is not None else LmTextScorer()
     relevance.setup(model, config, processor)
     return relevance
 

@@ -18,7 +18,9 @@ import visprune
 from visprune import PruneConfig, prune_, unprune_
 from visprune import testing as T
 from visprune.apps.cli import main
+from visprune.methods import parse_method
 from visprune.scoring.budgets import Budget
+from visprune.scoring.crops import crop_budgets
 from visprune.scoring.context import ScoreContext
 from visprune.scoring.scorers import CDPrunerScorer, ClipTextScorer, VisPrunerScorer
 
@@ -416,3 +418,173 @@ def test_feature_layer_is_the_models_own():
     assert feature_layer(SimpleNamespace(config=SimpleNamespace(vision_feature_layer=[3, 20, -23],
                                                                 vision_config=vision))) == 20
     assert feature_layer(SimpleNamespace(config=SimpleNamespace())) is None  # IDEFICS, Qwen2-VL, BLIP-2
+
+
+# --- the official code's long questions and LLaVA-NeXT crops ----------------------------------------
+
+LONG = " ".join(["what colour is the big red star left of the small blue circle ?"] * 12)  # 168 words
+
+
+@pytest.fixture(scope="module")
+def llava_with_clip_bos_eos(tmp_path_factory):
+    """A CLIP partner whose tokenizer adds BOS and EOS, as CLIP's does (the tiny one adds neither)."""
+    from tokenizers import processors
+
+    model, proc = T.llava()
+    path = tmp_path_factory.mktemp("clip_bos_eos")
+    T.clip_model(model.config.vision_config).save_pretrained(path)
+    tok = T.tokenizer()
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", tok.bos_token_id), ("</s>", tok.eos_token_id)])
+    tok.save_pretrained(path)
+    return model, proc, str(path)
+
+
+@torch.no_grad()
+def test_cdpruner_averages_a_long_questions_similarity_over_its_segments(llava_with_clip_bos_eos):
+    """CDPruner's official ``CLIPVisionTower.forward``: the question tokenised once (BOS ... EOS), cut
+    into ``max_position_embeddings``-token segments (the last one shorter; each embedded alone here,
+    where the official code zero-pads it), and the relevance is the mean over segments of the
+    negated similarity. The ``text`` scorer (and so ATP) still truncates."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    model, proc, clip_dir = llava_with_clip_bos_eos
+    clip = CLIPModel.from_pretrained(clip_dir).eval()
+    tok = AutoTokenizer.from_pretrained(clip_dir)
+    width = clip.config.text_config.max_position_embeddings
+    images = noise_images(1, T.IMAGE)
+    inputs = proc(images=images, text=[T.prompt(LONG)], return_tensors="pt")
+    k = 5
+    sel = {}
+    for scorer in ("cdpruner", "text"):
+        prune_(model, PruneConfig(scorer=scorer, k=k, text_encoder=clip_dir), processor=proc)
+        try:
+            model(**inputs)
+            sel[scorer] = visprune.last_selection(model)
+        finally:
+            unprune_(model)
+    assert sel["cdpruner"].questions == [LONG]
+    ids = tok(LONG)["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id and len(ids) > 2 * width
+    segments = [ids[s : s + width] for s in range(0, len(ids), width)]
+    text = torch.cat([clip.get_text_features(input_ids=torch.tensor([seg])).pooler_output for seg in segments]).numpy()
+    hidden = eager_tower_outputs(model, inputs["pixel_values"]).hidden_states[-2][0, 1:]
+    patches = _unit(clip.visual_projection(clip.vision_model.post_layernorm(hidden)).numpy())
+    sims = patches @ _unit(text).T  # [N, segments]
+    rel = cdpruner_relevance_reference((-sims).mean(-1))
+    assert np.allclose(sel["cdpruner"].scores[0].numpy(), rel, rtol=1e-4, atol=1e-5)
+    assert sel["cdpruner"].kept[0].tolist() == dpp_greedy_reference(sel["cdpruner"].encoded.features[0].numpy(), rel, k)
+    assert not np.allclose(rel, cdpruner_relevance_reference(-sims[:, 0]), atol=1e-3)  # truncation differs here
+    # the text scorer: the first segment, its last token replaced by EOS (the tokenizer's truncation), at text_layer -1
+    short = tok(LONG, truncation=True, max_length=width, return_tensors="pt")
+    last = eager_tower_outputs(model, inputs["pixel_values"]).hidden_states[-1][0, 1:]
+    cos = _unit(clip.visual_projection(clip.vision_model.post_layernorm(last)).numpy()) @ _unit(
+        clip.get_text_features(**short).pooler_output.numpy())[0]
+    assert np.allclose(sel["text"].scores[0].numpy(), cos, atol=1e-5)
+
+
+def llava_next_inputs(proc, image_sizes):
+    """Noise images of the given (height, width), one per prompt."""
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in image_sizes]
+    return proc(images=images, text=[T.prompt(q) for q in QUESTIONS[: len(images)]], return_tensors="pt", padding=True)
+
+
+def official_packed_mask(crop_masks, rows, cols, side):
+    """The official ``prepare_inputs_labels_for_multimodal`` on index masks (``spatial_unpad``, an
+    image that needs no unpadding): the base crop's mask, then the crops' masks laid out as the
+    ``rows x cols`` grid they tile, each grid row ended by a kept newline."""
+    base, rest = crop_masks[0], crop_masks[1:].reshape(rows, cols, side, side)
+    grid = rest.permute(0, 2, 1, 3).reshape(rows * side, cols * side)
+    grid = torch.cat([grid, torch.ones(rows * side, 1, dtype=torch.bool)], dim=1)
+    return torch.cat([base, grid.flatten()])
+
+
+@pytest.mark.parametrize("per_crop, ratio", [(6, 0.5), (3, 0.5), (9, 0.75), (5, 0.0)])
+@torch.no_grad()
+def test_vispruner_on_llava_next_selects_in_each_crop_as_the_official_code(per_crop, ratio):
+    """The official LLaVA-NeXT path runs ``encode_images`` on the base image and each crop as
+    separate pictures, ``visual_token_num`` each ("32 * 5 = 160"): ``k = per_crop * crops`` here
+    keeps the same tokens, on an image (56 x 112, two crops side by side) that unpadding leaves whole."""
+    model, proc = T.llava_next()
+    inputs = llava_next_inputs(proc, [(T.IMAGE, 2 * T.IMAGE)])
+    crops = inputs["pixel_values"].shape[1]
+    side = T.IMAGE // T.PATCH
+    assert crops == 3
+    prune_(model, PruneConfig(scorer=VisPrunerScorer(important_ratio=ratio), k=per_crop * crops), processor=proc)
+    try:
+        model(**inputs)
+        sel = visprune.last_selection(model)
+    finally:
+        unprune_(model)
+    ref = vispruner_official_reference(model, inputs["pixel_values"][0], per_crop, ratio)
+    masks = torch.zeros(crops, side * side, dtype=torch.bool)
+    for c, kept in enumerate(ref):
+        masks[c, kept] = True
+    packed = official_packed_mask(masks, 1, 2, side)
+    assert len(packed) == sel.encoded.features[0].shape[0]
+    assert sel.kept[0].tolist() == packed.nonzero(as_tuple=True)[0].tolist()
+    assert sel.encoded.crops[0].tolist() == [0] * side * side + ([1] * side + [2] * side + [-1]) * side
+
+
+@torch.no_grad()
+def test_cdpruner_on_llava_next_selects_in_each_crop():
+    """CDPruner's official LLaVA-NeXT path: one DPP per crop (base image first), the relevance
+    min-max normalised over the whole image; an image whose crops unpadding shortens keeps ``k``
+    all the same (a crop with fewer tokens than its share gives the rest to the others)."""
+    model, proc = T.llava_next()
+    inputs = llava_next_inputs(proc, [(T.IMAGE, 2 * T.IMAGE), (T.IMAGE, 3 * T.IMAGE)])
+    ks = [15, 22]
+    prune_(model, PruneConfig(scorer="cdpruner", budget=GivenBudget(ks)), processor=proc)
+    try:
+        model(**inputs)
+        sel = visprune.last_selection(model)
+    finally:
+        unprune_(model)
+    for i, k in enumerate(ks):
+        crop = sel.encoded.crops[i]
+        feats, rel = sel.encoded.features[i].numpy(), sel.scores[i].numpy()
+        numbers = sorted(set(crop.tolist()) - {-1})
+        assert numbers == [0, 1, 2]
+        shares = crop_budgets(k, [int((crop == c).sum()) for c in numbers])
+        expect = []
+        for c, share in zip(numbers, shares):
+            idx = (crop == c).nonzero(as_tuple=True)[0].numpy()
+            expect += [int(idx[j]) for j in dpp_greedy_reference(feats[idx], rel[idx], share)]
+        newlines = (crop == -1).nonzero(as_tuple=True)[0].tolist()
+        assert sel.kept[i].tolist() == sorted(expect + newlines)
+        assert len(sel.kept[i]) - len(newlines) == k
+
+
+def test_crop_budgets_split_evenly_base_image_first():
+    assert crop_budgets(15, [16, 16, 16]) == [5, 5, 5]
+    assert crop_budgets(17, [16, 16, 16]) == [6, 6, 5]
+    assert crop_budgets(20, [16, 3, 16]) == [9, 3, 8]
+    assert crop_budgets(35, [16, 3, 16]) == [16, 3, 16]
+    assert crop_budgets(0, [4, 4]) == [0, 0]
+    for scorer in (CDPrunerScorer, VisPrunerScorer):
+        assert scorer().per_crop is True
+        with pytest.raises(ValueError, match="per_crop"):
+            scorer(per_crop="yes")
+
+
+@pytest.mark.parametrize("spec", ["vispruner", "cdpruner"])
+@torch.no_grad()
+def test_per_crop_false_is_one_pool_per_image(spec):
+    """``per_crop=False`` (visprune's earlier default): the image's packed tokens are one set."""
+    model, proc = T.llava_next()
+    inputs = llava_next_inputs(proc, [(T.IMAGE, 2 * T.IMAGE)])
+    kept = {}
+    for per_crop in (True, False):
+        scorer = parse_method(f"{spec}:k=12,per_crop={str(per_crop).lower()}").config
+        prune_(model, scorer, processor=proc)
+        try:
+            model(**inputs)
+            sel = visprune.last_selection(model)
+        finally:
+            unprune_(model)
+        kept[per_crop] = sel.kept[0]
+        counts = [int((sel.encoded.crops[0][sel.kept[0]] == c).sum()) for c in range(3)]
+        if per_crop:
+            assert counts == [4, 4, 4]
+    assert kept[True].tolist() != kept[False].tolist()

@@ -152,6 +152,8 @@ def build_context(
         if enc.keys is not None:
             ctx.keys = ops.pad_ragged(enc.keys)[0]
         ctx.grids = enc.grids
+        if enc.crops is not None:
+            ctx.crops = ops.pad_ragged(enc.crops, value=-1)[0]
         ctx.tower = enc.tower
         needs = scorer.needs
         if QUESTION_TEXT in needs or QUESTION_EMBEDS in needs:

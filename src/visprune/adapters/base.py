@@ -40,6 +40,11 @@ class Encoded:
     grids: list[tuple[int, int]] | None = None
     #: the tower's hidden states before the projector and the projector (``TOWER`` signal)
     tower: TowerStates | None = None
+    #: ``crops[i]`` is ``[N_i]`` long: the crop of image ``i`` each token comes from (0 the base
+    #: image, 1.. its any-resolution crops in the model's order, -1 a token of no crop, such as a
+    #: row-end newline), for selections made crop by crop (CDPruner, VisPruner on LLaVA-NeXT);
+    #: None where an adapter does not tell crops apart
+    crops: list[torch.Tensor] | None = None
     model_seconds: float = 0.0  # time spent in the model's own image-feature code
     extras: dict = field(default_factory=dict)
     #: batch row of each image, for adapters whose prompts hold fewer placeholders than features

@@ -32,6 +32,11 @@ class LlavaFamilyAdapter(Adapter):
         "batch_num_images",
     )
     packs = False
+    #: ``Encoded.crops`` is filled: each packed token's crop, read through ``pack_image_features``
+    #: itself (an extra signal channel holding the crop's number); only where packing keeps every
+    #: token inside one crop (LLaVA-NeXT's unpadding; not LLaVA-OneVision's interpolation, which
+    #: blends neighbouring crops)
+    tells_crops = False
     position_modes = ("compact", "original")
 
     def picture_grid(self, model: nn.Module) -> tuple[int, int] | None:
@@ -112,12 +117,19 @@ class LlavaFamilyAdapter(Adapter):
         strategy = image_inputs.get("vision_feature_select_strategy", model.config.vision_feature_select_strategy)
         if strategy == "default":
             signals = signals[:, 1:]
+        crop_of = None
         if self.packs:
             call = packed_calls[-1]
             crops = call["sizes"]
+            if self.tells_crops:  # one more channel: the crop's number within its image
+                number = torch.cat([torch.arange(n, device=signals.device, dtype=signals.dtype) for n in crops])
+                signals = torch.cat([signals, number[:, None, None].expand(-1, signals.shape[1], 1)], dim=-1)
             nan_line = torch.full((signals.shape[-1],), math.nan, device=signals.device)
             kwargs = dict(call["kwargs"], image_newline=nan_line)
             per_image, _ = original_pack(list(torch.split(signals, crops)), *call["args"], **kwargs)
+            if self.tells_crops:
+                crop_of = [torch.nan_to_num(s[:, -1], nan=-1.0).round().long() for s in per_image]
+                per_image = [s[:, :-1] for s in per_image]
         else:
             crops = [1] * signals.shape[0]
             per_image = list(signals)
@@ -125,7 +137,7 @@ class LlavaFamilyAdapter(Adapter):
             if f.shape[0] != s.shape[0]:
                 raise RuntimeError(f"internal: {s.shape[0]} signals for {f.shape[0]} features; please report")
         protected = [torch.isnan(s[:, 0]) | (s[:, 0] > 0.5) for s in per_image]
-        enc = Encoded(features=features, protected=protected, image_keys=capture.image_keys(crops))
+        enc = Encoded(features=features, protected=protected, image_keys=capture.image_keys(crops), crops=crop_of)
         enc.model_seconds = model_seconds
         assign_signals(enc, per_image, needs, model.model.vision_tower.config.hidden_size)
         if TOWER in needs:

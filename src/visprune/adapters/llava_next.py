@@ -7,3 +7,4 @@ class LlavaNextAdapter(LlavaFamilyAdapter):
     model_types = ("llava_next",)
     packs = True
     one_grid = False  # crops packed with newline tokens
+    tells_crops = True  # unpadding only drops tokens: each packed token lies in one crop

@@ -66,6 +66,9 @@ class ScoreContext:
         tower: :class:`TowerStates` (``TOWER`` signal), or None.
         grids: ``(rows, cols)`` of each image's candidate tokens when they form one patch grid in
             row-major order (LLaVA-1.5), else None (packed any-resolution features).
+        crops: ``[I, N]`` long, the crop of its image each token comes from (0 the base image, 1..
+            the any-resolution crops, -1 no crop: newlines, padding), or None where the adapter does
+            not tell crops apart (:attr:`~visprune.adapters.base.Encoded.crops`).
         config: the :class:`~visprune.PruneConfig` in force.
         extras: anything a custom scorer's adapter support put there.
     """
@@ -82,6 +85,7 @@ class ScoreContext:
     keys: torch.Tensor | None = None
     grids: list[tuple[int, int]] | None = None
     tower: TowerStates | None = None
+    crops: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
 
     @property

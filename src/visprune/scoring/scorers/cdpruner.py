@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..context import ScoreContext
+from ..crops import crop_split
 from .base import feature_layer, register_scorer
 from .clip_text import ClipTextScorer, QuestionTermScorer
 
@@ -39,8 +40,8 @@ def greedy_map(kernel: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor) 
     ``e_n = (L_jn - <c_j, c_n>) / sqrt(d_j)``, ``d_n -= e_n ** 2``. All images of the batch advance
     together; the greedy order does not depend on ``k``, so per-image budgets take a prefix of it.
     Ties go to the lower index. A residual at most ``EXHAUSTED`` of the item's own diagonal entry
-    (already spanned: the kernel's rank is below ``k``), or below ``RESOLUTION`` of the image's
-    largest one (below float32 resolution), counts as zero: such a pick adds no update, and the
+    (already spanned: the kernel's rank is below ``k``), or below ``RESOLUTION`` of the largest
+    one among the image's candidates (below float32 resolution), counts as zero: such a pick adds no update, and the
     image's later picks among zero residuals go by index (the official code would divide by zero,
     or follow rounding noise, there; it does not arise at real sizes, where the model width
     exceeds ``k``).
@@ -54,7 +55,7 @@ def greedy_map(kernel: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor) 
     kmax = int(k.max()) if len(k) else 0
     rows = torch.arange(n_img, device=kernel.device)
     d = torch.diagonal(kernel, dim1=1, dim2=2).clone()
-    floor = torch.maximum(EXHAUSTED * d, RESOLUTION * d.amax(-1, keepdim=True))
+    floor = torch.maximum(EXHAUSTED * d, RESOLUTION * d.masked_fill(~candidates, 0).amax(-1, keepdim=True))
     d = torch.where(d > floor, d, torch.zeros_like(d))
     factor = kernel.new_zeros(kmax, n_img, n)
     available = candidates.clone()
@@ -99,8 +100,18 @@ class CDPrunerScorer(QuestionTermScorer):
       gives the unnegated similarity); ``lmtext`` is used as it is (higher = more relevant). Then
       min-max normalised as the official code does, ``(r - min r + 1e-6) / (max r - min r)``; an
       image whose relevance is flat gets ``r = 1``.
+    - A question longer than the CLIP text tower's positions (77) is embedded as the official
+      ``CLIPVisionTower.forward`` does (:meth:`ClipTextScorer.segment_embeddings`: tokenised once,
+      zero-padded to a multiple of 77, cut into 77-token segments), and the relevance is the mean
+      over segments of the negated similarity (``relevance = (-relevance).mean(dim=-1)``).
     - Kernel ``L = diag(r) S diag(r)``; the kept tokens are the greedy MAP of the DPP
       (:func:`greedy_map`: Chen et al.'s incremental Cholesky, as the official loop), ``k`` per image.
+    - Crop by crop where the adapter tells crops apart (``ScoreContext.crops``: LLaVA-NeXT), as the
+      official ``prepare_inputs_labels_for_multimodal``, which runs ``encode_images`` on the base
+      image and each any-resolution crop as separate pictures, ``visual_token_num`` tokens each
+      ("32 * 5 = 160" in its README) and the relevance min-max over all of them: the image's ``k``
+      is split evenly over its crops (:func:`~visprune.scoring.crops.crop_budgets`) and one DPP
+      runs in each crop (its kernel restricted to the crop's tokens), ``r`` normalised over the image.
 
     ``__call__`` returns ``r`` (for pictures and score-based budgets such as ``iqr``); the selection
     is :meth:`select`.
@@ -109,11 +120,11 @@ class CDPrunerScorer(QuestionTermScorer):
 
     - Min-max is taken per image over its candidate tokens, not over every image of the call, so a
       batched call selects what each image would alone (the official evaluation runs one image at a time).
-    - LLaVA-NeXT: the official code selects ``k`` tokens in each crop; here the image's tokens are
-      one set (packed, row-end newlines protected) and ``k`` is the image's.
-    - A question longer than CLIP's 77 positions is truncated (the official code embeds each
-      77-token segment and averages the similarities). A per-call ``vision_feature_layer`` argument
-      does not move the relevance layer, which is resolved at ``prune_`` from the model's config.
+    - LLaVA-NeXT: a crop chooses among the tokens unpadding leaves (the official code picks on the
+      whole crop grid, then loses the picks unpadding drops), so the image keeps ``k``; a crop with
+      fewer tokens than its share passes the rest on.
+    - A per-call ``vision_feature_layer`` argument does not move the relevance layer, which is
+      resolved at ``prune_`` from the model's config.
 
     Args:
         relevance_layer: where the CLIP relevance reads the vision tower: ``"feature"`` (default, the
@@ -122,12 +133,15 @@ class CDPrunerScorer(QuestionTermScorer):
             ``visual_projection`` were trained on: the ``text`` scorer's and ATP's layer, and this
             scorer's before it followed the official code; ``cdpruner:k=64,relevance_layer=text_layer``).
             With ``"feature"`` a ``text_layer`` other than ``-1`` is refused (it would do nothing).
+        per_crop: select crop by crop where the adapter tells crops apart (default True, the
+            official code's); False: the image's tokens are one set (visprune's earlier default;
+            ``cdpruner:k=64,per_crop=false``).
         theta: the official code's commented-out relevance sharpening, off by default (None):
             ``r = exp(alpha * r)`` with ``alpha = theta / (2 * (1 - theta))`` (the paper's trade-off
             between relevance and diversity), ``theta`` in ``[0, 1)``.
     """
 
-    def __init__(self, theta: float | None = None, relevance_layer: str = "feature") -> None:
+    def __init__(self, theta: float | None = None, relevance_layer: str = "feature", per_crop: bool = True) -> None:
         if relevance_layer not in RELEVANCE_LAYERS:
             raise ValueError(f"relevance_layer must be one of {', '.join(map(repr, RELEVANCE_LAYERS))}, "
                              f"got {relevance_layer!r}")
@@ -136,9 +150,14 @@ class CDPrunerScorer(QuestionTermScorer):
         super().__init__()
         self.theta = theta
         self.relevance_layer = relevance_layer
+        if not isinstance(per_crop, bool):
+            raise ValueError(f"per_crop must be True or False, got {per_crop!r}")
+        self.per_crop = per_crop
 
     def setup(self, model: Any, config: Any, processor: Any = None) -> None:
         super().setup(model, config, processor)
+        if isinstance(self.relevance, ClipTextScorer):
+            self.relevance.segments = True  # a long question: the official mean over 77-token segments
         self.patch_layer = None
         if self.relevance_layer != "feature" or not isinstance(self.relevance, ClipTextScorer):
             return
@@ -166,7 +185,16 @@ class CDPrunerScorer(QuestionTermScorer):
         f = torch.nn.functional.normalize(torch.nan_to_num(ctx.features.float(), nan=0.0), dim=-1)
         r = torch.where(ctx.candidates, scores.float(), torch.zeros_like(scores, dtype=torch.float))
         kernel = r[:, :, None] * (f @ f.transpose(1, 2)) * r[:, None, :]
-        return greedy_map(kernel, ctx.candidates, k)
+        splits = [crop_split(ctx, i, int(k[i])) if self.per_crop else None for i in range(len(k))]
+        if all(split is None for split in splits):
+            return greedy_map(kernel, ctx.candidates, k)
+        kept = []
+        for i, split in enumerate(splits):
+            parts = [(ctx.candidates[i], int(k[i]))] if split is None else split
+            picks = [greedy_map(kernel[i : i + 1], mask[None], torch.tensor([share]))[0] for mask, share in parts]
+            kept.append(torch.sort(torch.cat(picks)).values)
+        return kept
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(theta={self.theta!r}, relevance_layer={self.relevance_layer!r})"
+        return (f"{type(self).__name__}(theta={self.theta!r}, relevance_layer={self.relevance_layer!r}, "
+                f"per_crop={self.per_crop!r})")

@@ -56,6 +56,10 @@ class ClipTextScorer(Scorer):
 
     needs = frozenset({PATCH_HIDDEN, QUESTION_TEXT})
     source: str | None = None  # what ran: "clip:<hub id or folder>", set by setup
+    #: how a question longer than the text tower's positions is embedded: False (default; the ``text``
+    #: scorer's and ATP's), truncated to them; True (CDPruner's, :meth:`segment_embeddings`), split
+    #: into segments whose similarities are averaged
+    segments: bool = False
 
     @property
     def relevance_source(self) -> str | None:  # type: ignore[override]
@@ -108,6 +112,24 @@ class ClipTextScorer(Scorer):
         pooled = self.text_model(**tok).pooler_output
         return torch.nn.functional.normalize(self.text_projection(pooled).float(), dim=-1)
 
+    def segment_embeddings(self, question: str) -> torch.Tensor:
+        """``[M, D]`` unit embeddings of one question's segments, as CDPruner's official
+        ``CLIPVisionTower.forward`` (``clip_encoder.py``) makes them: the question tokenised once, not
+        truncated (one BOS at its start, one EOS at its end), zero ids with a zero attention mask
+        appended up to a multiple of the tower's ``max_position_embeddings`` (77), then cut into
+        rows of that length, each embedded on its own (positions from 0; pooled where the text
+        model pools, e.g. the row's largest id, the EOS, in CLIP's legacy configs). No overlap;
+        the middle segments carry neither BOS nor EOS. A question within 77 tokens is one segment,
+        the truncated embedding's."""
+        device = self.text_projection.weight.device
+        tok = self.tokenizer(question, return_tensors="pt")
+        n = tok["input_ids"].shape[1]
+        pad = -n % self.max_length
+        rows = {key: torch.cat([tok[key], tok[key].new_zeros(1, pad)], dim=1).reshape(-1, self.max_length)
+                for key in ("input_ids", "attention_mask")}
+        pooled = self.text_model(**{key: ops.to_device(v, device) for key, v in rows.items()}).pooler_output
+        return torch.nn.functional.normalize(self.text_projection(pooled).float(), dim=-1)
+
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:
         if not hasattr(self, "text_model"):
             raise RuntimeError("scorer 'text' was not set up: use it through visprune.prune_")
@@ -116,8 +138,13 @@ class ClipTextScorer(Scorer):
         hidden = torch.nan_to_num(hidden, nan=0.0).to(self.visual_projection.weight)
         patches = self.visual_projection(self.post_layernorm(hidden)).float()
         patches = torch.nn.functional.normalize(patches, dim=-1)
-        text = self.text_embeddings(questions).to(patches.device)
-        return torch.einsum("ind,id->in", patches, text) * float(ctx.config.text_sign)
+        if self.segments:  # the mean over segments of the similarity (CDPruner's official order)
+            per_question = {q: self.segment_embeddings(q).to(patches.device) for q in dict.fromkeys(questions)}
+            sim = torch.stack([(p @ per_question[q].T).mean(-1) for p, q in zip(patches, questions)])
+        else:
+            text = self.text_embeddings(questions).to(patches.device)
+            sim = torch.einsum("ind,id->in", patches, text)
+        return sim * float(ctx.config.text_sign)
 
 
 def question_relevance(model: Any, config: Any, processor: Any = None) -> Scorer:

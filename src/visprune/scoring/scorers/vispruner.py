@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from ..context import PATCH_HIDDEN, SALIENCY, ScoreContext
+from ..crops import crop_split
 from .base import Scorer, feature_layer, register_scorer
 
 #: share of ``k`` taken by attention, the rest by diversity: the official default (``--important_ratio``
@@ -52,14 +53,22 @@ class VisPrunerScorer(Scorer):
     model receives everywhere (visprune's earlier default; LLaVA's MLP projector is not linear, so
     the two can rank pairs differently).
 
+    Crop by crop where the adapter tells crops apart (``ScoreContext.crops``: LLaVA-NeXT), as the
+    official ``prepare_inputs_labels_for_multimodal``, which runs ``encode_images`` on the base image
+    and each any-resolution crop as separate pictures, ``visual_token_num`` tokens each ("32 * 5 =
+    160" in its README): the image's ``k`` is split evenly over its crops
+    (:func:`~visprune.scoring.crops.crop_budgets`) and each crop runs the selection above on its
+    own tokens with its share.
+
     [CLS] is never a candidate where the model drops it (LLaVA-1.5's ``default`` strategy, the
     official ``select_feature='patch'``). Sorts are stable: ties go to the lower index (the
     official code's GPU argsort leaves them open).
 
     Deliberate differences from the official code, forced by visprune's interface:
 
-    - LLaVA-NeXT: the official code selects ``k`` tokens in each crop; here the image's tokens are
-      one set (packed, row-end newlines protected) and ``k`` is the image's.
+    - LLaVA-NeXT: a crop chooses among the tokens unpadding leaves (the official code picks on the
+      whole crop grid, then loses the picks unpadding drops), so the image keeps ``k``; a crop with
+      fewer tokens than its share passes the rest on.
     - An odd number of remaining tokens puts the extra one in ``a`` (the official indexing assumes
       an even count), and when ``k`` leaves no diverse tokens none are chosen (the official loop
       would fail on an empty ``b``).
@@ -69,17 +78,23 @@ class VisPrunerScorer(Scorer):
         space: where duplicates are compared: ``"tower"`` (default, official: the tower's feature-layer
             hidden states before the projector) or ``"projected"`` (the tokens the language model
             receives; ``vispruner:k=64,space=projected``).
+        per_crop: select crop by crop where the adapter tells crops apart (default True, the
+            official code's); False: the image's tokens are one set (visprune's earlier default;
+            ``vispruner:k=64,per_crop=false``).
     """
 
     needs = frozenset({SALIENCY})
 
-    def __init__(self, important_ratio: float = IMPORTANT_RATIO, space: str = "tower") -> None:
+    def __init__(self, important_ratio: float = IMPORTANT_RATIO, space: str = "tower", per_crop: bool = True) -> None:
         if space not in SPACES:
             raise ValueError(f"space must be one of {', '.join(map(repr, SPACES))}, got {space!r}")
         self.space = space
         if isinstance(important_ratio, bool) or not isinstance(important_ratio, (int, float)) or not 0 <= important_ratio <= 1:
             raise ValueError(f"important_ratio must be in [0, 1], got {important_ratio!r}")
         self.important_ratio = important_ratio
+        if not isinstance(per_crop, bool):
+            raise ValueError(f"per_crop must be True or False, got {per_crop!r}")
+        self.per_crop = per_crop
 
     def setup(self, model: Any, config: Any, processor: Any = None) -> None:
         self.patch_layer = feature_layer(model) if self.space == "tower" else None
@@ -110,7 +125,14 @@ class VisPrunerScorer(Scorer):
     def select(self, ctx: ScoreContext, scores: torch.Tensor, k: torch.Tensor) -> list[torch.Tensor]:
         cand = ctx.candidates
         compared = ctx.require(PATCH_HIDDEN, "scorer 'vispruner'") if PATCH_HIDDEN in self.needs else ctx.features
-        return [self._select_one(compared[i], scores[i], cand[i], int(k[i])) for i in range(len(k))]
+        kept = []
+        for i in range(len(k)):
+            split = crop_split(ctx, i, int(k[i])) if self.per_crop else None
+            parts = [(cand[i], int(k[i]))] if split is None else split
+            picks = [self._select_one(compared[i], scores[i], mask, share) for mask, share in parts]
+            kept.append(torch.sort(torch.cat(picks)).values)
+        return kept
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(important_ratio={self.important_ratio!r}, space={self.space!r})"
+        return (f"{type(self).__name__}(important_ratio={self.important_ratio!r}, space={self.space!r}, "
+                f"per_crop={self.per_crop!r})")

@@ -27,22 +27,37 @@ class PromptLayout:
     mask: list[list[int]]
     image_token_id: int
     read_seconds: float = 0.0  # what the read cost (part of visprune's overhead)
+    #: every visual placeholder id of the prompt (images first, then e.g. Qwen's video placeholder);
+    #: empty: the image placeholder only
+    visual_ids: tuple[int, ...] = ()
 
     @classmethod
-    def read(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token_id: int) -> "PromptLayout":
+    def read(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token_id: int,
+             visual_ids: tuple[int, ...] = ()) -> "PromptLayout":
         t0 = clock.now()
         ids, mask = torch.stack([input_ids, attention_mask.to(input_ids.dtype)]).tolist()
-        return cls(ids, mask, int(image_token_id), clock.now() - t0)
+        return cls(ids, mask, int(image_token_id), clock.now() - t0, tuple(int(i) for i in visual_ids))
+
+    @property
+    def placeholder_ids(self) -> frozenset[int]:
+        """The ids of every kind of visual placeholder (the image placeholder at least)."""
+        return frozenset(self.visual_ids or (self.image_token_id,))
 
     @property
     def placeholders(self) -> list[int]:
-        """Image placeholder tokens per row."""
-        return [sum(t == self.image_token_id for t in row) for row in self.ids]
+        """Visual placeholder tokens per row (every kind: images and videos)."""
+        ids = self.placeholder_ids
+        return [sum(t in ids for t in row) for row in self.ids]
+
+    def placeholders_of(self, token_id: int) -> list[int]:
+        """Placeholder tokens of one kind (``token_id``) per row."""
+        return [sum(t == token_id for t in row) for row in self.ids]
 
     @property
     def text_lengths(self) -> list[int]:
-        """Attended tokens per row that are not image placeholders."""
-        return [sum(1 for t, m in zip(row, mask) if m and t != self.image_token_id) for row, mask in zip(self.ids, self.mask)]
+        """Attended tokens per row that are not visual placeholders."""
+        ids = self.placeholder_ids
+        return [sum(1 for t, m in zip(row, mask) if m and t not in ids) for row, mask in zip(self.ids, self.mask)]
 
     def padding_side(self) -> str:
         """As :func:`padding_side`, from the host copy."""
@@ -82,17 +97,38 @@ def keep_positions(
     row-major order in which the model scatters image features into the sequence.
     ``placeholders``: their total if the host knows it (else it is read back for the check).
     """
-    is_image = input_ids == image_token_id
-    n = int(is_image.sum()) if placeholders is None else placeholders
+    n = int((input_ids == image_token_id).sum()) if placeholders is None else placeholders
     if n != image_token_keep.numel():
         raise ValueError(
             f"the prompt has {n} image placeholder tokens but the images give "
             f"{image_token_keep.numel()} features; build inputs with the model's processor"
         )
-    keep = attention_mask.bool() & ~is_image
-    if n:
-        order = (is_image.flatten().long().cumsum(0) - 1).clamp_min(0).view_as(is_image)  # placeholder number
-        keep = keep | (is_image & image_token_keep.to(is_image.device)[order])
+    return keep_positions_by_kind(input_ids, attention_mask, {image_token_id: image_token_keep}, {image_token_id: n})
+
+
+def keep_positions_by_kind(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    token_keep: dict[int, torch.Tensor],
+    placeholders: dict[int, int] | None = None,
+) -> torch.Tensor:
+    """:func:`keep_positions` for prompts with several kinds of visual placeholder (Qwen's images
+    and videos): ``token_keep`` maps each placeholder id to one bool per placeholder of that id,
+    in the row-major order in which the model scatters that kind's features (each kind is
+    scattered on its own). ``placeholders``: each kind's total if the host knows it."""
+    keep = attention_mask.bool()
+    for token_id, mask in token_keep.items():
+        is_kind = input_ids == token_id
+        n = int(is_kind.sum()) if placeholders is None or token_id not in placeholders else placeholders[token_id]
+        if n != mask.numel():
+            raise ValueError(
+                f"the prompt has {n} placeholder tokens of id {token_id} but the inputs give "
+                f"{mask.numel()} features for them; build inputs with the model's processor"
+            )
+        keep = keep & ~is_kind
+        if n:
+            order = (is_kind.flatten().long().cumsum(0) - 1).clamp_min(0).view_as(is_kind)  # placeholder number
+            keep = keep | (is_kind & mask.to(is_kind.device)[order])
     return keep
 
 

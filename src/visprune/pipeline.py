@@ -60,27 +60,47 @@ class Selection:
             return [len(f) for f in self.merged]
         return [len(k) for k in self.kept]
 
-    def image_token_keep(self) -> torch.Tensor:
-        """One bool per image placeholder, in the model's scatter order."""
+    @property
+    def modalities(self) -> list[str]:
+        """The kind of each entry: ``"image"`` or ``"video"`` (images first, then videos)."""
+        return self.encoded.modalities or ["image"] * len(self.kept)
+
+    def kept_features_by_kind(self) -> dict[str, list[torch.Tensor]]:
+        """:attr:`kept_features` split by kind, in entry order (``mm_encoder_outputs``' keys)."""
+        out: dict[str, list[torch.Tensor]] = {}
+        for kind, f in zip(self.modalities, self.kept_features):
+            out.setdefault(kind, []).append(f)
+        return out
+
+    def token_keep(self, kind: str) -> torch.Tensor:
+        """One bool per placeholder of one kind, in the model's scatter order for that kind."""
+        return self.image_token_keep([i for i, k in enumerate(self.modalities) if k == kind])
+
+    def image_token_keep(self, entries: list[int] | None = None) -> torch.Tensor:
+        """One bool per image placeholder, in the model's scatter order (``entries``: only those)."""
         masks = []
         for i, (f, idx) in enumerate(zip(self.encoded.features, self.kept)):
+            if entries is not None and i not in entries:
+                continue
             m = torch.zeros(f.shape[0], dtype=torch.bool, device=f.device)
             if self.own_order:
                 m[: len(self.merged[i])] = True
             else:
                 m[idx] = True
             masks.append(m)
+        if not masks:
+            return torch.zeros(0, dtype=torch.bool)
         return torch.cat(masks)
 
 
-def image_rows(placeholders: list[int], lengths: list[int]) -> list[int]:
+def image_rows(placeholders: list[int], lengths: list[int], kind: str = "image") -> list[int]:
     """The batch row of each image, from the placeholder count of each row (features fill
     placeholders in row-major order)."""
     total = sum(lengths)
     if sum(placeholders) != total:
         raise ValueError(
-            f"the prompt has {sum(placeholders)} image placeholder tokens but the images give {total} features; "
-            "build inputs with the model's processor (one placeholder run per image)"
+            f"the prompt has {sum(placeholders)} {kind} placeholder tokens but the {kind}s give {total} features; "
+            f"build inputs with the model's processor (one placeholder run per {kind})"
         )
     rows, row, filled = [], 0, 0
     for n in lengths:  # the image starting at placeholder number `filled` sits in the row holding it
@@ -89,6 +109,19 @@ def image_rows(placeholders: list[int], lengths: list[int]) -> list[int]:
             row += 1
         rows.append(row)
         filled += n
+    return rows
+
+
+def entry_rows(adapter: Adapter, model: Any, enc: Encoded, layout: PromptLayout, lengths: list[int]) -> list[int]:
+    """The batch row of each entry; with several kinds (images and videos), each kind from its own
+    placeholders, since the model fills each kind's placeholders on its own."""
+    if enc.modalities is None:
+        return image_rows(layout.placeholders, lengths)
+    rows = [0] * len(lengths)
+    for kind, token_id in adapter.visual_tokens(model).items():
+        entries = [i for i, k in enumerate(enc.modalities) if k == kind]
+        for i, row in zip(entries, image_rows(layout.placeholders_of(token_id), [lengths[i] for i in entries], kind)):
+            rows[i] = row
     return rows
 
 
@@ -106,10 +139,10 @@ def questions_for(model: Any, adapter: Adapter, processor: Any, layout: PromptLa
             "a text-aware scorer needs the question: pass processor= to prune_ so visprune can read it from the "
             "prompt, or pass visprune_question='...' (or a list, one per sample) to generate/forward"
         )
-    image_id = adapter.image_token_id(model)
+    visual = layout.placeholder_ids
     out = []
     for row, mask in zip(layout.ids, layout.mask):
-        ids = [t for t, m in zip(row, mask) if m and t != image_id]
+        ids = [t for t, m in zip(row, mask) if m and t not in visual]
         text = tok.decode(ids, skip_special_tokens=True)
         out.append(extract_question(text, adapter.user_markers, adapter.assistant_markers))
     return out
@@ -125,7 +158,7 @@ def question_embeddings(model: Any, processor: Any, questions: list[str] | None,
         if questions is not None and tok is not None and hasattr(tok, "__call__"):
             per_row.append(tok(questions[i], add_special_tokens=False)["input_ids"])
         else:  # no tokenizer: every text token of the prompt
-            per_row.append([t for t, m in zip(row, mask) if m and t != layout.image_token_id])
+            per_row.append([t for t, m in zip(row, mask) if m and t not in layout.placeholder_ids])
     ids = ops.to_device(torch.tensor([t for row in per_row for t in row], dtype=torch.long), device)
     return list(emb(ids).detach().split([len(row) for row in per_row]))
 
@@ -139,7 +172,7 @@ def build_context(
     enc = adapter.per_image(model, adapter.encode(model, image_inputs, scorer.needs, cfg), layout)
     encode_seconds = clock.now() - t0
     lengths = [f.shape[0] for f in enc.features]
-    rows = enc.image_rows if enc.image_rows is not None else image_rows(layout.placeholders, lengths)
+    rows = enc.image_rows if enc.image_rows is not None else entry_rows(adapter, model, enc, layout, lengths)
     with torch.no_grad():
         feats, valid = ops.pad_ragged([f.detach() for f in enc.features])
         protected, _ = ops.pad_ragged(enc.protected, value=False)

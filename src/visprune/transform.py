@@ -15,6 +15,7 @@ from torch import nn
 from .measure import clock
 from .adapters import Adapter, get_adapter
 from .batching import PromptLayout
+from .errors import UsageError
 from .scoring.budgets import BUDGETS, Budget
 from .config import PruneConfig
 from .pipeline import Selection, build_context, select
@@ -100,6 +101,10 @@ def unprune_(model: nn.Module) -> nn.Module:
 def last_kept(model: nn.Module) -> list[torch.Tensor]:
     """Kept visual-token indices of this thread's last pruned call: one ascending ``LongTensor`` per image.
 
+    Where videos are pruned too (the Qwen-VL family), one entry per image and then one per video:
+    the images in prompt order, then the videos in prompt order (the order of ``pixel_values`` /
+    ``pixel_values_videos``); a video's indices run over all its frames' tokens, frame by frame.
+
     Per thread: several threads may call one pruned model at once, and each gets its own call's
     selection here (and exactly the output it would get alone).
 
@@ -117,7 +122,8 @@ def last_selection(model: nn.Module) -> Selection:
     if last is None:
         if getattr(state.calls, "called", False):
             raise ValueError("the last pruned call had no image (no pixel_values), so nothing was kept or dropped")
-        raise ValueError("the pruned model has not seen an image yet: call generate or forward with pixel_values")
+        raise ValueError("the pruned model has not seen an image yet: call generate or forward with pixel_values "
+                         "(or pixel_values_videos, where videos are pruned)")
     return last
 
 
@@ -196,6 +202,7 @@ def _pruned_call(model: nn.Module, kwargs: dict, side: str | None):
 
 def _prepare(model: nn.Module, state: PruneState, kwargs: dict, side: str | None, stack: contextlib.ExitStack):
     question = kwargs.pop(QUESTION_KWARG, None)
+    state.adapter.check_inputs(model, kwargs)  # e.g. videos where they are not pruned: before any model runs
     if not state.adapter.has_images(kwargs):
         return kwargs, None, None
     input_ids = kwargs.get("input_ids")
@@ -208,9 +215,14 @@ def _prepare(model: nn.Module, state: PruneState, kwargs: dict, side: str | None
     mask = kwargs.get("attention_mask")
     if mask is None:
         mask = torch.ones_like(input_ids)
-    image_inputs = {k: kwargs.pop(k) for k in state.adapter.image_input_keys if k in kwargs}
-    layout = PromptLayout.read(input_ids, mask, state.adapter.image_token_id(model))  # the prompt, read once
+    adapter = state.adapter
+    image_inputs = {k: kwargs.pop(k) for k in (*adapter.image_input_keys, *adapter.video_input_keys) if k in kwargs}
+    layout = PromptLayout.read(  # the prompt, read once
+        input_ids, mask, adapter.image_token_id(model), tuple(adapter.visual_tokens(model).values()))
     if getattr(state.scorer, "in_llm", False):
+        if image_inputs.get("pixel_values_videos") is not None:
+            raise UsageError(f"scorer {state.config.scorer_name!r} prunes inside the language model, which visprune "
+                             "does for images only; videos are pruned by the pre-LLM scorers (cls, atp, ...)")
         kwargs, sel = _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, question, side, layout, stack)
         return kwargs, input_ids, sel
     sel = select(state, model, input_ids, mask, image_inputs, question, layout)

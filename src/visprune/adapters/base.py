@@ -14,7 +14,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .. import ops
 from ..callscope import this_thread
-from ..batching import PromptLayout, RowPlan, keep_positions
+from ..batching import PromptLayout, RowPlan, keep_positions, keep_positions_by_kind
+from ..errors import UsageError
 from ..scoring.context import IMAGE_KEY, KEYS, LAST_QK, PATCH_HIDDEN, SALIENCY, TOWER, TowerStates
 from ..prompt import ASSISTANT_MARKERS, USER_MARKERS
 
@@ -50,6 +51,10 @@ class Encoded:
     #: batch row of each image, for adapters whose prompts hold fewer placeholders than features
     #: (BLIP-2's ViT cut, IDEFICS); ``None``: found from the placeholder tokens
     image_rows: list[int] | None = None
+    #: the kind of each entry (a key of :meth:`Adapter.visual_tokens`: ``"image"``, ``"video"``), for
+    #: adapters that prune videos too; entries of one kind are contiguous, kinds in that table's
+    #: order (all images, then all videos); ``None``: every entry is an image
+    modalities: list[str] | None = None
 
 
 class Adapter:
@@ -63,6 +68,8 @@ class Adapter:
     model_types: ClassVar[tuple[str, ...]] = ()
     #: keyword arguments of forward/generate that are consumed by image encoding
     image_input_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
+    #: keyword arguments that carry videos, pruned like images (one entry per video); empty: videos refused
+    video_input_keys: ClassVar[tuple[str, ...]] = ()
     #: scoring signals this architecture cannot provide (checked by ``prune_``)
     unsupported: ClassVar[dict[str, str]] = {}
     #: the tower-space path (``TOWER`` / ``LAST_QK`` signals: hidden states before the projector,
@@ -88,6 +95,21 @@ class Adapter:
 
     def image_token_id(self, model: nn.Module) -> int:
         return int(model.config.image_token_id)
+
+    def visual_tokens(self, model: nn.Module) -> dict[str, int]:
+        """The placeholder id of each kind of visual input the model scatters on its own, in the order of
+        ``Encoded`` entries (``mm_encoder_outputs`` keys); default: images only."""
+        return {"image": self.image_token_id(model)}
+
+    def check_inputs(self, model: nn.Module, kwargs: dict) -> None:
+        """Raise ``UsageError`` before any model runs if the call's visual inputs cannot be pruned here
+        (called for every pruned call). Default: videos are refused, rather than run unpruned."""
+        if not self.video_input_keys and kwargs.get("pixel_values_videos") is not None:
+            raise UsageError(
+                f"visprune does not prune video inputs (pixel_values_videos) on {model.config.model_type}; videos "
+                "are pruned on the Qwen-VL family (qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5). Pass the frames as "
+                "images, or call the unpruned model (visprune.unprune_)"
+            )
 
     def check(self, model: nn.Module) -> None:
         """Raise a clear error if this model instance cannot be served (called by ``prune_``)."""
@@ -188,9 +210,16 @@ class Adapter:
         context manager.
         """
         for_generate = side is not None  # generate passes "left", forward None
-        image_id = self.image_token_id(model)
         layout = sel.layout  # the prompt on the host: no read-back for the checks and the new width
-        keep = keep_positions(input_ids, attention_mask, image_id, sel.image_token_keep(), sum(layout.placeholders))
+        kinds = self.visual_tokens(model)
+        if sel.encoded.modalities is None:
+            keep = keep_positions(input_ids, attention_mask, self.image_token_id(model), sel.image_token_keep(),
+                                  sum(layout.placeholders))
+        else:  # each kind scattered on its own, in its own placeholder order
+            keep = keep_positions_by_kind(
+                input_ids, attention_mask, {tid: sel.token_keep(kind) for kind, tid in kinds.items()},
+                {tid: sum(layout.placeholders_of(tid)) for tid in kinds.values()},
+            )
         side = side or layout.padding_side()
         plan = RowPlan(keep, side, layout.pruned_width(sel.image_rows, sel.sent))
         new_mask = plan.gather(attention_mask, 0)
@@ -204,7 +233,8 @@ class Adapter:
         kwargs.update(extra)
         if sel.original_positions and "position_ids" not in extra:
             kwargs["position_ids"] = plan.gather(unpruned_positions(attention_mask, for_generate), 0)
-        kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=sel.kept_features)}
+        kwargs["mm_encoder_outputs"] = {kind: BaseModelOutputWithPooling(pooler_output=feats)
+                                        for kind, feats in sel.kept_features_by_kind().items()}
         return kwargs, nullcontext()
 
     def extra_inputs(

@@ -7,6 +7,17 @@ the 3-D rotary positions are computed for the *full* prompt with the model's own
 it had in the unpruned prompt and the generated tokens continue from the same maximum position.
 Passing the shortened prompt with ``image_grid_thw`` would fail on shapes; dropping the grid would
 silently fall back to 1-D positions.
+
+Videos (``pixel_values_videos`` / ``video_grid_thw``) are pruned like images, within each video: a
+video is one visprune entry with its own budget over all its frames' tokens (the simplest correct
+unit: the model scatters a video's features as one run of ``<|video_pad|>`` placeholders, frame by
+frame). The model's own ``get_video_features`` runs once with the same capture; the tower attends
+within each temporal patch (two frames, ``cu_seqlens``), so a video token's saliency is the
+attention it receives from the patches of its own frame pair. Entries are all images, then all
+videos (``Encoded.modalities``), and each kind's keep mask follows that kind's placeholders, since
+the model scatters image and video features separately. Kept video tokens keep their 3-D (t, h, w)
+positions: ``get_rope_index`` runs on the full prompt with ``video_grid_thw`` (and Qwen2.5-VL's
+``second_per_grid_ts``).
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from torch import nn
 from ..measure import clock
 from .. import ops
 from ..batching import RowPlan
+from ..errors import UsageError
 from ..scoring.context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
 from ..callscope import original, overriding, this_thread
 from .base import Adapter, Encoded, hidden_index_to_layer, pixel_key
@@ -71,11 +83,43 @@ class Qwen2VLAdapter(Adapter):
 
     model_types = ("qwen2_vl",)
     image_input_keys = ("pixel_values", "image_grid_thw")
+    video_input_keys = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
     position_modes = ("original",)  # M-RoPE positions of the kept tokens are always kept (extra_inputs)
     unsupported = {
         PATCH_HIDDEN: "the CLIP 'text' scorer needs a CLIP vision tower; Qwen's tower shares no space with a CLIP "
         "text tower: use scorer='lmtext' (ATP uses it without a CLIP text encoder: text_encoder=None)"
     }
+
+    def has_images(self, kwargs: dict) -> bool:
+        return any(kwargs.get(k) is not None and kwargs[k].numel() > 0 for k in ("pixel_values", "pixel_values_videos"))
+
+    def visual_tokens(self, model: nn.Module) -> dict[str, int]:
+        return {"image": self.image_token_id(model), "video": int(model.config.video_token_id)}
+
+    def check_inputs(self, model: nn.Module, kwargs: dict) -> None:
+        """Videos as the processor builds them: ``video_grid_thw`` rows ``(t, h, w)`` with ``t >= 1``
+        temporal patches of ``temporal_patch_size`` frames each and ``h``, ``w`` multiples of the merge
+        size, and ``t * h * w`` rows of ``pixel_values_videos`` per video, each ``temporal_patch_size`` frames wide."""
+        pixels, grid = kwargs.get("pixel_values_videos"), kwargs.get("video_grid_thw")
+        if pixels is None:
+            return
+        vis = model.model.visual
+        merge, frames = vis.spatial_merge_size, int(getattr(vis.config, "temporal_patch_size", 2))
+        width = int(vis.config.in_channels) * frames * int(vis.config.patch_size) ** 2
+        hint = ("build videos with the model's processor (each video's frame count padded to a multiple of "
+                f"temporal_patch_size={frames}, one video_grid_thw row per video)")
+        if grid is None or grid.dim() != 2 or grid.shape[1] != 3:
+            raise UsageError(f"pixel_values_videos needs video_grid_thw, one (t, h, w) row per video; {hint}")
+        rows = grid.tolist()
+        for i, (t, h, w) in enumerate(rows):
+            if t < 1 or h < 1 or w < 1 or h % merge or w % merge:
+                raise UsageError(f"video {i} has grid (t, h, w) = ({t}, {h}, {w}): t must be at least 1 and h, w "
+                                 f"positive multiples of the merge size {merge}; {hint}")
+        total = sum(t * h * w for t, h, w in rows)
+        if pixels.dim() != 2 or pixels.shape[0] != total or pixels.shape[1] != width:
+            raise UsageError(f"pixel_values_videos is {tuple(pixels.shape)} but video_grid_thw gives {total} patches "
+                             f"of {width} values ({frames} frames x {vis.config.in_channels} channels x "
+                             f"{vis.config.patch_size}^2 pixels); {hint}")
 
     def check(self, model: nn.Module) -> None:
         base = getattr(model, "model", None)
@@ -99,14 +143,29 @@ class Qwen2VLAdapter(Adapter):
         return self._full_attention_blocks(tower)[-1]
 
     def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
+        """Images, then videos: each kind through the model's own feature code, once, with the capture."""
+        parts = []
+        if image_inputs.get("pixel_values") is not None:
+            parts.append(("image", self._encode_kind(
+                model, model.model.get_image_features, image_inputs["pixel_values"], image_inputs["image_grid_thw"],
+                needs, config)))
+        if image_inputs.get("pixel_values_videos") is not None:
+            parts.append(("video", self._encode_kind(
+                model, model.model.get_video_features, image_inputs["pixel_values_videos"],
+                image_inputs["video_grid_thw"], needs, config)))
+        if len(parts) == 1 and parts[0][0] == "image":
+            return parts[0][1]
+        return _joined(parts)
+
+    def _encode_kind(self, model: nn.Module, features_of, pixels: torch.Tensor, grid: torch.Tensor,
+                     needs: frozenset[str], config: Any) -> Encoded:
         tower = model.model.visual
-        grid = image_inputs["image_grid_thw"]
         block = tower.blocks[self._scoring_block(tower, config)]
         capture = _QwenCapture(block)
         want_attention = SALIENCY in needs or KEYS in needs
         t0 = clock.now()
         with capture.active() if want_attention else nullcontext(), self._recording_window(tower) as window_of:
-            out = model.model.get_image_features(**image_inputs, return_dict=True)
+            out = features_of(pixels, grid, return_dict=True)
         model_seconds = clock.now() - t0
         features = list(out.pooler_output)
         unit = tower.spatial_merge_size**2
@@ -118,8 +177,7 @@ class Qwen2VLAdapter(Adapter):
         enc.model_seconds = model_seconds
         enc.grids = [g if int(t) == 1 else None for g, (t, _, _) in zip(merged_grid, grid_host)]
         if IMAGE_KEY in needs:
-            patches = image_inputs["pixel_values"]
-            enc.image_keys = [pixel_key(c) for c in torch.split(patches, [n * unit for n in lengths])]
+            enc.image_keys = [pixel_key(c) for c in torch.split(pixels, [n * unit for n in lengths])]
         if not want_attention:
             return enc
         q, k = capture.qk()  # [P, H, hd], block order
@@ -162,8 +220,10 @@ class Qwen2VLAdapter(Adapter):
             input_ids,
             mm_token_type_ids=mm_types,
             image_grid_thw=image_inputs.get("image_grid_thw"),
-            video_grid_thw=kwargs.get("video_grid_thw"),
+            video_grid_thw=image_inputs.get("video_grid_thw"),
             attention_mask=attention_mask,
+            **({"second_per_grid_ts": image_inputs["second_per_grid_ts"]}
+               if image_inputs.get("second_per_grid_ts") is not None else {}),
         )
         plan = RowPlan(keep, side, new_attention_mask.shape[1])  # the width is known: nothing read back
         rope = plan.gather(full.permute(1, 2, 0), 0).permute(2, 0, 1)  # [3, B, L']
@@ -174,6 +234,25 @@ class Qwen2VLAdapter(Adapter):
         if "mm_token_type_ids" not in kwargs:
             extra["mm_token_type_ids"] = plan.gather(mm_types, 0)
         return extra
+
+
+def _joined(parts: list[tuple[str, Encoded]]) -> Encoded:
+    """Per-kind encodings as one: entries of the first kind, then the next (``Encoded.modalities``)."""
+    encs = [e for _, e in parts]
+
+    def cat(name):
+        values = [getattr(e, name) for e in encs]
+        return None if any(v is None for v in values) else [x for v in values for x in v]
+
+    extras = {}
+    for key in encs[0].extras:  # [layer][entry] lists (Qwen3-VL's DeepStack): entries joined per layer
+        extras[key] = [[x for e in encs for x in e.extras[key][layer]] for layer in range(len(encs[0].extras[key]))]
+    return Encoded(
+        features=cat("features"), protected=cat("protected"), saliency=cat("saliency"), keys=cat("keys"),
+        image_keys=cat("image_keys"), grids=cat("grids"), extras=extras,
+        model_seconds=sum(e.model_seconds for e in encs),
+        modalities=[kind for kind, e in parts for _ in e.features],
+    )
 
 
 class Qwen2_5_VLAdapter(Qwen2VLAdapter):

@@ -38,7 +38,12 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
         kwargs, ctx = super().apply(model, sel, kwargs, input_ids, attention_mask, image_inputs, side)
-        deep = [[f[idx.to(f.device)] for f, idx in zip(layer, sel.kept)] for layer in sel.encoded.extras["deepstack"]]
-        kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithDeepstackFeatures(
-            pooler_output=sel.kept_features, deepstack_features=deep)}
+        kinds = sel.modalities
+        outputs = {}
+        for kind, feats in sel.kept_features_by_kind().items():  # images, then videos: each scattered on its own
+            entries = [i for i, k in enumerate(kinds) if k == kind]
+            deep = [[layer[i][sel.kept[i].to(layer[i].device)] for i in entries]
+                    for layer in sel.encoded.extras["deepstack"]]
+            outputs[kind] = BaseModelOutputWithDeepstackFeatures(pooler_output=feats, deepstack_features=deep)
+        kwargs["mm_encoder_outputs"] = outputs
         return kwargs, ctx

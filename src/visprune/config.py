@@ -95,6 +95,16 @@ class PruneConfig:
             ``"compact"`` on everything but Qwen2-VL and in-LLM scorers. ``generate`` continues the
             positions by itself; a decoding loop written by hand around ``forward`` must pass the
             following ``position_ids`` itself (the prompt's last kept position + 1, + 2, ...).
+        temporal: the temporal stage of videos, before the scorer and the budget: ``None`` (default: off,
+            each video pruned within its frames only) or a cosine-similarity threshold ``tau`` in ``(0, 1]``.
+            A video token of temporal group ``t > 0`` (a frame pair on the Qwen-VL family) whose feature
+            has cosine similarity ``>= tau`` to the token at the same place ``(h, w)`` in the last group
+            where that place survived is dropped as a repeat (EVS / DyCoke-style; the first group always
+            survives); the scorer and the budget then choose among the survivors only, so ``keep``,
+            ``k`` and ``energy`` apply to the survivors (``keep=1.0`` keeps every non-repeat). A still
+            clip keeps about one group's tokens, a busy one more. Runs on adapters that prune videos
+            (refused at ``prune_`` elsewhere); image entries are left alone.
+            ``visprune.last_selection(model).temporal_dropped`` says how many tokens it dropped per video.
     """
 
     scorer: Any = "atp"
@@ -115,6 +125,7 @@ class PruneConfig:
     cut: str | None = None
     seed: int = 0
     positions: str | None = None
+    temporal: float | None = None
 
     def __post_init__(self) -> None:
         set_ = functools.partial(object.__setattr__, self)
@@ -139,6 +150,9 @@ class PruneConfig:
             _check_unit("keep", self.keep)
         if self.energy is not None:
             _check_unit("energy", self.energy)
+        if self.temporal is not None:
+            _check_unit("temporal", self.temporal, "the cosine similarity at or above which a video token "
+                        "repeats the one before it; None: no temporal stage")
         if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1):
             raise ValueError(f"k must be an integer >= 1 (tokens kept per image), got {self.k!r}")
         if self.budget_name == "fixed" and self.k is None:
@@ -240,9 +254,9 @@ def _check_text_encoder(value: Any) -> None:
         raise ValueError(f"text_encoder={value!r}: write {AUTO!r} (lower case) for the model's own CLIP partner")
 
 
-def _check_unit(name: str, value: Any) -> None:
+def _check_unit(name: str, value: Any, what: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not 0.0 < value <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+        raise ValueError(f"{name} must be in (0, 1]{f' ({what})' if what else ''}, got {value!r}")
 
 
 def _default_budget(scorer: Any) -> str:

@@ -79,6 +79,30 @@ def ratio_budget(counts: torch.Tensor | int, keep: float) -> torch.Tensor:
     return torch.minimum(k.clamp_min(1), counts.to(torch.int64))
 
 
+def temporal_repeats(features: torch.Tensor, thw: tuple[int, int, int], tau: float) -> torch.Tensor:
+    """``[N]`` bool: the tokens of a video that repeat the one at the same place before them.
+
+    ``features`` is ``[N, D]``, ``N = t * h * w`` tokens in ``(t, h, w)`` row-major order (temporal group
+    by group). A token of group ``t > 0`` is a repeat when its cosine similarity to the *anchor* at its
+    place ``(h, w)`` is ``>= tau`` (or it equals it exactly); the anchor is the last group's token at that
+    place that was not a repeat, so a slow drift is still caught once it has drifted far enough, rather
+    than every step passing against its near-identical predecessor. Group 0 is never a repeat.
+    """
+    t, h, w = thw
+    if features.shape[0] != t * h * w:
+        raise ValueError(f"a video of grid (t, h, w) = {thw} has {t * h * w} tokens, got {features.shape[0]}")
+    groups = features.detach().float().reshape(t, h * w, -1)
+    unit = torch.nn.functional.normalize(groups, dim=-1)
+    repeats = torch.zeros(t, h * w, dtype=torch.bool, device=features.device)
+    anchor, anchor_unit = groups[0], unit[0]
+    for i in range(1, t):
+        same = ((unit[i] * anchor_unit).sum(-1) >= tau) | (groups[i] == anchor).all(-1)
+        repeats[i] = same
+        anchor = torch.where(same[:, None], anchor, groups[i])
+        anchor_unit = torch.where(same[:, None], anchor_unit, unit[i])
+    return repeats.reshape(-1)
+
+
 def keep_indices(scores: torch.Tensor, k: torch.Tensor | int | list[int]) -> list[torch.Tensor]:
     """Top-``k`` token indices of each row, in ascending (original) order.
 

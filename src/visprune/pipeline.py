@@ -23,7 +23,7 @@ class Selection:
     encoded: Encoded
     kept: list[torch.Tensor]
     image_rows: list[int]
-    score_seconds: float  # scorer + budget + selection (+ merging)
+    score_seconds: float  # temporal stage + scorer + budget + selection (+ merging)
     encode_seconds: float = 0.0  # the adapter's encode, the model's own vision work included
     apply_seconds: float = 0.0  # turning the selection into the call's inputs
     scores: torch.Tensor | None = None  # [I, N] as the scorer returned them (padded rows)
@@ -39,6 +39,7 @@ class Selection:
     own_order: bool = False
     layout: PromptLayout | None = None  # the call's prompt on the host (image rows, row widths)
     original_positions: bool = False  # PruneConfig.positions == "original": kept tokens keep their positions
+    repeats: torch.Tensor | None = None  # [I, N] tokens the temporal stage dropped (PruneConfig.temporal)
 
     @property
     def overhead_seconds(self) -> float:
@@ -64,6 +65,27 @@ class Selection:
     def modalities(self) -> list[str]:
         """The kind of each entry: ``"image"`` or ``"video"`` (images first, then videos)."""
         return self.encoded.modalities or ["image"] * len(self.kept)
+
+    @property
+    def temporal_dropped(self) -> list[int] | None:
+        """Per video (in video order), how many tokens the temporal stage dropped as repeats of the frame
+        group before; None when the stage is off (``PruneConfig.temporal=None``)."""
+        if self.repeats is None:
+            return None
+        counts = self.repeats.sum(-1).tolist()
+        return [int(counts[i]) for i, kind in enumerate(self.modalities) if kind == "video"]
+
+    @property
+    def group_kept(self) -> list[list[int]]:
+        """Per video (in video order), the tokens kept in each temporal group (frame pair on the
+        Qwen-VL family), first group first; empty where the adapter gives no token grid."""
+        out = []
+        thw = self.encoded.thw or [None] * len(self.kept)
+        for kind, idx, grid in zip(self.modalities, self.kept, thw):
+            if kind == "video" and grid is not None and not self.own_order:
+                t, h, w = grid
+                out.append(torch.bincount(idx.cpu() // (h * w), minlength=t).tolist())
+        return out
 
     def kept_features_by_kind(self) -> dict[str, list[torch.Tensor]]:
         """:attr:`kept_features` split by kind, in entry order (``mm_encoder_outputs``' keys)."""
@@ -200,6 +222,19 @@ def build_context(
     return enc, ctx, rows, encode_seconds
 
 
+def temporal_repeats(enc: Encoded, tau: float, valid: torch.Tensor) -> torch.Tensor | None:
+    """``[I, N]`` the video tokens the temporal stage drops (:func:`visprune.ops.temporal_repeats` per
+    video entry, ``Encoded.thw``); image entries and adapters without a token grid lose none."""
+    if enc.thw is None:
+        return None
+    kinds = enc.modalities or ["image"] * len(enc.features)
+    repeats = torch.zeros_like(valid)
+    for i, (kind, f, thw) in enumerate(zip(kinds, enc.features, enc.thw)):
+        if kind == "video" and thw is not None:
+            repeats[i, : f.shape[0]] = ops.temporal_repeats(f, thw, tau).to(repeats.device)
+    return repeats
+
+
 def select(
     state: Any, model: Any, input_ids, attention_mask, image_inputs: dict, question_override, layout: PromptLayout
 ) -> Selection:
@@ -209,6 +244,8 @@ def select(
     )
     start = clock.now()
     with torch.no_grad():
+        if state.config.temporal is not None:  # timed with the scorer: visprune's own work
+            ctx.repeats = temporal_repeats(enc, state.config.temporal, ctx.valid)
         scores = state.scorer(ctx)
         kept, merged = decide(state.scorer, state.budget, ctx, scores)
     return Selection(
@@ -224,4 +261,5 @@ def select(
         own_order=merged is not None and getattr(state.scorer, "own_order", False),
         layout=layout,
         original_positions=state.config.positions == "original",
+        repeats=ctx.repeats,
     )

@@ -73,6 +73,10 @@ def prune_(model: nn.Module, config: PruneConfig | dict | None = None, processor
         raise TypeError(f"config must be a PruneConfig or a dict, got {type(config).__name__}")
     adapter = get_adapter(model)
     adapter.check_layers(model, config)
+    if config.temporal is not None and not adapter.video_input_keys:
+        raise TypeError(f"temporal={config.temporal!r} prunes repeats across a video's frames; "
+                        f"{model.config.model_type} takes no video inputs (videos are pruned on the Qwen-VL family: "
+                        "qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5). Leave temporal=None")
     scorer = config.scorer if isinstance(config.scorer, Scorer) else SCORERS.get(config.scorer)()
     budget = config.budget if isinstance(config.budget, Budget) else BUDGETS.get(config.budget)()
     scorer.setup(model, config, processor)
@@ -116,7 +120,9 @@ def last_kept(model: nn.Module) -> list[torch.Tensor]:
 
 def last_selection(model: nn.Module) -> Selection:
     """The full record of this thread's last pruned call (features, signals, kept indices, timing, and
-    ``relevance``: which question relevance ran, ``"clip:<hub id or folder>"``, ``"lmtext"`` or None)."""
+    ``relevance``: which question relevance ran, ``"clip:<hub id or folder>"``, ``"lmtext"`` or None; with
+    ``PruneConfig(temporal=...)``, ``temporal_dropped``: per video, the tokens the temporal stage dropped as
+    repeats, and ``group_kept``: per video, the tokens kept in each temporal group)."""
     state = _state(model)
     last = getattr(state.calls, "last", None)
     if last is None:

@@ -55,6 +55,10 @@ class Encoded:
     #: adapters that prune videos too; entries of one kind are contiguous, kinds in that table's
     #: order (all images, then all videos); ``None``: every entry is an image
     modalities: list[str] | None = None
+    #: ``(t, h, w)`` of each entry's tokens when they are a stack of ``t`` temporal groups of an ``h x w``
+    #: grid in ``(t, h, w)`` row-major order (Qwen-VL videos: after the 2x2 merger, one group per frame
+    #: pair), for the temporal stage (``PruneConfig.temporal``); ``None`` where an adapter does not say
+    thw: list[tuple[int, int, int]] | None = None
 
 
 class Adapter:

@@ -17,7 +17,9 @@ attention it receives from the patches of its own frame pair. Entries are all im
 videos (``Encoded.modalities``), and each kind's keep mask follows that kind's placeholders, since
 the model scatters image and video features separately. Kept video tokens keep their 3-D (t, h, w)
 positions: ``get_rope_index`` runs on the full prompt with ``video_grid_thw`` (and Qwen2.5-VL's
-``second_per_grid_ts``).
+``second_per_grid_ts``). Each entry's token grid ``(t, h, w)`` after the merger (``Encoded.thw``: one
+temporal group per frame pair, tokens in ``(t, h, w)`` row-major order, as ``pooler_output`` holds them)
+feeds the temporal stage (``PruneConfig.temporal``).
 """
 
 from __future__ import annotations
@@ -176,6 +178,7 @@ class Qwen2VLAdapter(Adapter):
         merged_grid = [(int(h) // tower.spatial_merge_size, int(w) // tower.spatial_merge_size) for _, h, w in grid_host]
         enc.model_seconds = model_seconds
         enc.grids = [g if int(t) == 1 else None for g, (t, _, _) in zip(merged_grid, grid_host)]
+        enc.thw = [(int(t), h, w) for (h, w), (t, _, _) in zip(merged_grid, grid_host)]
         if IMAGE_KEY in needs:
             enc.image_keys = [pixel_key(c) for c in torch.split(pixels, [n * unit for n in lengths])]
         if not want_attention:
@@ -249,7 +252,7 @@ def _joined(parts: list[tuple[str, Encoded]]) -> Encoded:
         extras[key] = [[x for e in encs for x in e.extras[key][layer]] for layer in range(len(encs[0].extras[key]))]
     return Encoded(
         features=cat("features"), protected=cat("protected"), saliency=cat("saliency"), keys=cat("keys"),
-        image_keys=cat("image_keys"), grids=cat("grids"), extras=extras,
+        image_keys=cat("image_keys"), grids=cat("grids"), thw=cat("thw"), extras=extras,
         model_seconds=sum(e.model_seconds for e in encs),
         modalities=[kind for kind, e in parts for _ in e.features],
     )

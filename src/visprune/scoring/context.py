@@ -69,6 +69,8 @@ class ScoreContext:
         crops: ``[I, N]`` long, the crop of its image each token comes from (0 the base image, 1..
             the any-resolution crops, -1 no crop: newlines, padding), or None where the adapter does
             not tell crops apart (:attr:`~visprune.adapters.base.Encoded.crops`).
+        repeats: ``[I, N]`` bool, video tokens the temporal stage dropped as repeats of the frame group
+            before (``PruneConfig.temporal``): neither candidates nor counted by a budget; None: no stage.
         config: the :class:`~visprune.PruneConfig` in force.
         extras: anything a custom scorer's adapter support put there.
     """
@@ -86,11 +88,14 @@ class ScoreContext:
     grids: list[tuple[int, int]] | None = None
     tower: TowerStates | None = None
     crops: torch.Tensor | None = None
+    repeats: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
 
     @property
     def candidates(self) -> torch.Tensor:
-        """``[I, N]`` tokens a budget chooses among: valid and not protected."""
+        """``[I, N]`` tokens a budget chooses among: valid, not protected, not a temporal repeat."""
+        if self.repeats is not None:
+            return self.valid & ~self.protected & ~self.repeats
         return self.valid & ~self.protected
 
     @property

@@ -31,6 +31,8 @@ def decide(scorer: Any, budget: Any, ctx: ScoreContext, scores: torch.Tensor) ->
         keep = torch.zeros_like(ctx.valid)
         for i, idx in enumerate(scorer.select(ctx, scores, k.cpu())):
             keep[i, idx.to(keep.device)] = True
+        if ctx.repeats is not None:  # a scorer's own selection may not read candidates: repeats stay dropped
+            keep &= ~ctx.repeats.to(keep.device)
     keep = keep | ctx.protected
     kept = ops.mask_indices(keep, keep.sum(-1).tolist())  # the one read-back
     return kept, scorer.merge(ctx, kept)

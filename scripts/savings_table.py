@@ -225,6 +225,52 @@ def qwen3_vl(tiny: bool) -> tuple[str, str, list[Row]]:
             "features are gathered at the same indices", rows)
 
 
+def qwen2_5_vl_video(tiny: bool) -> tuple[str, str, list[Row]]:
+    """Qwen2.5-VL-7B-Instruct on a 32-frame clip at 448x448 per frame: 2 frames per temporal patch, 32x32
+    patches per frame -> 16 temporal groups x 16x16 = 4,096 merged tokens, pruned within the video."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.vision_utils import get_vision_position_ids, get_vision_window_index
+
+    if tiny:
+        text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, vocab_size=1000,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]})
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64, patch_size=14,
+                      spatial_merge_size=2, temporal_patch_size=2, in_channels=3, window_size=56,
+                      fullatt_block_indexes=[1])
+        frames, image = 4, 112
+    else:
+        text = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                    num_key_value_heads=4, vocab_size=152064, max_position_embeddings=128000,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]})
+        vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3, window_size=112,
+                      fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2)
+        frames, image = 32, 448
+    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=151655, video_token_id=151656,
+                           vision_start_token_id=151652, vision_end_token_id=151653)
+    m = _build(Qwen2_5_VLForConditionalGeneration, cfg)
+    g = image // 14
+    t = frames // 2
+    n = t * g * g // 4
+    grid = torch.tensor([[t, g, g]])
+    pixels = _meta(t * g * g, 3 * 2 * 14 * 14)
+    # rotary positions and the window layout come from the (real) grid; handed over on meta
+    positions = get_vision_position_ids(grid, 2).to(META)
+    window, cu_window = get_vision_window_index(grid, spatial_merge_size=2, window_size=cfg.vision_config.window_size,
+                                                patch_size=14)
+    with torch.no_grad():
+        by_module, _ = count_flops_by_module(m.model.visual, pixels, grid_thw=grid, position_ids=positions,
+                                             window_index=window.to(META), cu_window_seqlens=cu_window)
+    connector = by_module.get("merger", 0)
+    width = cfg.text_config.hidden_size
+    rows = [Row(keep, _kept(n, keep), _kept(n, keep), by_module["total"] - connector, connector,
+                _prefill(m, m.model.language_model, m.lm_head, width, TEXT_TOKENS + _kept(n, keep))) for keep in KEEPS]
+    return (f"Qwen2.5-VL-7B, {frames}-frame video", f"{n} merged tokens ({frames} frames of {image}x{image}: {t} "
+            f"temporal patches of {g // 2}x{g // 2}), pruned after the patch merger within the video; the vision "
+            "tower runs on the whole clip", rows)
+
+
 def _blip_configs(tiny: bool, instruct: bool):
     from transformers import OPTConfig
 
@@ -415,7 +461,8 @@ def internvl(tiny: bool) -> list[tuple[str, str, list[Row]]]:
     return [_internvl(tiny, 1), _internvl(tiny, 5)]
 
 
-ARCHS = {"llava": llava, "llava_next": llava_next, "qwen2_vl": qwen2_vl, "qwen3_vl": qwen3_vl, "blip2": blip2,
+ARCHS = {"llava": llava, "llava_next": llava_next, "qwen2_vl": qwen2_vl, "qwen3_vl": qwen3_vl,
+         "qwen2_5_vl_video": qwen2_5_vl_video, "blip2": blip2,
          "instructblip": instructblip, "idefics": idefics, "gemma3": gemma3, "internvl": internvl}
 
 NOTES = """\
@@ -440,12 +487,17 @@ NOTES = """\
   more than Gemma-3-4B's whole prefill, so pruning the pooled tokens saves at most the prefill's share.
   InternVL's InternViT-300M runs once per tile (0.72 TFLOP each), a sixth of InternVL3-8B's
   unpruned total at any tile count, so its savings follow the language model's share.
+- **Qwen2.5-VL video**: a 32-frame clip at 448x448 is 4,096 merged tokens, and the vision tower
+  (window attention, full attention within each temporal patch in 4 of its 32 blocks) runs on all
+  16,384 patches before anything is pruned: about a quarter of the unpruned total, which caps the
+  saving as for Qwen2-VL's image. The temporal stage (`temporal=`) selects after the merger too, so
+  it moves the language-model share only.
 
 Counting notes: the language model's prefill includes the LM head on the last position only (as
 `generate` computes it); IDEFICS is counted with eager attention (its forward always builds a
 padding mask that the SDPA mask code inspects, which meta tensors cannot do), whose matmuls torch
-counts exactly as the SDPA formula does; Qwen2-VL's vision rotary positions are computed from the
-real grid and handed over on meta.
+counts exactly as the SDPA formula does; Qwen2-VL's vision rotary positions (and Qwen2.5-VL's window
+layout) are computed from the real grid and handed over on meta.
 """
 
 
@@ -454,7 +506,7 @@ def render(results: list[tuple[str, str, list[Row]]], tiny: bool) -> str:
     out = ["# Counted savings of visual-token pruning", "",
            "Generated by `python scripts/savings_table.py`; do not edit by hand." if not tiny else
            "Tiny configurations (`--tiny`): a smoke test of the script, not a result.", "",
-           "FLOPs of one image and a prompt of "
+           "FLOPs of one image (or the one video clip a row names) and a prompt of "
            f"{TEXT_TOKENS} text tokens, batch 1, prefill only (decoder stack over the prompt and the LM head on its "
            "last position), counted with `visprune.measure.flops.count_flops_by_module` (`torch.utils.flop_counter`, a "
            "multiply-add is 2 FLOPs) on models built on the `meta` device at their published sizes. Pruning itself "

@@ -15,6 +15,10 @@ $V bench --geometry small --device cpu --repeats 5 --warmup 2 --compile --method
   --method random:keep=0.25 --json benchmarks/small-compiled.json --markdown BENCHMARKS.md --quiet
 $V bench --geometry tiny --device cpu --method atp:keep=0.25 --method e-adaprune:energy=0.9 \
   --method random:keep=0.25 --method cls:keep=0.5 --json benchmarks/tiny.json --markdown BENCHMARKS.md --quiet
+# Video: a Qwen2.5-VL-shaped model on an 8-frame clip, with the temporal stage's own overhead
+$V bench --geometry small-video --device cpu --repeats 3 --warmup 1 --method atp:keep=0.25 --method random:keep=0.25 \
+  --method cls:keep=0.25 --method cls:keep=0.25,temporal=0.9 --json benchmarks/small-video.json \
+  --markdown BENCHMARKS.md --quiet
 $V bench --geometry llava-1.5-7b --device meta --method atp:keep=0.25 --method atp:keep=0.4 --method atp:keep=0.5 \
   --method cls:k=64 --method e-adaprune:energy=0.9 --json benchmarks/llava-1.5-7b.json --markdown BENCHMARKS.md --quiet
 .venv/bin/python scripts/bench_energy.py --markdown BENCHMARKS.md

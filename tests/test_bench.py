@@ -163,3 +163,33 @@ def test_the_overhead_clock_runs_without_cuda():
         t0 = clock.now()
         t1 = clock.now()
     assert t1 >= t0
+
+
+def test_small_video_geometry_reports_kept_tokens_per_video():
+    """`small-video`: a Qwen2.5-VL-shaped model on one 8-frame clip (256 merged video tokens); bench
+    reports the tokens kept per video, and how many the temporal stage dropped as repeats."""
+    geo = build_geometry("small-video")
+    assert geo.inputs["video_grid_thw"].tolist() == [[4, 16, 16]] and "pixel_values" not in geo.inputs
+    report = bench(geo, methods=["atp:keep=0.25", "cls:keep=0.25,temporal=0.9"], repeats=1, warmup=0,
+                   new_tokens=2, progress=None)
+    rows = {r["method"]: r for r in report["results"]}
+    atp, temporal = rows["atp:keep=0.25"], rows["cls:keep=0.25,temporal=0.9"]
+    assert atp["kept_tokens"] == [64] and atp["temporal_dropped"] is None
+    assert rows["none"]["kept_tokens"] is None and 0 < atp["flops_ratio"] < 1
+    (dropped,) = temporal["temporal_dropped"]
+    assert 0 < dropped <= 192  # the first frame pair always survives: at most 3 of 4 groups dropped
+    assert temporal["kept_tokens"] == [round((256 - dropped) * 0.25)] and temporal["overhead_s"] > 0
+    assert temporal["kv_cache_ratio"] < atp["kv_cache_ratio"] < 1
+    table = markdown(report, "visprune bench --geometry small-video")
+    assert f"| cls:keep=0.25,temporal=0.9 | {temporal['kept_tokens'][0]} ({dropped} dropped as repeats) |" in table
+    with pytest.raises(ValueError, match="batch 1 only"):
+        from visprune.apps.bench.geometries import batch_inputs
+
+        batch_inputs(geo, 2)
+
+
+def test_small_video_refuses_batch_sizes(capsys):
+    from visprune.apps.cli import main
+
+    assert main(["bench", "--geometry", "small-video", "--batch-sizes", "2", "--quiet"]) == 2
+    assert "batch 1 only" in capsys.readouterr().err

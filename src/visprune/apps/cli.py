@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     be = sub.add_parser("bench", help="latency vs FLOPs, visprune's overhead, memory: pruned vs unpruned, same run")
     be.add_argument("--geometry", default="small",
                     help="tiny, small (CPU-sized, 576 tokens), small-hd (LLaVA-NeXT any-resolution, 5 crops, 2,928 "
-                         "tokens) or llava-1.5-7b (real size, random weights: 14 GB in bf16; its FLOPs only, on the "
+                         "tokens), small-video (Qwen2.5-VL-shaped, an 8-frame clip, 256 video tokens; batch 1 only) "
+                         "or llava-1.5-7b (real size, random weights: 14 GB in bf16; its FLOPs only, on the "
                          "meta device, when there is no CUDA and no --device)")
     be.add_argument("--method", action="append", help="method spec, repeatable (default: visprune.methods.QUICK_METHODS: atp, e-adaprune, random at about a quarter of the tokens)")
     be.add_argument("--json", help="write the full report here")

@@ -66,6 +66,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _throughput_command(args: argparse.Namespace, methods: list[str] | None, device: str, command: str) -> int:
     sizes = parse_batch_sizes(args.batch_sizes)
+    if args.geometry == "small-video":
+        raise UsageError("small-video is timed at batch 1 only: run it without --batch-sizes")
     if device == "meta":
         raise UsageError("throughput needs timings; the meta device only counts FLOPs (use --device cpu or cuda)")
     if args.compile:

@@ -10,7 +10,7 @@ import torch
 
 from ... import testing
 
-GEOMETRIES = ("tiny", "small", "small-hd", "llava-1.5-7b")
+GEOMETRIES = ("tiny", "small", "small-hd", "small-video", "llava-1.5-7b")
 QUESTION = "what colour is the star ?"
 
 
@@ -69,6 +69,12 @@ def build_geometry(name: str, device: str = "cpu", dtype: torch.dtype = torch.fl
     ``llava-1.5-7b`` is built at its real size on ``device`` (about 14 GB of weights in bf16);
     ``device="meta"`` gives its shapes without memory (no inputs can run there).
     """
+    if name == "small-video":
+        model, proc = small_video()
+        model = model.to(device=device, dtype=dtype)
+        geo = Geometry(name, model, {}, SMALL_VIDEO_DESCRIPTION, proc, (VIDEO_SIDE, VIDEO_SIDE))
+        geo.inputs = video_inputs(geo)
+        return geo
     if name == "tiny":
         model, proc = testing.llava(image=56, vision=TINY, text=TINY_TEXT)
         desc = "tiny LLaVA: CLIP 32-wide x 3 layers at 56 px (16 tokens), Llama 32-wide x 2 layers"
@@ -98,6 +104,8 @@ def batch_inputs(geo: Geometry, batch_size: int, images: int = 1, only: int | No
     wants it. ``only=i``: sample ``i`` of that batch alone (the same images)."""
     if batch_size < 1 or images < 1:
         raise ValueError(f"batch_size and images must be >= 1, got {batch_size} and {images}")
+    if geo.name == "small-video":
+        raise ValueError("small-video is timed at batch 1 only (visprune bench without --batch-sizes)")
     param = next(geo.model.parameters())
     pictures = graded_images(batch_size * images, geo.image_size)
     if only is not None:
@@ -185,3 +193,62 @@ def llava_7b_config(vision_layers: int = 24, text_layers: int = 32):
         image_token_id=32000, vision_feature_layer=-2, vision_feature_select_strategy="default",
     )
 
+
+VIDEO_FRAMES, VIDEO_SIDE = 8, 224
+SMALL_VIDEO_DESCRIPTION = (
+    "small Qwen2.5-VL on a video: the Qwen2.5-VL vision tower (window attention, full attention in 2 of 8 blocks) "
+    "at 384 x 8 layers, 14 px patches, 2 frames per temporal patch; an 8-frame 224 x 224 clip (a square moving over "
+    "a still background) = 4 temporal patches x 8 x 8 = 256 merged video tokens; Qwen2 language model 512 x 8 "
+    "layers (GQA 8 / 2 heads, M-RoPE), random weights")
+
+
+def small_video():
+    """A Qwen2.5-VL-shaped model at CPU size (transformers' ``Qwen2_5_VLConfig``; the real model's patch,
+    merge, temporal patch and 112 px window, smaller widths and depths) and the processor of its clip."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    from ...testing.qwen import QWEN_SPECIALS, QwenInputs, qwen_tokenizer
+
+    tok = qwen_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    text = dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
+                num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=4096,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]},
+                pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    vision = dict(depth=8, hidden_size=384, intermediate_size=1024, num_heads=6, out_hidden_size=512, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, in_channels=3, window_size=112,
+                  fullatt_block_indexes=[3, 7])
+    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                           video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                           vision_end_token_id=ids["<|vision_end|>"])
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    ip = Qwen2VLImageProcessorPil(min_pixels=4 * 28 * 28, max_pixels=VIDEO_SIDE * VIDEO_SIDE, patch_size=14,
+                                  merge_size=2, temporal_patch_size=2)
+    return model, QwenInputs(ip, tok)
+
+
+def moving_square(frames: int, side: int, seed: int = 0) -> list:
+    """``frames`` pictures of a red square (a quarter of the side) crossing a still noise background."""
+    from PIL import Image
+
+    background = np.random.default_rng(seed).integers(0, 256, (side, side, 3)).astype(np.uint8)
+    size = side // 4
+    out = []
+    for i in range(frames):
+        frame = background.copy()
+        x = (side - size) * i // max(frames - 1, 1)
+        frame[side // 2 - size // 2: side // 2 + size // 2, x: x + size] = (200, 30, 30)
+        out.append(Image.fromarray(frame))
+    return out
+
+
+def video_inputs(geo: Geometry) -> dict:
+    """One prompt asking :data:`QUESTION` about the geometry's clip, on the model's device and in its dtype."""
+    from ...testing.qwen import qwen_prompt
+
+    param = next(geo.model.parameters())
+    inputs = geo.processor(text=[qwen_prompt(QUESTION, 0, 1)], videos=[moving_square(VIDEO_FRAMES, VIDEO_SIDE)])
+    return {k: (v.to(device=param.device, dtype=param.dtype) if v.is_floating_point() else v.to(param.device))
+            for k, v in inputs.items()}

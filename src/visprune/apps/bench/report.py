@@ -32,6 +32,8 @@ def markdown(report: dict, command: str) -> str:
     rows = []
     for r in report["results"]:
         kept = "all" if r["kept_tokens"] is None else ", ".join(map(str, r["kept_tokens"]))
+        if r.get("temporal_dropped") is not None:
+            kept += f" ({', '.join(map(str, r['temporal_dropped']))} dropped as repeats)"
         rows.append([r["method"], kept, f"{r['flops_ratio']:.3f}", f"{r['prefill_latency_ratio']:.3f}",
                      f"{r['efficiency']:.2f}", f"{r['generate_latency_ratio']:.3f}",
                      f"{100 * r['overhead_fraction']:.2f}% / {100 * r['overhead_fraction_prefill']:.2f}%",

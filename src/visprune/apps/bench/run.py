@@ -80,12 +80,15 @@ def bench(
                 with torch.no_grad(), count_cuda_syncs() as logged:
                     model(**inputs)
                 syncs = len(logged)
-            kept = last_selection(model).sent if m.config is not None else None  # tokens the LM receives
+            selection = last_selection(model) if m.config is not None else None
+            kept = selection.sent if selection else None  # tokens the LM receives, per image or video
+            dropped = selection.temporal_dropped if selection else None  # per video, by the temporal stage
         finally:
             if m.config is not None:
                 unprune_(model)
         rows[m.label] = {"method": m.label, "config": m.to_dict()["config"], "flops": flops, "peak_bytes": peak,
-                         "kv_cache_bytes": kv, "kept_tokens": kept, "host_reads": len(reads), "cuda_syncs": syncs,
+                         "kv_cache_bytes": kv, "kept_tokens": kept, "temporal_dropped": dropped,
+                         "host_reads": len(reads), "cuda_syncs": syncs,
                          "prefill_s": [], "generate_s": [], "overhead_s": []}
     backend = (compile if isinstance(compile, str) else "inductor") if compile else None
     eager_lm = model.model.language_model
@@ -109,6 +112,7 @@ def bench(
             "method": m.label,
             "config": r["config"],
             "kept_tokens": r["kept_tokens"],
+            "temporal_dropped": r["temporal_dropped"],
             "flops": r["flops"],
             "flops_ratio": flops_ratio,
             "prefill_latency_s": prefill,

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .scoring.budgets import BUDGETS, Budget
+from .scoring.budgets import BUDGETS, VIDEO_BUDGETS, Budget
 from .scoring.scorers import SCORERS, Scorer
 from .scoring.scorers.base import build_scorer, registered_name, scorer_settings
 from .scoring.scorers.clip_text import AUTO
@@ -24,7 +24,8 @@ POSITIONS = (None, "compact", "original")
 
 
 # The fields each registered budget reads; given with another budget they would be silently ignored.
-BUDGET_FIELDS = {"keep": ("ratio",), "k": ("fixed",), "energy": ("energy",), "max_keep": ("energy", "iqr")}
+BUDGET_FIELDS = {"keep": ("ratio",), "k": ("fixed",), "energy": ("energy",), "max_keep": ("energy", "iqr"),
+                 "video_budget": ("energy",)}
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,15 @@ class PruneConfig:
             clip keeps about one group's tokens, a busy one more. Runs on adapters that prune videos
             (refused at ``prune_`` elsewhere); image entries are left alone.
             ``visprune.last_selection(model).temporal_dropped`` says how many tokens it dropped per video.
+        video_budget: how the ``energy`` budget treats a video's temporal groups (frame pairs on the
+            Qwen-VL family): ``"clip-split"`` (default with the energy budget): the energy budget of the
+            whole clip, divided among its groups in proportion to each group's own spectral energy (squared
+            Frobenius norm of its candidate tokens; largest remainders), each group keeping its part of its
+            own top tokens; ``"clip"``: one pool over the whole clip; ``"frame"``: each group's own energy
+            budget. Read by the energy budget only (refused with another; ``ratio`` / ``fixed`` / ``iqr``
+            pool the whole clip); images are unaffected. Scorers with their own selection (DivPrune,
+            CDPruner, pooling, ...) get the clip's total and choose across it.
+            ``visprune.last_selection(model).group_kept`` shows the split.
     """
 
     scorer: Any = "atp"
@@ -126,6 +136,7 @@ class PruneConfig:
     seed: int = 0
     positions: str | None = None
     temporal: float | None = None
+    video_budget: str | None = None
 
     def __post_init__(self) -> None:
         set_ = functools.partial(object.__setattr__, self)
@@ -161,6 +172,11 @@ class PruneConfig:
             set_("keep", DEFAULT_KEEP)
         if self.budget_name == "energy" and self.energy is None:
             set_("energy", DEFAULT_ENERGY)
+        if self.video_budget is not None and self.video_budget not in VIDEO_BUDGETS:
+            raise ValueError(f"unknown video_budget {self.video_budget!r}; valid: {', '.join(VIDEO_BUDGETS)} "
+                             "(how the energy budget divides a video among its frame groups)")
+        if self.budget_name == "energy" and self.video_budget is None:
+            set_("video_budget", VIDEO_BUDGETS[0])
         if not isinstance(self.min_keep, int) or self.min_keep < 1:
             raise ValueError(f"min_keep must be an integer >= 1, got {self.min_keep!r}")
         if self.max_keep is not None:

@@ -103,6 +103,43 @@ def temporal_repeats(features: torch.Tensor, thw: tuple[int, int, int], tau: flo
     return repeats.reshape(-1)
 
 
+def apportion(k: int, weights: list[float], caps: list[int]) -> list[int]:
+    """``k`` split into integer parts in proportion to ``weights``, each part at most its cap, the parts
+    summing to ``min(k, sum(caps))`` (largest remainders).
+
+    A part whose proportional quota reaches its cap gets the cap, and the rest is shared again among the
+    others in proportion to their weights, until no quota passes its cap; then every part takes the floor
+    of its quota and the units left go one each to the largest fractional remainders (ties: the earlier
+    part). Parts with a cap of 0 get nothing; where every open part weighs 0 they share equally.
+    """
+    if len(weights) != len(caps):
+        raise ValueError(f"{len(weights)} weights for {len(caps)} caps")
+    out = [0] * len(caps)
+    left = min(int(k), sum(caps))
+    open_ = [g for g, c in enumerate(caps) if c > 0]
+    while left > 0 and open_:
+        w = [max(float(weights[g]), 0.0) for g in open_]
+        if sum(w) <= 0:
+            w = [1.0] * len(open_)
+        quota = [left * x / sum(w) for x in w]
+        full = [g for g, q in zip(open_, quota) if q >= caps[g]]
+        if full:
+            for g in full:
+                out[g] = caps[g]
+                left -= caps[g]
+            open_ = [g for g in open_ if g not in full]
+            continue
+        floors = [math.floor(q) for q in quota]
+        for g, f in zip(open_, floors):
+            out[g] = f
+        rest = left - sum(floors)
+        order = sorted(range(len(open_)), key=lambda j: (-(quota[j] - floors[j]), j))
+        for j in order[:rest]:
+            out[open_[j]] += 1
+        left = 0
+    return out
+
+
 def keep_indices(scores: torch.Tensor, k: torch.Tensor | int | list[int]) -> list[torch.Tensor]:
     """Top-``k`` token indices of each row, in ascending (original) order.
 
@@ -147,6 +184,18 @@ def topk_mask(scores: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
     order = torch.sort(s, dim=-1, descending=True, stable=True).indices
     rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n, device=scores.device).expand(b, n))
     return rank < k.unsqueeze(-1)
+
+
+def topk_mask_grouped(scores: torch.Tensor, groups: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``[B, N]`` bool: in each row, the top-``k[b, g]`` entries among the entries of group ``g``, for every
+    group (:func:`topk_mask`'s rules within each group); ``groups`` is ``[B, N]`` in ``[0, G)``, ``k``
+    ``[B, G]``. Stays on the device."""
+    b, n = scores.shape
+    g = k.shape[1]
+    member = groups.unsqueeze(1) == torch.arange(g, device=groups.device).view(1, g, 1)  # [B, G, N]
+    s = torch.where(member, scores.float().unsqueeze(1), torch.full((), -math.inf, device=scores.device))
+    keep = topk_mask(s.reshape(b * g, n), k.to(scores.device, torch.int64).reshape(-1)).reshape(b, g, n)
+    return (keep & member).any(1)
 
 
 def mask_indices(mask: torch.Tensor, sizes: list[int] | None = None) -> list[torch.Tensor]:

@@ -210,6 +210,7 @@ def build_context(
         if enc.crops is not None:
             ctx.crops = ops.pad_ragged(enc.crops, value=-1)[0]
         ctx.tower = enc.tower
+        ctx.groups = temporal_groups(enc, valid)
         needs = scorer.needs
         if QUESTION_TEXT in needs or QUESTION_EMBEDS in needs:
             qs = None
@@ -220,6 +221,21 @@ def build_context(
                 per_row = question_embeddings(model, state.processor, qs, layout, input_ids.device)
                 ctx.question_embeds = [per_row[r] for r in rows]
     return enc, ctx, rows, encode_seconds
+
+
+def temporal_groups(enc: Encoded, valid: torch.Tensor) -> torch.Tensor | None:
+    """``[I, N]`` the temporal group of each video token (``Encoded.thw``), -1 elsewhere; None without videos."""
+    if enc.thw is None:
+        return None
+    kinds = enc.modalities or ["image"] * len(enc.features)
+    groups = torch.full(valid.shape, -1, dtype=torch.int64, device=valid.device)
+    found = False
+    for i, (kind, thw) in enumerate(zip(kinds, enc.thw)):
+        if kind == "video" and thw is not None:
+            t, h, w = thw
+            groups[i, : t * h * w] = torch.arange(t, device=valid.device).repeat_interleave(h * w)
+            found = True
+    return groups if found else None
 
 
 def temporal_repeats(enc: Encoded, tau: float, valid: torch.Tensor) -> torch.Tensor | None:

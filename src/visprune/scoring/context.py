@@ -71,6 +71,9 @@ class ScoreContext:
             not tell crops apart (:attr:`~visprune.adapters.base.Encoded.crops`).
         repeats: ``[I, N]`` bool, video tokens the temporal stage dropped as repeats of the frame group
             before (``PruneConfig.temporal``): neither candidates nor counted by a budget; None: no stage.
+        groups: ``[I, N]`` long, the temporal group (frame pair on the Qwen-VL family) of each token of a
+            video entry, ``-1`` elsewhere (image entries, padding), from ``Encoded.thw``; None where the
+            call has no video entry with a token grid.
         config: the :class:`~visprune.PruneConfig` in force.
         extras: anything a custom scorer's adapter support put there.
     """
@@ -89,6 +92,7 @@ class ScoreContext:
     tower: TowerStates | None = None
     crops: torch.Tensor | None = None
     repeats: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
 
     @property

@@ -19,14 +19,24 @@ def decide(scorer: Any, budget: Any, ctx: ScoreContext, scores: torch.Tensor) ->
     whole decision stays on the device and reads one small tensor back to the host, the kept
     count of each image, however many images the call has. Scorers with their own selection
     (DivPrune, pooling, VisionZip) get ``k`` on the host.
+
+    Where the budget splits a video's ``k`` over its temporal groups (:meth:`Budget.parts`: the energy
+    budget's ``video_budget="clip-split"`` / ``"frame"``), top-``k`` scorers pick each group's share among
+    that group's tokens; scorers with their own selection get the video's total ``k`` and choose across
+    the clip.
     """
     if scores.shape != ctx.valid.shape:
         raise RuntimeError(f"scorer returned shape {tuple(scores.shape)}, expected {tuple(ctx.valid.shape)}")
     counts = ctx.counts
     k = torch.minimum(budget(ctx, scores).to(counts.device, torch.int64), counts.to(torch.int64))
+    # per temporal group of a video, what each keeps of its entry's k (Budget.parts), or None: one pool
+    parts = budget.parts(ctx, k) if hasattr(budget, "parts") else None
     if type(scorer).select is Scorer.select:
         masked = torch.where(ctx.candidates, scores.float(), torch.full_like(scores, -math.inf, dtype=torch.float))
-        keep = ops.topk_mask(masked, k)
+        if parts is None:
+            keep = ops.topk_mask(masked, k)
+        else:  # image rows: all of k in "group 0", their tokens all in group 0
+            keep = ops.topk_mask_grouped(masked, ctx.groups.clamp_min(0).to(masked.device), parts)
     else:
         keep = torch.zeros_like(ctx.valid)
         for i, idx in enumerate(scorer.select(ctx, scores, k.cpu())):

@@ -84,7 +84,8 @@ class Selection:
         for kind, idx, grid in zip(self.modalities, self.kept, thw):
             if kind == "video" and grid is not None and not self.own_order:
                 t, h, w = grid
-                out.append(torch.bincount(idx.cpu() // (h * w), minlength=t).tolist())
+                idx = idx.cpu()
+                out.append(torch.bincount(idx[idx < t * h * w] // (h * w), minlength=t).tolist())
         return out
 
     def kept_features_by_kind(self) -> dict[str, list[torch.Tensor]]:
@@ -247,7 +248,8 @@ def temporal_repeats(enc: Encoded, tau: float, valid: torch.Tensor) -> torch.Ten
     repeats = torch.zeros_like(valid)
     for i, (kind, f, thw) in enumerate(zip(kinds, enc.features, enc.thw)):
         if kind == "video" and thw is not None:
-            repeats[i, : f.shape[0]] = ops.temporal_repeats(f, thw, tau).to(repeats.device)
+            n = thw[0] * thw[1] * thw[2]  # tokens after the grid (LLaVA-OneVision's newline) are never repeats
+            repeats[i, :n] = ops.temporal_repeats(f[:n], thw, tau).to(repeats.device)
     return repeats
 
 

@@ -57,7 +57,8 @@ class Encoded:
     modalities: list[str] | None = None
     #: ``(t, h, w)`` of each entry's tokens when they are a stack of ``t`` temporal groups of an ``h x w``
     #: grid in ``(t, h, w)`` row-major order (Qwen-VL videos: after the 2x2 merger, one group per frame
-    #: pair), for the temporal stage (``PruneConfig.temporal``); ``None`` where an adapter does not say
+    #: pair; LLaVA-OneVision: one group per frame after its 2x2 pooling, then one newline token outside the
+    #: grid), for the temporal stage (``PruneConfig.temporal``); ``None`` where an adapter does not say
     thw: list[tuple[int, int, int]] | None = None
 
 
@@ -111,7 +112,7 @@ class Adapter:
         if not self.video_input_keys and kwargs.get("pixel_values_videos") is not None:
             raise UsageError(
                 f"visprune does not prune video inputs (pixel_values_videos) on {model.config.model_type}; videos "
-                "are pruned on the Qwen-VL family (qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5). Pass the frames as "
+                "are pruned on the Qwen-VL family (qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5) and llava_onevision. Pass the frames as "
                 "images, or call the unpruned model (visprune.unprune_)"
             )
 

@@ -78,7 +78,10 @@ def llava_next(seed: int = 0):
 
 
 def llava_onevision(seed: int = 0):
+    """Tiny LLaVA-OneVision; its tokenizer also has ``<video>`` (``config.video_token_id``): see
+    :func:`onevision_video` for video inputs."""
     tok = tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<image>", "<video>"]})
     pinpoints = [[IMAGE, IMAGE], [IMAGE, 2 * IMAGE], [2 * IMAGE, IMAGE]]
     vision = SiglipVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=IMAGE,
@@ -86,6 +89,7 @@ def llava_onevision(seed: int = 0):
     )
     cfg = LlavaOnevisionConfig(
         vision_config=vision, text_config=_text_config(tok), image_token_id=tok.convert_tokens_to_ids("<image>"),
+        video_token_id=tok.convert_tokens_to_ids("<video>"),
         vision_feature_layer=-1, vision_feature_select_strategy="full", image_grid_pinpoints=pinpoints,
     )
     torch.manual_seed(seed)
@@ -100,6 +104,25 @@ def llava_onevision(seed: int = 0):
         num_additional_image_tokens=0,
     )
     return model, proc
+
+
+def onevision_video(clips, size: int = IMAGE) -> torch.Tensor:
+    """``pixel_values_videos`` ``[videos, frames, 3, size, size]`` as LlavaOnevisionVideoProcessor lays them
+    out (its processor needs torchvision, not installable here): each frame resized to the tower's size,
+    scaled to [0, 1], normalised with SigLIP's mean = std = 0.5. ``clips``: lists of PIL images, equal lengths."""
+    import numpy as np
+
+    def frame(im):
+        a = np.asarray(im.convert("RGB").resize((size, size)), dtype=np.float32) / 255.0
+        return (torch.from_numpy(a).permute(2, 0, 1) - 0.5) / 0.5
+
+    return torch.stack([torch.stack([frame(im) for im in clip]) for clip in clips])
+
+
+def onevision_video_tokens(model, frames: int) -> int:
+    """Placeholders of one ``frames``-frame video: ``ceil(P/2)^2`` pooled tokens per frame, one newline."""
+    side = -(-(model.config.vision_config.image_size // model.config.vision_config.patch_size) // 2)
+    return frames * side * side + 1
 
 
 BUILDERS = {"llava": llava, "llava_next": llava_next, "llava_onevision": llava_onevision}

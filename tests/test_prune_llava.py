@@ -163,7 +163,7 @@ def test_bad_input_fails_at_once_and_leaves_the_model(built):
 def test_unsupported_models_get_a_type_error():
     llama = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                          num_attention_heads=2, vocab_size=50))
-    with pytest.raises(TypeError, match="supported: .*llava, llava_next, llava_onevision, qwen2_5_vl, qwen2_vl"):
+    with pytest.raises(TypeError, match="supported: .*llava, llava_next, llava_next_video, llava_onevision, qwen2_5_vl, qwen2_vl"):
         prune_(llama, PruneConfig())
     assert type(llama) is LlamaForCausalLM
     model, _ = T.llava()

@@ -76,7 +76,7 @@ def prune_(model: nn.Module, config: PruneConfig | dict | None = None, processor
     if config.temporal is not None and not adapter.video_input_keys:
         raise TypeError(f"temporal={config.temporal!r} prunes repeats across a video's frames; "
                         f"{model.config.model_type} takes no video inputs (videos are pruned on the Qwen-VL family: "
-                        "qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5; and llava_onevision). Leave temporal=None")
+                        "qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5; llava_onevision, llava_next_video). Leave temporal=None")
     scorer = config.scorer if isinstance(config.scorer, Scorer) else SCORERS.get(config.scorer)()
     budget = config.budget if isinstance(config.budget, Budget) else BUDGETS.get(config.budget)()
     scorer.setup(model, config, processor)

@@ -13,6 +13,7 @@ from .instructblip import InstructBlipAdapter
 from .internvl import InternVLAdapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
+from .llava_next_video import LlavaNextVideoAdapter
 from .llava_onevision import LlavaOnevisionAdapter
 from .qwen2_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
 from .qwen3_5 import Qwen3_5Adapter
@@ -21,6 +22,7 @@ from .qwen3_vl import Qwen3VLAdapter
 ADAPTERS: dict[str, type[Adapter]] = {
     "llava": LlavaAdapter,
     "llava_next": LlavaNextAdapter,
+    "llava_next_video": LlavaNextVideoAdapter,
     "llava_onevision": LlavaOnevisionAdapter,
     "qwen2_vl": Qwen2VLAdapter,
     "qwen2_5_vl": Qwen2_5_VLAdapter,

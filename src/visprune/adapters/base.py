@@ -112,7 +112,8 @@ class Adapter:
         if not self.video_input_keys and kwargs.get("pixel_values_videos") is not None:
             raise UsageError(
                 f"visprune does not prune video inputs (pixel_values_videos) on {model.config.model_type}; videos "
-                "are pruned on the Qwen-VL family (qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5) and llava_onevision. Pass the frames as "
+                "are pruned on the Qwen-VL family (qwen2_vl, qwen2_5_vl, qwen3_vl, qwen3_5), llava_onevision and "
+                "llava_next_video. Pass the frames as "
                 "images, or call the unpruned model (visprune.unprune_)"
             )
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..measure import clock
 from ..scoring.context import LAST_QK, TOWER, TowerStates
 from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, tower_has_cls, assign_signals
@@ -168,3 +170,118 @@ class LlavaFamilyAdapter(Adapter):
 def _square(n: int) -> tuple[int, int] | None:
     side = math.isqrt(n)
     return (side, side) if side * side == n else None
+
+
+class FrameVideos:
+    """Videos of frames the tower encodes one by one, pooled per frame (LLaVA-OneVision, LLaVA-NeXT-Video).
+
+    ``get_video_features`` (the model's own) runs once with the image :class:`Capture` (every frame a
+    crop); each video is one entry with its own budget over all its frames' tokens. The per-patch signals
+    go through :meth:`pool_frames`, the model's own per-frame pooling, so signal ``j`` describes feature
+    ``j``; a newline the model appends per video (``video_newline``) gets NaN signals and is protected,
+    outside ``Encoded.thw``'s ``(frames, s, s)`` grid.
+    """
+
+    video_newline = False
+    video_as_one_run = False
+    video_input_keys = ("pixel_values_videos",)
+
+    def has_images(self, kwargs: dict) -> bool:
+        return any(kwargs.get(k) is not None and kwargs[k].numel() > 0 for k in ("pixel_values", "pixel_values_videos"))
+
+    def visual_tokens(self, model: nn.Module) -> dict[str, int]:
+        return {"image": self.image_token_id(model), "video": int(model.config.video_token_id)}
+
+    def check_inputs(self, model: nn.Module, kwargs: dict) -> None:
+        """Videos as the video processor builds them: ``[videos, frames, 3, H, W]`` at the tower's size."""
+        pixels = kwargs.get("pixel_values_videos")
+        if pixels is None:
+            return
+        size = model.config.vision_config.image_size
+        if pixels.dim() != 5 or pixels.shape[1] < 1 or tuple(pixels.shape[-2:]) != (size, size):
+            raise UsageError(f"pixel_values_videos is {tuple(pixels.shape)}; LLaVA-OneVision takes [videos, frames, "
+                             f"channels, {size}, {size}] (build videos with the model's processor)")
+
+    def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
+        """Images, then videos: each kind through the model's own feature code, once, with the capture."""
+        videos = image_inputs.get("pixel_values_videos")
+        rest = {k: v for k, v in image_inputs.items() if k != "pixel_values_videos"}
+        if videos is None:
+            return super().encode(model, rest, needs, config)
+        if needs & {TOWER, LAST_QK}:
+            raise UsageError("tower-space scorers do not run on videos; choose a post-projector scorer")
+        parts = []
+        if rest.get("pixel_values") is not None:
+            parts.append(("image", super().encode(model, rest, needs, config)))
+        parts.append(("video", self._encode_videos(model, videos, rest, needs, config)))
+        return _joined(parts)
+
+    def pool_frames(self, model: nn.Module, signals: torch.Tensor) -> torch.Tensor:
+        """``[frames, P*P, C]`` per-patch signals pooled as the model pools each frame's features."""
+        raise NotImplementedError
+
+    def _encode_videos(self, model: nn.Module, pixels: torch.Tensor, rest: dict, needs: frozenset[str],
+                       config: Any) -> Encoded:
+        base = model.model
+        tower = base.vision_tower
+        sal_layer, text_layer = self._layers(model, rest, config)
+        capture = Capture(tower, needs, sal_layer, text_layer)
+        layer = rest.get("vision_feature_layer", model.config.vision_feature_layer)
+        strategy = rest.get("vision_feature_select_strategy", model.config.vision_feature_select_strategy)
+        with capture.active():
+            t0 = clock.now()
+            out = base.get_video_features(pixels, vision_feature_layer=layer,
+                                          vision_feature_select_strategy=strategy, return_dict=True)
+            model_seconds = clock.now() - t0
+        features = list(out.pooler_output)  # one [frames * s * s + 1, D] per video
+        videos, frames = pixels.shape[:2]
+        signals = capture.per_crop_signals(tower_has_cls(tower))  # [videos * frames, T, C]
+        if strategy == "default":
+            signals = signals[:, 1:]
+        pooled = self.pool_frames(model, signals)  # [videos * frames, s * s, C], as the model pools features
+        per_frame = pooled.shape[1]
+        per_video = pooled.reshape(videos, frames * per_frame, -1)
+        if self.video_newline:
+            nan_line = torch.full((videos, 1, pooled.shape[-1]), math.nan, device=pooled.device, dtype=pooled.dtype)
+            per_video = torch.cat([per_video, nan_line], dim=1)
+        for f, s in zip(features, per_video):
+            if f.shape[0] != s.shape[0]:
+                raise RuntimeError(f"internal: {s.shape[0]} signals for {f.shape[0]} video features; please report")
+        protected = [torch.isnan(s[:, 0]) | (s[:, 0] > 0.5) for s in per_video]
+        side = math.isqrt(per_frame)
+        enc = Encoded(features=features, protected=protected, image_keys=capture.image_keys([frames] * videos),
+                      thw=[(frames, side, per_frame // side)] * videos)
+        if getattr(self, "tells_crops", False):  # each frame is a crop of its own; a newline of none (-1)
+            crop = torch.arange(frames, device=pixels.device).repeat_interleave(per_frame)
+            crop = torch.cat([crop, crop.new_full((per_video.shape[1] - crop.numel(),), -1)])
+            enc.crops = [crop] * videos
+        enc.model_seconds = model_seconds
+        assign_signals(enc, list(per_video), needs, tower.config.hidden_size)
+        return enc
+
+    def apply(self, model: nn.Module, sel: Any, kwargs: dict, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              image_inputs: dict, side: str | None) -> tuple[dict, AbstractContextManager]:
+        """The default rebuild; a model that reads ``mm_encoder_outputs["video"]`` as one tensor
+        (``video_as_one_run``: OneVision flattens its first two dimensions) gets the videos' ragged kept
+        features as one ``[1, total, D]`` run."""
+        kwargs, ctx = super().apply(model, sel, kwargs, input_ids, attention_mask, image_inputs, side)
+        video = kwargs["mm_encoder_outputs"].get("video")
+        if video is not None and self.video_as_one_run:
+            video.pooler_output = torch.cat(video.pooler_output)[None]
+        return kwargs, ctx
+
+
+def _joined(parts: list[tuple[str, Encoded]]) -> Encoded:
+    """Per-kind encodings as one: the images' entries, then the videos' (``Encoded.modalities``)."""
+    encs = [e for _, e in parts]
+
+    def cat(name):
+        values = [getattr(e, name) for e in encs]
+        return None if all(v is None for v in values) else [x for e, v in zip(encs, values)
+                                                             for x in (v if v is not None else [None] * len(e.features))]
+
+    return Encoded(
+        features=cat("features"), protected=cat("protected"), saliency=cat("saliency"), keys=cat("keys"),
+        patch_hidden=cat("patch_hidden"), image_keys=cat("image_keys"), crops=cat("crops"), thw=cat("thw"),
+        model_seconds=sum(e.model_seconds for e in encs), modalities=[kind for kind, e in parts for _ in e.features],
+    )

@@ -13,6 +13,8 @@ from transformers import (
     LlavaNextForConditionalGeneration,
     LlavaNextImageProcessorPil,
     LlavaNextProcessor,
+    LlavaNextVideoConfig,
+    LlavaNextVideoForConditionalGeneration,
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
     LlavaOnevisionImageProcessorPil,
@@ -77,6 +79,31 @@ def llava_next(seed: int = 0):
     return model, proc
 
 
+def llava_next_video(seed: int = 0):
+    """Tiny LLaVA-NeXT-Video: LLaVA-NeXT's CLIP / any-resolution images, videos pooled 2x2 per frame
+    (``spatial_pool_stride=2``, average); the tokenizer also has ``<video>``. Video inputs:
+    :func:`onevision_video` (same layout, [videos, frames, 3, H, W]) with CLIP-free 0.5 normalisation."""
+    tok = tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<image>", "<video>"]})
+    pinpoints = [[IMAGE, IMAGE], [IMAGE, 2 * IMAGE], [2 * IMAGE, IMAGE]]
+    cfg = LlavaNextVideoConfig(
+        vision_config=_clip_vision(), text_config=_text_config(tok), image_token_id=tok.convert_tokens_to_ids("<image>"),
+        video_token_id=tok.convert_tokens_to_ids("<video>"), vision_feature_layer=-2,
+        vision_feature_select_strategy="default", image_grid_pinpoints=pinpoints, spatial_pool_stride=2,
+        spatial_pool_mode="average",
+    )
+    torch.manual_seed(seed)
+    model = _finish(LlavaNextVideoForConditionalGeneration(cfg))
+    ip = LlavaNextImageProcessorPil(
+        size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE}, image_grid_pinpoints=pinpoints
+    )
+    proc = LlavaNextProcessor(
+        image_processor=ip, tokenizer=tok, patch_size=PATCH, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    return model, proc
+
+
 def llava_onevision(seed: int = 0):
     """Tiny LLaVA-OneVision; its tokenizer also has ``<video>`` (``config.video_token_id``): see
     :func:`onevision_video` for video inputs."""
@@ -120,9 +147,10 @@ def onevision_video(clips, size: int = IMAGE) -> torch.Tensor:
 
 
 def onevision_video_tokens(model, frames: int) -> int:
-    """Placeholders of one ``frames``-frame video: ``ceil(P/2)^2`` pooled tokens per frame, one newline."""
+    """Placeholders of one ``frames``-frame video: ``ceil(P/2)^2`` pooled tokens per frame (2x2 pooling), and
+    on LLaVA-OneVision one newline."""
     side = -(-(model.config.vision_config.image_size // model.config.vision_config.patch_size) // 2)
-    return frames * side * side + 1
+    return frames * side * side + int(model.config.model_type == "llava_onevision")
 
 
 BUILDERS = {"llava": llava, "llava_next": llava_next, "llava_onevision": llava_onevision}

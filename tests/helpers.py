@@ -104,3 +104,21 @@ def eager_tower_outputs(model, pixel_values):
         return tower(pixel_values, output_hidden_states=True, output_attentions=True)
     finally:
         tower.set_attn_implementation(impl)
+
+
+@torch.no_grad()
+def assert_keep_all_equals_stock(model, processor, inputs, scorers):
+    """With every token kept, each scorer's pruned ``forward`` logits and ``generate`` output equal the
+    stock model's bit for bit; returns the last call's kept indices per scorer."""
+    ref = model(**inputs).logits
+    gref = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    kept = {}
+    for scorer in scorers:
+        visprune.prune_(model, visprune.PruneConfig(scorer=scorer, keep=1.0), processor=processor)
+        try:
+            assert torch.equal(model(**inputs).logits, ref), scorer
+            assert torch.equal(model.generate(**inputs, max_new_tokens=4, do_sample=False), gref), scorer
+            kept[scorer] = visprune.last_kept(model)
+        finally:
+            visprune.unprune_(model)
+    return kept

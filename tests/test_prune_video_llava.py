@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import visprune
-from helpers import assert_batched_equals_one_by_one, pruned_selection, recording
+from helpers import assert_keep_all_equals_stock, assert_batched_equals_one_by_one, pruned_selection, recording
 from visprune import PruneConfig, prune_, unprune_
 from visprune import testing as T
 from visprune.errors import UsageError
@@ -47,16 +47,7 @@ def built(request):
 def test_keep_all_equals_stock_on_video_and_mixed_prompts(built):
     model, proc, video, mixed = built
     for inputs in (video, mixed):
-        ref = model(**inputs).logits
-        gref = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-        for scorer in ("cls", "random", "divprune"):
-            prune_(model, PruneConfig(scorer=scorer, keep=1.0), processor=proc)
-            try:
-                assert torch.equal(model(**inputs).logits, ref), scorer
-                assert torch.equal(model.generate(**inputs, max_new_tokens=4, do_sample=False), gref), scorer
-                kept = visprune.last_kept(model)
-            finally:
-                unprune_(model)
+        for kept in assert_keep_all_equals_stock(model, proc, inputs, ("cls", "random", "divprune")).values():
             assert len(kept) == ("pixel_values" in inputs) + 1  # the image, then the video
             assert len(kept[-1]) == T.onevision_video_tokens(model, 3)
 

@@ -60,23 +60,28 @@ def llava(
     return model, llava_processor(image, tok)
 
 
+PINPOINTS = [[IMAGE, IMAGE], [IMAGE, 2 * IMAGE], [2 * IMAGE, IMAGE]]
+
+
+def _next_config(tok) -> dict:
+    """What LLaVA-NeXT and LLaVA-NeXT-Video configs share: the CLIP tower, the any-resolution grid."""
+    return dict(vision_config=_clip_vision(), text_config=_text_config(tok), image_token_id=tok.convert_tokens_to_ids("<image>"),
+                vision_feature_layer=-2, vision_feature_select_strategy="default", image_grid_pinpoints=PINPOINTS)
+
+
+def _next_processor(tok) -> LlavaNextProcessor:
+    ip = LlavaNextImageProcessorPil(
+        size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE}, image_grid_pinpoints=PINPOINTS
+    )
+    return LlavaNextProcessor(image_processor=ip, tokenizer=tok, patch_size=PATCH,
+                              vision_feature_select_strategy="default", num_additional_image_tokens=1)
+
+
 def llava_next(seed: int = 0):
     tok = tokenizer()
-    pinpoints = [[IMAGE, IMAGE], [IMAGE, 2 * IMAGE], [2 * IMAGE, IMAGE]]
-    cfg = LlavaNextConfig(
-        vision_config=_clip_vision(), text_config=_text_config(tok), image_token_id=tok.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-2, vision_feature_select_strategy="default", image_grid_pinpoints=pinpoints,
-    )
     torch.manual_seed(seed)
-    model = _finish(LlavaNextForConditionalGeneration(cfg))
-    ip = LlavaNextImageProcessorPil(
-        size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE}, image_grid_pinpoints=pinpoints
-    )
-    proc = LlavaNextProcessor(
-        image_processor=ip, tokenizer=tok, patch_size=PATCH, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
-    return model, proc
+    model = _finish(LlavaNextForConditionalGeneration(LlavaNextConfig(**_next_config(tok))))
+    return model, _next_processor(tok)
 
 
 def llava_next_video(seed: int = 0):
@@ -85,23 +90,11 @@ def llava_next_video(seed: int = 0):
     :func:`onevision_video` (same layout, [videos, frames, 3, H, W]) with CLIP-free 0.5 normalisation."""
     tok = tokenizer()
     tok.add_special_tokens({"additional_special_tokens": ["<image>", "<video>"]})
-    pinpoints = [[IMAGE, IMAGE], [IMAGE, 2 * IMAGE], [2 * IMAGE, IMAGE]]
-    cfg = LlavaNextVideoConfig(
-        vision_config=_clip_vision(), text_config=_text_config(tok), image_token_id=tok.convert_tokens_to_ids("<image>"),
-        video_token_id=tok.convert_tokens_to_ids("<video>"), vision_feature_layer=-2,
-        vision_feature_select_strategy="default", image_grid_pinpoints=pinpoints, spatial_pool_stride=2,
-        spatial_pool_mode="average",
-    )
+    cfg = LlavaNextVideoConfig(**_next_config(tok), video_token_id=tok.convert_tokens_to_ids("<video>"),
+                               spatial_pool_stride=2, spatial_pool_mode="average")
     torch.manual_seed(seed)
     model = _finish(LlavaNextVideoForConditionalGeneration(cfg))
-    ip = LlavaNextImageProcessorPil(
-        size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE}, image_grid_pinpoints=pinpoints
-    )
-    proc = LlavaNextProcessor(
-        image_processor=ip, tokenizer=tok, patch_size=PATCH, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
-    return model, proc
+    return model, _next_processor(tok)
 
 
 def llava_onevision(seed: int = 0):

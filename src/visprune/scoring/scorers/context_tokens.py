@@ -70,21 +70,20 @@ class WithContextTokens(Scorer):
         return top, uniform, slot
 
     def select(self, ctx: ScoreContext, scores: torch.Tensor, k: torch.Tensor) -> list[torch.Tensor]:
-        out = []
+        out, slots = [], []
         for i in range(len(k)):
             top, uniform, slot = self._split(ctx, scores, i, int(k[i]))
             parts = [top, uniform] + ([slot.view(1)] if slot is not None else [])
             out.append(torch.sort(torch.cat(parts)).values)
+            slots.append(slot)
+        ctx.extras["summary_slots"] = slots  # per call: merge reads them instead of scoring again
         return out
 
     def merge(self, ctx: ScoreContext, kept: list[torch.Tensor]) -> list[torch.Tensor] | None:
         if not self.summary:
             return None
-        scores = self(ctx)
         out = []
-        for i, idx in enumerate(kept):
-            k = len(idx) - int(ctx.protected[i].sum())
-            _, _, slot = self._split(ctx, scores, i, k)
+        for i, (idx, slot) in enumerate(zip(kept, ctx.extras["summary_slots"])):
             feats = ctx.features[i, idx].clone()
             if slot is not None:
                 dropped = ctx.candidates[i].clone()

@@ -18,8 +18,11 @@ class DartScorer(InLLMScorer):
     Duplication Matters More", arXiv 2502.11494). Follows the official code,
     github.com/ZichenWen1/DART: ``llava/model/language_model/modeling_llama_self.py``,
     ``get_retained_image_token`` and ``DART_K_norm.forward`` (the same selection as
-    ``Qwen2-VL/Qwen2VL_DART/modeling_qwen2_vl_self.py``, ``DART.get_retained_image_token``; read
-    from a public copy of that repository).
+    ``Qwen2-VL/Qwen2VL_DART/modeling_qwen2_vl_self.py``, ``DART.get_retained_image_token``). The
+    official repository cannot be fetched here; it was read from a public copy of it
+    (xqy1111111/DART), and a second implementation, ModelTC/llmc's
+    ``llmc/compression/token_reduction/dart.py`` ``get_retained_image_token``, selects the same (the
+    same pivots, the same per-pivot ``TOKEN_TOPK`` picks, text pivots dropped at the end).
 
     Before layer ``K = PruneConfig.llm_layer`` (default 2, the official ``K``) runs:
 

@@ -89,6 +89,7 @@ CASES = {
     "qwen3_vl": Case(T.qwen3_vl, "placeholder", (112, 168), refused={**TOWER, **QK_NORM}),
     "qwen3_vl_moe": Case(T.qwen3_vl_moe, "placeholder", (112, 168), refused={**TOWER, **QK_NORM}),
     "qwen3_5": Case(T.qwen3_5, "placeholder", (112, 168), refused={**TOWER, **LINEAR}),
+    "qwen3_5_moe": Case(T.qwen3_5_moe, "placeholder", (112, 168), refused={**TOWER, **LINEAR}),
     "blip2-query": Case(T.blip2, "blip", config={"cut": "query"}, scorers=("lmtext", "random", "divprune"),
                         mixed={"scorer": "random", "budget": "per_image"}, clip="shared", refused=QUERY_REFUSED),
     "blip2-vit": Case(T.blip2, "blip", config={"cut": "vit"}, scorers=VIT_SCORERS, mixed={"scorer": "cls", "energy": 0.8},

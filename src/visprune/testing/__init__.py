@@ -14,11 +14,11 @@ from .idefics import idefics, idefics_prompts
 from .idefics3 import idefics3, smolvlm
 from .internvl import internvl, internvl_prompt
 from .llava import BUILDERS, llava, llava_next, llava_next_video, llava_onevision, llava_processor, onevision_video, onevision_video_tokens
-from .qwen import QWEN_SPECIALS, QwenInputs, qwen2_5_vl, qwen2_vl, qwen3_5, qwen3_vl, qwen3_vl_moe, qwen_prompt, qwen_tokenizer
+from .qwen import QWEN_SPECIALS, QwenInputs, qwen2_5_vl, qwen2_vl, qwen3_5, qwen3_5_moe, qwen3_vl, qwen3_vl_moe, qwen_prompt, qwen_tokenizer
 
 __all__ = [
     "BUILDERS", "IMAGE", "PATCH", "QWEN_SPECIALS", "QwenInputs", "SPECIALS", "WORDS", "_clip_vision", "_text_config",
     "blip2", "blip_prompt", "clip_model", "gemma3", "gemma3_prompt", "idefics", "idefics3", "idefics_prompts", "images",
     "instructblip", "internvl", "internvl_prompt", "llava", "llava_next", "llava_next_video", "llava_onevision", "llava_processor", "onevision_video", "onevision_video_tokens", "prompt",
-    "qwen2_5_vl", "qwen2_vl", "qwen3_5", "qwen3_vl", "qwen3_vl_moe", "qwen_prompt", "qwen_tokenizer", "smolvlm", "tokenizer",
+    "qwen2_5_vl", "qwen2_vl", "qwen3_5", "qwen3_5_moe", "qwen3_vl", "qwen3_vl_moe", "qwen_prompt", "qwen_tokenizer", "smolvlm", "tokenizer",
 ]

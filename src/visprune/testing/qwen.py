@@ -63,6 +63,18 @@ def _qwen(kind: str, seed: int):
                       temporal_patch_size=2, out_hidden_size=32, num_position_embeddings=64)
         cfg = Qwen3_5Config(text_config=text, vision_config=vision, **common)
         cls = Qwen3_5ForConditionalGeneration
+    elif kind == "qwen3_5_moe":  # the same hybrid, its MLPs a mixture of experts (4 experts, 2 per token, one shared)
+        from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
+
+        text = dict(text, head_dim=8, layer_types=["linear_attention", "full_attention"], linear_conv_kernel_dim=4,
+                    linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4,
+                    moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                    rope_parameters=dict(text["rope_parameters"], mrope_interleaved=True, partial_rotary_factor=1.0))
+        text.pop("intermediate_size")
+        vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=PATCH, spatial_merge_size=2,
+                      temporal_patch_size=2, out_hidden_size=32, num_position_embeddings=64)
+        cfg = Qwen3_5MoeConfig(text_config=text, vision_config=vision, **common)
+        cls = Qwen3_5MoeForConditionalGeneration
     elif kind == "qwen3_vl_moe":  # the same, with a mixture-of-experts language model (4 experts, 2 per token)
         from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
 
@@ -82,7 +94,7 @@ def _qwen(kind: str, seed: int):
     model = _finish(cls(cfg))
     ip = Qwen2VLImageProcessorPil(min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28, patch_size=PATCH,
                                merge_size=2, temporal_patch_size=2)
-    return model, QwenInputs(ip, tok, timestamps=kind in ("qwen3_vl", "qwen3_vl_moe", "qwen3_5"))
+    return model, QwenInputs(ip, tok, timestamps=kind in ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"))
 
 
 VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
@@ -175,6 +187,10 @@ def qwen3_vl_moe(seed: int = 0):
 
 def qwen3_5(seed: int = 0):
     return _qwen("qwen3_5", seed)
+
+
+def qwen3_5_moe(seed: int = 0):
+    return _qwen("qwen3_5_moe", seed)
 
 
 def qwen_prompt(question: str, n_images: int = 1, n_videos: int = 0) -> str:

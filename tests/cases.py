@@ -69,7 +69,8 @@ IN_LLM = {name: "in-LLM pruning needs" for name in ("fastv", "dart", "pdrop")}
 SLIDING = {name: "sliding_attention layers" for name in ("fastv", "dart", "pdrop")}  # Gemma 3's language model
 QK_NORM = {name: "QK-norm" for name in ("fastv", "dart", "pdrop")}  # Qwen3's language model
 LINEAR = {name: "linear_attention layers" for name in ("fastv", "dart", "pdrop")}  # Qwen3.5's hybrid language model
-# merging in the tower's hidden space (VisionZip, PruMerge as published) runs on single-crop LLaVA only
+# merging in the tower's hidden space (VisionZip, PruMerge as published) runs on single-crop LLaVA (and VisionZip's
+# crop by crop on LLaVA-NeXT: NEXT below)
 TOWER = {"visionzip": 'VisionZipScorer\\(space="projected"\\)', "prumerge": "no post-projector variant",
          "prumerge+": "no post-projector variant"}
 # Queries have no [CLS] attention (vispruner) and no CLIP patches (cdpruner with the CLIP partner the contract gives it)
@@ -79,10 +80,11 @@ VIT_REFUSED = {**TOWER, "lmtext": "cut='query'", "atp": "cut='query'", "text": "
                **IN_LLM}
 VIT_SCORERS = ("cls", "random", VisionZipScorer(space="projected"), "vispruner", "pool", "divprune")
 PACKED = {**TOWER, "pool": "one patch grid"}  # any-resolution features have no single patch grid per image
+NEXT = {name: word for name, word in PACKED.items() if name != "visionzip"}  # VisionZip's official any-res path
 
 CASES = {
     "llava": Case(T.llava, "placeholder", clip="own"),
-    "llava_next": Case(T.llava_next, "placeholder", (T.IMAGE, 2 * T.IMAGE), clip="own", refused=PACKED),
+    "llava_next": Case(T.llava_next, "placeholder", (T.IMAGE, 2 * T.IMAGE), clip="own", refused=NEXT),
     "llava_onevision": Case(T.llava_onevision, "placeholder", (T.IMAGE, 2 * T.IMAGE), refused=PACKED),
     "qwen2_vl": Case(T.qwen2_vl, "placeholder", (112, 168), refused=TOWER),
     "qwen2_5_vl": Case(T.qwen2_5_vl, "placeholder", (112, 168), refused=TOWER),

@@ -21,8 +21,9 @@ SETTINGS = {
 }
 GRID_ONLY = {"pool"}  # pooling keeps the largest grid of at most k cells: at most, not exactly, k
 AT_LEAST = {"prumerge+"}  # k outliers plus spatial samples
-# tower-space VisionZip: [CLS] is one of the k tokens the LM receives, and `kept` lists the other k - 1 (patches)
-CLS_IN_K = {"visionzip"}
+# tower-space VisionZip: the LM receives k tokens, [CLS] among them (one per crop on LLaVA-NeXT); `kept` lists the
+# patches among them that have a place in the stock token sequence (and LLaVA-NeXT's newlines)
+SENT_IS_K = {"visionzip"}
 # registered names, and scorers whose variants are constructor settings
 SCORERS = {**{name: name for name in visprune.list_scorers()},
            "visionzip-projected": VisionZipScorer(space="projected")}
@@ -78,7 +79,7 @@ def test_every_scorer_and_budget(setups, name, scorer, budget):
             assert kept.dtype == torch.int64 and kept.dim() == 1
             assert torch.equal(kept, torch.unique(kept)) and int(kept.max()) < feats.shape[0]
             assert prot[kept].sum() == prot.sum()  # protected tokens always kept
-            n = len(kept) - int(prot.sum()) + (scorer in CLS_IN_K)
+            n = sel.sent[i] if scorer in SENT_IS_K else len(kept) - int(prot.sum())
             assert 1 <= n <= n_cand
             assert sel.sent[i] == len(sel.kept_features[i]) <= feats.shape[0]
             for want in [min(5, n_cand)] * (budget == "fixed") + [int(n_cand * 0.3 + 0.5)] * (budget == "ratio"):

@@ -80,6 +80,9 @@ class Adapter:
     #: the tower-space path (``TOWER`` / ``LAST_QK`` signals: hidden states before the projector,
     #: the model's own projector) is implemented for this architecture
     tower_space: ClassVar[bool] = False
+    #: the tower-space path crop by crop (``TowerStates.crops``), for scorers that take it
+    #: (``Scorer.tower_crops``: VisionZip on LLaVA-NeXT, as its official any-resolution code)
+    tower_crops: ClassVar[bool] = False
     #: values of ``PruneConfig.positions`` this architecture honours, its own way first
     position_modes: ClassVar[tuple[str, ...]] = ("compact",)
     user_markers: ClassVar[tuple[str, ...]] = USER_MARKERS
@@ -137,14 +140,14 @@ class Adapter:
         signals) and this model cannot serve it (called by ``prune_``, after :meth:`check_config`)."""
         if not scorer.needs & {TOWER, LAST_QK}:
             return
-        if not self.tower_space:
+        if not self.tower_space and not (self.tower_crops and getattr(scorer, "tower_crops", False)):
             variant = getattr(scorer, "projected_variant", None)
             hint = (f"; its post-projector variant {variant} runs here" if variant
                     else "; it has no post-projector variant")
             raise TypeError(
                 f"scorer {config.scorer_name!r} merges in the vision tower's hidden space (before the projector), "
-                f"which visprune implements for single-crop LLaVA (model type 'llava'), not "
-                f"{model.config.model_type}{hint}"
+                f"which visprune implements for single-crop LLaVA (model type 'llava') and, for VisionZip, "
+                f"LLaVA-NeXT ('llava_next'), not {model.config.model_type}{hint}"
             )
 
     def vision_depth(self, model: nn.Module) -> int | None:

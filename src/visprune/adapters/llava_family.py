@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..measure import clock
-from ..scoring.context import LAST_QK, TOWER, TowerStates
+from ..scoring.context import LAST_QK, TOWER, CropStates, TowerStates
 from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, tower_has_cls, assign_signals
 
 
@@ -56,8 +56,9 @@ class LlavaFamilyAdapter(Adapter):
         encoder_layers(base.vision_tower)
 
     def check_tower(self, model: nn.Module, config: Any, scorer: Any) -> None:
-        """The tower-space path runs on one crop per image, one feature layer, [CLS] dropped
-        (LLaVA-1.5's ``default`` strategy, what VisionZip's and PruMerge's official code assume)."""
+        """The tower-space path runs on one feature layer, [CLS] dropped (LLaVA-1.5's ``default``
+        strategy, what VisionZip's and PruMerge's official code assume), one crop per image or, for
+        scorers that run crop by crop (VisionZip), LLaVA-NeXT's crops."""
         super().check_tower(model, config, scorer)
         if not scorer.needs & {TOWER, LAST_QK}:
             return
@@ -119,19 +120,27 @@ class LlavaFamilyAdapter(Adapter):
         strategy = image_inputs.get("vision_feature_select_strategy", model.config.vision_feature_select_strategy)
         if strategy == "default":
             signals = signals[:, 1:]
-        crop_of = None
+        crop_of = patch_of = None
+        per_crop = signals  # [crops, P, C], every patch: the crop-by-crop tower-space path reads these
         if self.packs:
             call = packed_calls[-1]
             crops = call["sizes"]
-            if self.tells_crops:  # one more channel: the crop's number within its image
-                number = torch.cat([torch.arange(n, device=signals.device, dtype=signals.dtype) for n in crops])
-                signals = torch.cat([signals, number[:, None, None].expand(-1, signals.shape[1], 1)], dim=-1)
+            marks = []  # extra channels, read back after packing
+            if self.tells_crops:  # the crop's number within its image
+                marks.append(torch.cat([torch.arange(n, device=signals.device) for n in crops])[:, None]
+                             .expand(-1, signals.shape[1]))
+            if TOWER in needs:  # each patch's index within its crop (CropStates.packed)
+                marks.append(torch.arange(signals.shape[1], device=signals.device).expand(signals.shape[0], -1))
+            if marks:
+                signals = torch.cat([signals, torch.stack(marks, -1).to(signals.dtype)], dim=-1)
             nan_line = torch.full((signals.shape[-1],), math.nan, device=signals.device)
             kwargs = dict(call["kwargs"], image_newline=nan_line)
             per_image, _ = original_pack(list(torch.split(signals, crops)), *call["args"], **kwargs)
-            if self.tells_crops:
-                crop_of = [torch.nan_to_num(s[:, -1], nan=-1.0).round().long() for s in per_image]
-                per_image = [s[:, :-1] for s in per_image]
+            if marks:
+                read = [torch.nan_to_num(s[:, -len(marks):], nan=-1.0).round().long() for s in per_image]
+                per_image = [s[:, : -len(marks)] for s in per_image]
+                crop_of = [r[:, 0] for r in read] if self.tells_crops else None
+                patch_of = [r[:, -1] for r in read] if TOWER in needs else None
         else:
             crops = [1] * signals.shape[0]
             per_image = list(signals)
@@ -144,6 +153,10 @@ class LlavaFamilyAdapter(Adapter):
         assign_signals(enc, per_image, needs, model.model.vision_tower.config.hidden_size)
         if TOWER in needs:
             enc.tower = self._tower_states(model, capture, sal_layer, strategy)
+            if self.packs:
+                enc.tower.hidden = list(torch.split(capture.values["tower"], crops))
+                sizes = call["kwargs"].get("image_sizes", call["args"][0] if call["args"] else None)
+                enc.tower.crops = self._crop_states(model, per_crop, crops, crop_of, patch_of, sizes, needs)
         if not self.packs:  # one crop per image: only a kept [CLS] ("full" strategy) is protected
             n_cls = int(strategy != "default" and tower_has_cls(tower))
             enc.grids = [_square(f.shape[0] - n_cls) for f in features]
@@ -165,6 +178,32 @@ class LlavaFamilyAdapter(Adapter):
             last_q=list(v["last_q"]) if LAST_QK in capture.needs else None,
             last_k=list(v["last_k"]) if LAST_QK in capture.needs else None,
         )
+
+    def _crop_states(self, model: nn.Module, per_crop: torch.Tensor, crops: list[int], crop_of, patch_of,
+                     image_sizes, needs: frozenset[str]) -> list[CropStates]:
+        """Each image's crops whole, for the crop-by-crop tower-space path (VisionZip's official
+        any-resolution code selects among every patch of a crop, before any unpadding): the signals per
+        crop, the crops' grid (the model's own ``get_anyres_image_grid_shape``, as ``pack_image_features``
+        calls it) and where each patch landed in the packed sequence."""
+        if crop_of is None or patch_of is None:
+            raise RuntimeError("internal: the crop-by-crop tower path needs each packed token's crop and patch")
+        from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
+
+        cfg = model.config
+        signals = Encoded(features=[], protected=[])
+        assign_signals(signals, list(per_crop), needs, model.model.vision_tower.config.hidden_size)
+        saliency, keys = torch.stack(signals.saliency), torch.stack(signals.keys)
+        out, first = [], 0
+        for i, n in enumerate(crops):
+            packed = torch.full((n, per_crop.shape[1]), -1, dtype=torch.long, device=per_crop.device)
+            where = crop_of[i] >= 0  # not a newline
+            packed[crop_of[i][where], patch_of[i][where]] = where.nonzero().flatten()
+            grid = (tuple(get_anyres_image_grid_shape(image_sizes[i], cfg.image_grid_pinpoints,
+                                                      cfg.vision_config.image_size)) if n > 1 else (0, 0))
+            out.append(CropStates(saliency=saliency[first : first + n], keys=keys[first : first + n],
+                                  grid=grid, packed=packed, newline=model.model.image_newline))
+            first += n
+        return out
 
 
 def _square(n: int) -> tuple[int, int] | None:

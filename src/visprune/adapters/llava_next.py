@@ -8,3 +8,4 @@ class LlavaNextAdapter(LlavaFamilyAdapter):
     packs = True
     one_grid = False  # crops packed with newline tokens
     tells_crops = True  # unpadding only drops tokens: each packed token lies in one crop
+    tower_crops = True  # VisionZip's official any-resolution path: every crop whole, in the tower's space

@@ -19,6 +19,7 @@ from .llava_next import LlavaNextAdapter
 
 class LlavaNextVideoAdapter(FrameVideos, LlavaNextAdapter):
     model_types = ("llava_next_video",)
+    tower_crops = False  # VisionZip's official any-resolution code is LLaVA-NeXT's; not run on this model
 
     def pool_frames(self, model: nn.Module, signals: torch.Tensor) -> torch.Tensor:
         frames, patches, channels = signals.shape

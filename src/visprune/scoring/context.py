@@ -22,21 +22,45 @@ SIGNALS = (SALIENCY, PATCH_HIDDEN, QUESTION_TEXT, QUESTION_EMBEDS, IMAGE_KEY, KE
 
 
 @dataclass
+class CropStates:
+    """One image's any-resolution crops as the tower saw them, every patch of every crop (LLaVA-NeXT),
+    for scorers that run their tower-space path crop by crop (``Scorer.tower_crops``). Crop 0 is the
+    base image, then the crops in the model's row-major order over a ``grid`` of rows x columns.
+
+    Attributes:
+        saliency: ``[n, P]`` the [CLS] attention of each patch of each crop (the ``cls`` saliency).
+        keys: ``[n, P, C]`` the saliency layer's ``k_proj`` output of each patch.
+        grid: ``(rows, cols)`` of the crops after the base image.
+        packed: ``[n, P]`` long: each patch's position in the image's packed token sequence (what
+            the unpruned model sends, the candidates' order), -1 where the model's unpadding drops it.
+        newline: ``[D]`` the model's ``image_newline`` (projected space).
+    """
+
+    saliency: torch.Tensor
+    keys: torch.Tensor
+    grid: tuple[int, int]
+    packed: torch.Tensor
+    newline: torch.Tensor
+
+
+@dataclass
 class TowerStates:
     """The vision tower's side of one call, for scorers that merge before the projector.
 
-    Rows are the tower's own token order ([CLS] first where the tower has one), one entry per image
-    (single-crop towers only). Candidate token ``j`` of the :class:`ScoreContext` is tower row
-    ``first + j``.
+    Rows are the tower's own token order ([CLS] first where the tower has one), one entry per image.
+    Single-crop towers: candidate token ``j`` of the :class:`ScoreContext` is tower row ``first + j``.
+    Any-resolution towers (``crops`` set): each entry stacks the image's crops, aligned with ``crops``.
 
     Attributes:
-        hidden: ``[T, Dv]`` per image: the hidden states of the layer whose output the model
-            projects (``vision_feature_layer``), before the projector.
+        hidden: ``[T, Dv]`` per image (``[n, T, Dv]``, one per crop, where ``crops`` is set): the
+            hidden states of the layer whose output the model projects (``vision_feature_layer``),
+            before the projector.
         first: tower row of candidate token 0 (1 when [CLS] is row 0 and not a candidate).
         has_cls: row 0 is [CLS].
         heads: attention heads of the saliency layer (for head-averaged keys).
         project: ``[M, Dv] -> [M, D]``: the model's own projector, on any hidden states.
         last_q, last_k: ``[T, C]`` per image, the tower's last layer's q/k projections (``LAST_QK``).
+        crops: one :class:`CropStates` per image on any-resolution models (LLaVA-NeXT), else None.
     """
 
     hidden: list[torch.Tensor]
@@ -46,6 +70,7 @@ class TowerStates:
     project: Callable[[torch.Tensor], torch.Tensor]
     last_q: list[torch.Tensor] | None = None
     last_k: list[torch.Tensor] | None = None
+    crops: list[CropStates] | None = None
 
 
 @dataclass

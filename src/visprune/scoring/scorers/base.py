@@ -27,6 +27,8 @@ class Scorer:
     #: :meth:`merge` returns the language model's tokens in its own order and count, not one per
     #: kept index (tower-space VisionZip, PruMerge); ``positions="original"`` is then refused
     own_order: bool = False
+    #: its tower-space path also runs crop by crop on any-resolution models (``TowerStates.crops``)
+    tower_crops: bool = False
     #: a constructor call of this scorer's post-projector variant, named where its tower-space path is refused
     projected_variant: ClassVar[str | None] = None
     #: the ``hidden_states`` index at which the adapter captures ``PATCH_HIDDEN`` for this scorer, set by

@@ -562,6 +562,7 @@ def test_crop_budgets_split_evenly_base_image_first():
     assert crop_budgets(20, [16, 3, 16]) == [9, 3, 8]
     assert crop_budgets(35, [16, 3, 16]) == [16, 3, 16]
     assert crop_budgets(0, [4, 4]) == [0, 0]
+    assert crop_budgets(10, [2, 5, 5, 5]) == [2, 3, 3, 2]  # what a capped crop leaves is shared evenly again
     for scorer in (CDPrunerScorer, VisPrunerScorer):
         assert scorer().per_crop is True
         with pytest.raises(ValueError, match="per_crop"):

@@ -11,25 +11,16 @@ from __future__ import annotations
 
 import torch
 
+from .. import ops
 from .context import ScoreContext
 
 
 def crop_budgets(k: int, sizes: list[int]) -> list[int]:
-    """Tokens each crop keeps of an image's ``k``: ``k // n`` each, the remainder one each to the
-    first crops (the base image first); a crop with fewer tokens than its share keeps them all and
-    the surplus goes one by one, in crop order, to the crops with tokens left. ``k`` is at most
-    ``sum(sizes)``."""
-    n = len(sizes)
-    if n == 0:
-        return []
-    out = [min(size, k // n + (c < k % n)) for c, size in enumerate(sizes)]
-    left = k - sum(out)
-    while left > 0:
-        for c, size in enumerate(sizes):
-            if left > 0 and out[c] < size:
-                out[c] += 1
-                left -= 1
-    return out
+    """Tokens each crop keeps of an image's ``k``: an even split (:func:`visprune.ops.apportion` with equal
+    weights, the one home of budget splits): ``k // n`` each, the remainder one each to the first crops (the
+    base image first); a crop with fewer tokens than its share keeps them all and the others share the rest
+    evenly again. ``k`` is at most ``sum(sizes)``."""
+    return ops.apportion(k, [1.0] * len(sizes), sizes)
 
 
 def crop_split(ctx: ScoreContext, i: int, k: int) -> list[tuple[torch.Tensor, int]] | None:

@@ -235,16 +235,17 @@ class Engine:
         return text
 
     def _overlay(self, image, kept, relevant) -> str | None:
-        """PNG data URL of the kept tokens over the picture the tower sees, or None (not one grid)."""
-        from ...evaluation.plots import _square, token_grid
+        """PNG data URL of the kept tokens over the picture, one panel per view the model has of it (the
+        adapter's ``token_boxes``), or None where the adapter cannot say where tokens lie."""
+        from ...adapters import get_adapter
+        from ...evaluation.plots import tower_side
         from ...evaluation.viz import overlay
 
-        grid = token_grid(self.loaded.model)
-        if grid is None:
+        model = self.loaded.model
+        boxes = get_adapter(model).token_boxes(model, self.loaded.processor, image)
+        if boxes is None:
             return None
-        size = max(224, self.loaded.model.config.vision_config.image_size)
-        rel = relevant if relevant is not None and len(relevant) == grid * grid else None
-        pic = overlay(_square(image, size), kept, grid, rel)
+        pic = overlay(image, boxes, kept, relevant, max(224, tower_side(model)))
         buf = io.BytesIO()
         pic.save(buf, format="PNG")
         return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -1,5 +1,6 @@
 """Where each visual token lies in the picture (``Adapter.token_boxes``), for every architecture with one,
-and the overlays drawn from it (``kept_overlays``) on any-resolution, variable-grid and tiled models."""
+and the overlays drawn from it (``kept_overlays``) on any-resolution, variable-grid and tiled models and
+BLIP-2's ViT cut."""
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from visprune.methods import Method
 
 from cases import CASES, QUESTIONS
 
-PICTURED = [name for name, case in CASES.items() if case.kind != "blip"]
+# BLIP-2 / InstructBLIP's query cut prunes Q-Former queries, which lie nowhere in the picture
+PICTURED = [name for name, case in CASES.items() if case.config.get("cut") != "query"]
 
 
 @pytest.fixture(scope="module", params=PICTURED)
@@ -56,7 +58,7 @@ def test_token_boxes_tile_each_view_of_the_picture(built, turn):
     name, case, model, proc = built
     size = case.image_size[::-1] if turn else case.image_size
     picture = T.images(1, size=size)[0]
-    laid = get_adapter(model).token_boxes(model, proc, picture)
+    laid = get_adapter(model).token_boxes(model, proc, picture, case.prune_config())
     enc, i = _entry(case, model, proc, picture)
     # one box per token the language model receives for this picture; none for structure tokens
     assert len(laid) == enc.features[i].shape[0]
@@ -73,6 +75,15 @@ def test_token_boxes_tile_each_view_of_the_picture(built, turn):
             assert (x1 - x0) * w == pytest.approx(min(w, h), abs=1) and (y1 - y0) * h == pytest.approx(min(w, h), abs=1)
         else:  # the whole picture
             assert (x0, y0, x1, y1) == pytest.approx((0, 0, 1, 1), abs=1e-9)
+
+
+def test_query_cut_has_no_boxes():
+    case = CASES["blip2-query"]
+    model, proc = case.build()
+    picture = T.images(1)[0]
+    assert get_adapter(model).token_boxes(model, proc, picture, case.prune_config()) is None
+    assert get_adapter(model).token_boxes(model, proc, picture) is None  # the default cut is "query"
+    assert not kept_overlays(model, proc, None, [(picture, "q", "q", None)], [Method("none", None)], None)
 
 
 def test_onevision_boxes_follow_its_interpolation_to_the_token_cap():
@@ -98,7 +109,7 @@ def test_onevision_boxes_follow_its_interpolation_to_the_token_cap():
         assert _check_tiling(laid.boxes[laid.panel == panel]) == pytest.approx((0, 0, 1, 1), abs=1e-9)
 
 
-@pytest.mark.parametrize("name,panels", [("qwen2_vl", 1), ("llava_next", 2), ("internvl", 2)])
+@pytest.mark.parametrize("name,panels", [("qwen2_vl", 1), ("llava_next", 2), ("internvl", 2), ("blip2-vit", 1)])
 def test_kept_overlays_draw_any_resolution_and_tiled_models(tmp_path, name, panels):
     case = CASES[name]
     model, proc = case.build()

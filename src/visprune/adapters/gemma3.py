@@ -49,7 +49,7 @@ class Gemma3Adapter(Adapter):
             raise TypeError(f"{type(model).__name__} lacks model.get_image_features / vision_tower / multi_modal_projector")
         encoder_layers(base.vision_tower)
 
-    def picture_views(self, model: nn.Module, processor: Any, picture: Any) -> tuple[list[View], int] | None:
+    def picture_views(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> tuple[list[View], int] | None:
         """The pooled ``s x s`` tokens over the whole picture, which the processor resizes to the tower's
         square; None with pan-and-scan crops (each crop is then an image of its own to the model)."""
         inputs = processor.image_processor(images=[picture], return_tensors="pt")

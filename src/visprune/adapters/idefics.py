@@ -69,7 +69,7 @@ class IdeficsAdapter(Adapter):
     def vision_depth(self, model: nn.Module) -> int:
         return len(model.model.vision_model.encoder.layers)
 
-    def picture_views(self, model: nn.Module, processor: Any, picture: Any) -> tuple[list[View], int]:
+    def picture_views(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> tuple[list[View], int]:
         """What is pruned here, the ViT's tokens: its [CLS], then its patch grid over the whole picture,
         which the processor resizes to the tower's square."""
         vis = model.config.vision_config

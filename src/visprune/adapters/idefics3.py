@@ -77,7 +77,7 @@ class Idefics3Adapter(Adapter):
     def vision_depth(self, model: nn.Module) -> int:
         return len(encoder_layers(model.model.vision_model))
 
-    def picture_views(self, model: nn.Module, processor: Any, picture: Any) -> tuple[list[View], int]:
+    def picture_views(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> tuple[list[View], int]:
         """Two panels where the processor splits the picture: its ``rows x cols`` tiles (the picture
         resized to a multiple of the tile size, cut row-major; each tile's pixel-shuffled tokens
         row-major), then the global image (the whole picture squashed to one tile); one panel where it

@@ -77,7 +77,7 @@ class InternVLAdapter(Adapter):
     def vision_depth(self, model: nn.Module) -> int:
         return len(encoder_layers(model.model.vision_tower))
 
-    def picture_views(self, model: nn.Module, processor: Any, picture: Any) -> tuple[list[View], int]:
+    def picture_views(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> tuple[list[View], int]:
         """Two panels where the processor tiles the picture: the tiles (the whole picture resized to
         ``cols x rows`` tiles, the grid ``get_optimal_tiled_canvas`` picks, row-major; each tile's
         pixel-shuffled ``s x s`` tokens row-major), then the thumbnail (the whole picture squashed to

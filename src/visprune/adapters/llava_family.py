@@ -43,7 +43,7 @@ class LlavaFamilyAdapter(Adapter):
     tells_crops = False
     position_modes = ("compact", "original")
 
-    def picture_views(self, model: nn.Module, processor: Any, picture: Any) -> tuple[list[View], int] | None:
+    def picture_views(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> tuple[list[View], int] | None:
         """One crop (LLaVA-1.5): the tower's patch grid over the part of the picture the processor keeps
         (shortest side resized, centre crop), after a [CLS] under the "full" strategy. Several crops
         (:attr:`packs`): two panels, the base image (the whole picture squashed to the tower's square)

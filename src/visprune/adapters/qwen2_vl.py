@@ -132,7 +132,7 @@ class Qwen2VLAdapter(Adapter):
     def _full_attention_blocks(self, tower: nn.Module) -> list[int]:
         return list(range(len(tower.blocks)))
 
-    def picture_views(self, model: nn.Module, processor: Any, picture: Any) -> tuple[list[View], int]:
+    def picture_views(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> tuple[list[View], int]:
         """The processor resizes the whole picture (``smart_resize``: each side to a multiple of the patch
         size times the merge size, aspect nearly kept) and the merger's tokens tile it: one
         ``h/2 x w/2`` grid of ``image_grid_thw``."""

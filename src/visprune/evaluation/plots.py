@@ -69,19 +69,23 @@ def kept_overlays(model, processor, run_one, items: list, methods: list, path: P
     runs the model once on that image (``payload``: whatever it needs, e.g. the question). Each token is
     drawn where the model's adapter says it lies in the picture (``Adapter.token_boxes``), one panel per
     view of the picture (a base image and its crops, tiles and a thumbnail: ``docs/overlays.md``);
-    returns False (and draws nothing) where the adapter cannot say (BLIP-2, IDEFICS, pan-and-scan).
+    returns False (and draws nothing) where the adapter cannot say (BLIP-2's query cut, Gemma 3's
+    pan-and-scan).
     """
     from .viz import contact_sheet, overlay
 
     adapter = get_adapter(model)
-    laid = [adapter.token_boxes(model, processor, image) for image, *_ in items]
-    if not laid or any(b is None for b in laid):
+    # each method's tokens (BLIP-2: its cut); the unpruned column is drawn as the first pruned method sees it
+    reference = next((m.config for m in methods if m.config is not None), None)
+    laid = [[adapter.token_boxes(model, processor, image, m.config or reference) for m in methods]
+            for image, *_ in items]
+    if not laid or any(b is None for row in laid for b in row):
         return False
     size = max(224, tower_side(model))
     rows = []
-    for (image, payload, _, relevant), boxes in zip(items, laid):
+    for (image, payload, _, relevant), row_boxes in zip(items, laid):
         row = []
-        for m in methods:
+        for m, boxes in zip(methods, row_boxes):
             kept = torch.arange(len(boxes))
             if m.config is not None:
                 prune_(model, m.config, processor=processor)

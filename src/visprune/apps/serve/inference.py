@@ -200,9 +200,10 @@ class Engine:
         finally:
             if method is not None:
                 unprune_(model)
+        config = None if method is None else method.config
         return {"label": label, "answer": self._decode(out, inputs), "kept": len(kept), "total": total,
-                "flops": int(flops), "overlay": self._overlay(image, kept, relevant),
-                "config": None if method is None else method.config.to_dict()}
+                "flops": int(flops), "overlay": self._overlay(image, kept, relevant, config),
+                "config": None if config is None else config.to_dict()}
 
     def _time(self, measured: list[tuple[Method | None, dict]], inputs) -> None:
         """``latency_ms``: median of ``repeats`` timed ``generate`` calls per method, taken in turns.
@@ -234,15 +235,16 @@ class Engine:
             return normalise_answer(text)
         return text
 
-    def _overlay(self, image, kept, relevant) -> str | None:
+    def _overlay(self, image, kept, relevant, config) -> str | None:
         """PNG data URL of the kept tokens over the picture, one panel per view the model has of it (the
-        adapter's ``token_boxes``), or None where the adapter cannot say where tokens lie."""
+        adapter's ``token_boxes`` under the method's ``config``), or None where the adapter cannot say
+        where tokens lie (BLIP-2's query cut, and its unpruned reference)."""
         from ...adapters import get_adapter
         from ...evaluation.plots import tower_side
         from ...evaluation.viz import overlay
 
         model = self.loaded.model
-        boxes = get_adapter(model).token_boxes(model, self.loaded.processor, image)
+        boxes = get_adapter(model).token_boxes(model, self.loaded.processor, image, config)
         if boxes is None:
             return None
         pic = overlay(image, boxes, kept, relevant, max(224, tower_side(model)))

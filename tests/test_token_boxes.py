@@ -77,6 +77,29 @@ def test_token_boxes_tile_each_view_of_the_picture(built, turn):
             assert (x0, y0, x1, y1) == pytest.approx((0, 0, 1, 1), abs=1e-9)
 
 
+@pytest.mark.parametrize("size", [(2 * T.IMAGE, T.IMAGE), (T.IMAGE, 2 * T.IMAGE), (100, 70)])
+def test_llava_next_crop_tokens_lie_in_the_crop_the_model_packed_them_from(size):
+    """Each crop token's box, put back on the processor's padded canvas, falls in the crop that
+    ``pack_image_features`` took it from (``Encoded.crops``, read through the model's own packing)."""
+    from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
+
+    from visprune.adapters.boxes import fit_and_pad
+
+    case = CASES["llava_next"]
+    model, proc = case.build()
+    picture = T.images(1, size=size)[0]
+    laid = get_adapter(model).token_boxes(model, proc, picture)
+    enc, i = _entry(case, model, proc, picture)
+    tile = model.config.vision_config.image_size
+    tall, wide = get_anyres_image_grid_shape(size[::-1], model.config.image_grid_pinpoints, tile)
+    x0, y0, x1, y1 = fit_and_pad(size, (wide * tile, tall * tile))
+    crops = laid.panel == 1
+    assert crops.any()
+    cx = (laid.boxes[crops, 0] + laid.boxes[crops, 2]) / 2 * (x1 - x0) + x0
+    cy = (laid.boxes[crops, 1] + laid.boxes[crops, 3]) / 2 * (y1 - y0) + y0
+    assert torch.equal((cy // tile).long() * wide + (cx // tile).long() + 1, enc.crops[i].cpu()[crops])
+
+
 def test_query_cut_has_no_boxes():
     case = CASES["blip2-query"]
     model, proc = case.build()

@@ -75,11 +75,13 @@ def test_the_question_is_read_from_gemma_s_chat_template():
 
 
 def test_overlays_and_pool_ask_the_adapter_for_the_token_grid(built):
-    from visprune.evaluation.plots import token_grid
+    from PIL import Image
+
+    from visprune.adapters import get_adapter
 
     model, proc, inputs = built
-    assert token_grid(model) == 4  # the pooled 4 x 4 tokens of a 112 px picture
-    assert token_grid(T.llava()[0]) == T.IMAGE // T.PATCH and token_grid(T.llava_next()[0]) is None
+    boxes = get_adapter(model).token_boxes(model, proc, Image.new("RGB", (112, 112)))
+    assert len(boxes) == 16 and boxes.boxes[5].tolist() == [0.25, 0.25, 0.5, 0.5]  # the pooled 4 x 4 tokens
     sel = _selection(model, proc, inputs, PruneConfig(scorer="pool", k=4))
     assert [len(k) for k in sel.kept] == [4, 4] and sel.encoded.grids == [(4, 4), (4, 4)]
 

@@ -191,7 +191,7 @@ def test_viewer_in_headless_chromium(url, tmp_path):
 
 
 def test_any_supported_model_folder(tmp_path):
-    """``--model PATH``: a LLaVA-NeXT folder; its tokens are not one grid, so no overlay, but the rest."""
+    """``--model PATH``: a LLaVA-NeXT folder; its overlay has two panels (the base image, the crops)."""
     from visprune import testing as random_models
 
     model, processor = random_models.llava_next()
@@ -202,7 +202,9 @@ def test_any_supported_model_folder(tmp_path):
     out = engine.run(Image.new("RGB", (120, 90), (200, 30, 30)), "what colour is the circle ?", ["atp:keep=0.5"])
     ref, atp = out["results"]
     assert ref["kept"] == ref["total"] and 0 < atp["kept"] < atp["total"] and atp["flops_share"] < 1
-    assert ref["overlay"] is None and isinstance(atp["answer"], str)
+    assert isinstance(atp["answer"], str)
+    for r in (ref, atp):
+        assert Image.open(io.BytesIO(base64.b64decode(r["overlay"].split(",", 1)[1]))).size == (2 * 224 + 4, 224)
 
 
 @pytest.mark.subprocess

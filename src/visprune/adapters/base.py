@@ -13,6 +13,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .. import ops
+from .boxes import TokenBoxes, View
 from ..callscope import this_thread
 from ..batching import PromptLayout, RowPlan, keep_positions, keep_positions_by_kind
 from ..errors import UsageError
@@ -91,11 +92,20 @@ class Adapter:
     #: any-resolution crops, which scorers needing a grid (``pool``) are refused on
     one_grid: ClassVar[bool] = True
 
-    def picture_grid(self, model: nn.Module) -> tuple[int, int] | None:
-        """``(rows, cols)`` of the tokens one image gives the language model when they tile the
-        processor's square picture in row-major order, every image alike (overlays draw kept tokens
-        on it); None where they do not (any-resolution crops, a kept [CLS], variable sizes)."""
+    def picture_views(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> tuple[list[View], int] | None:
+        """The visual tokens of one picture (a PIL image) that a call pruned with ``config`` (None: the
+        default settings) selects among, as the processor and model lay them out: the token grids
+        (:class:`~visprune.adapters.boxes.View`) and the image's token count, tokens outside every view
+        being structure (newlines, [CLS]); None where tokens are not laid over the picture (BLIP-2's
+        queries). Default: None."""
         return None
+
+    def token_boxes(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> TokenBoxes | None:
+        """Where each visual token of ``picture`` lies in it (boxes normalised to the picture, NaN for
+        structure tokens), in the order of the image's kept indices (``last_kept``) under ``config``; None
+        where the adapter cannot say (:meth:`picture_views`). For the overlays and the viewer."""
+        laid = self.picture_views(model, processor, picture, config)
+        return None if laid is None else TokenBoxes.from_views(*laid)
 
     def has_images(self, kwargs: dict) -> bool:
         pv = kwargs.get("pixel_values")

@@ -53,6 +53,7 @@ from ..scoring.context import IMAGE_KEY, KEYS, PATCH_HIDDEN, QUESTION_EMBEDS, SA
 from ..prompt import ASSISTANT_MARKERS, USER_MARKERS
 from ..batching import keep_positions
 from ..callscope import overriding, this_thread
+from .boxes import View
 from .base import PER_TOKEN, Adapter, Encoded, _pad_id, hidden_index_to_layer, pixel_key
 
 CUTS = ("query", "vit")
@@ -146,6 +147,15 @@ class Blip2FamilyAdapter(Adapter):
                 f"scorer 'pool' cannot run on {model.config.model_type} with cut='query': the query outputs form no "
                 "patch grid; " + _QUERY_HELP
             )
+
+    def picture_views(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> tuple[list[View], int] | None:
+        """``cut="vit"``: the ViT's [CLS], then its patch grid over the whole picture, which the processor
+        resizes to the tower's square; ``cut="query"``: None (the Q-Former's queries lie nowhere in it)."""
+        if cut_of(config) != "vit":
+            return None
+        vis = model.config.vision_config
+        side = vis.image_size // vis.patch_size
+        return [View(side, side, (0.0, 0.0, 1.0, 1.0), 1)], 1 + side * side
 
     def image_features(self, model: nn.Module, image_inputs: dict):
         """The model's own ``get_image_features`` (vision tower, Q-Former, projection)."""

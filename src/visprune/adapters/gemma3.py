@@ -31,6 +31,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..measure import clock
 from ..prompt import ASSISTANT_MARKERS
+from .boxes import View
 from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, assign_signals
 
 
@@ -48,11 +49,14 @@ class Gemma3Adapter(Adapter):
             raise TypeError(f"{type(model).__name__} lacks model.get_image_features / vision_tower / multi_modal_projector")
         encoder_layers(base.vision_tower)
 
-    def picture_grid(self, model: nn.Module) -> tuple[int, int]:
-        """The pooled grid: ``s x s`` tokens over the square picture (one crop; pan-and-scan crops are
-        pictures of their own)."""
+    def picture_views(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> tuple[list[View], int] | None:
+        """The pooled ``s x s`` tokens over the whole picture, which the processor resizes to the tower's
+        square; None with pan-and-scan crops (each crop is then an image of its own to the model)."""
+        inputs = processor.image_processor(images=[picture], return_tensors="pt")
+        if int(inputs.get("num_crops", torch.zeros(1))[0]):
+            return None
         side = int(model.model.multi_modal_projector.tokens_per_side)
-        return side, side
+        return [View(side, side, (0.0, 0.0, 1.0, 1.0), 0)], side * side
 
     def vision_depth(self, model: nn.Module) -> int:
         return len(encoder_layers(model.model.vision_tower))

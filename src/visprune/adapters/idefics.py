@@ -45,6 +45,7 @@ from .. import ops
 from ..compat import idefics_generate_reuses_latents, idefics_perceiver_embeddings
 from ..scoring.context import QUESTION_EMBEDS
 from ..callscope import overriding, this_thread
+from .boxes import View
 from .base import Adapter, Capture, Encoded, hidden_index_to_layer, assign_signals
 
 
@@ -67,6 +68,13 @@ class IdeficsAdapter(Adapter):
 
     def vision_depth(self, model: nn.Module) -> int:
         return len(model.model.vision_model.encoder.layers)
+
+    def picture_views(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> tuple[list[View], int]:
+        """What is pruned here, the ViT's tokens: its [CLS], then its patch grid over the whole picture,
+        which the processor resizes to the tower's square."""
+        vis = model.config.vision_config
+        side = vis.image_size // vis.patch_size
+        return [View(side, side, (0.0, 0.0, 1.0, 1.0), 1)], 1 + side * side
 
     def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
         tower = model.model.vision_model

@@ -22,7 +22,8 @@ not need can lose most of its tokens. With one picture per prompt (the usual que
 is one budget per picture; several pictures in one prompt share one budget, since the features
 carry no picture boundaries (the processor does not return its ``rows`` / ``cols``).
 Each image is one patch grid only when it is one tile (``do_image_splitting=False``), so
-``pool`` is refused (``one_grid``) and overlays are not drawn (no ``picture_grid``).
+``pool`` is refused (``one_grid``); overlays draw the tiles and the global image as two panels
+(:meth:`Idefics3Adapter.picture_views`).
 
 Alignment: every per-patch signal goes through the connector's own ``pixel_shuffle``, which puts
 the ``s x s`` patches of token ``j`` side by side in the channels; the signal of token ``j`` is
@@ -53,6 +54,7 @@ from torch import nn
 from ..callscope import this_thread
 from ..measure import clock
 from ..prompt import USER_MARKERS
+from .boxes import View
 from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, assign_signals
 
 
@@ -74,6 +76,25 @@ class Idefics3Adapter(Adapter):
 
     def vision_depth(self, model: nn.Module) -> int:
         return len(encoder_layers(model.model.vision_model))
+
+    def picture_views(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> tuple[list[View], int]:
+        """Two panels where the processor splits the picture: its ``rows x cols`` tiles (the picture
+        resized to a multiple of the tile size, cut row-major; each tile's pixel-shuffled tokens
+        row-major), then the global image (the whole picture squashed to one tile); one panel where it
+        sends the global image alone, whose tokens tile the picture and any padding the processor added
+        below and to the right of it (``pixel_attention_mask``)."""
+        out = processor.image_processor(images=[picture], return_tensors="pt", return_row_col_info=True)
+        rows, cols = int(out["rows"][0][0]), int(out["cols"][0][0])
+        side = self.tokens_per_side(model)
+        if not rows:
+            mask = out["pixel_attention_mask"][0, 0]
+            tall, wide = int(mask[:, 0].sum()), int(mask[0].sum())
+            box = (0.0, 0.0, mask.shape[1] / wide, mask.shape[0] / tall)
+            return [View(side, side, box, 0)], side * side
+        views = [View(side, side, (c / cols, r / rows, (c + 1) / cols, (r + 1) / rows), (r * cols + c) * side * side)
+                 for r in range(rows) for c in range(cols)]
+        n = rows * cols * side * side
+        return views + [View(side, side, (0.0, 0.0, 1.0, 1.0), n, panel=1)], n + side * side
 
     @staticmethod
     def tokens_per_side(model: nn.Module) -> int:

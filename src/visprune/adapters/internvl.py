@@ -37,6 +37,7 @@ In-LLM methods (FastV, DART, PyramidDrop) run on InternVL 3's Qwen2 language mod
 
 from __future__ import annotations
 
+import sys
 import zlib
 from contextlib import AbstractContextManager
 from typing import Any
@@ -47,6 +48,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..batching import PromptLayout
 from ..measure import clock
+from .boxes import View
 from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, assign_signals
 
 
@@ -74,6 +76,29 @@ class InternVLAdapter(Adapter):
 
     def vision_depth(self, model: nn.Module) -> int:
         return len(encoder_layers(model.model.vision_tower))
+
+    def picture_views(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> tuple[list[View], int]:
+        """Two panels where the processor tiles the picture: the tiles (the whole picture resized to
+        ``cols x rows`` tiles, the grid ``get_optimal_tiled_canvas`` picks, row-major; each tile's
+        pixel-shuffled ``s x s`` tokens row-major), then the thumbnail (the whole picture squashed to
+        one tile); one panel where it is one tile."""
+        ip = processor.image_processor
+        tiles = int(ip(images=[picture], return_tensors="pt")["num_patches"][0])
+        vis = model.config.vision_config
+        size = vis.image_size if isinstance(vis.image_size, int) else vis.image_size[0]
+        patch = vis.patch_size if isinstance(vis.patch_size, int) else vis.patch_size[0]
+        side = int(round(size // patch * model.config.downsample_ratio))
+        whole = (0.0, 0.0, 1.0, 1.0)
+        if tiles == 1:
+            return [View(side, side, whole, 0)], side * side
+        w, h = picture.size
+        cols, rows = sys.modules[type(ip).__module__].get_optimal_tiled_canvas(
+            (h, w), (ip.size["height"], ip.size["width"]), ip.min_patches, ip.max_patches)
+        if cols * rows != tiles - 1:
+            raise RuntimeError(f"internal: {tiles - 1} tiles for a {cols} x {rows} canvas; please report")
+        views = [View(side, side, (c / cols, r / rows, (c + 1) / cols, (r + 1) / rows), (r * cols + c) * side * side)
+                 for r in range(rows) for c in range(cols)]
+        return views + [View(side, side, whole, cols * rows * side * side, panel=1)], tiles * side * side
 
     def encode(self, model: nn.Module, image_inputs: dict, needs: frozenset[str], config: Any) -> Encoded:
         """One entry per *tile* (what the model's input holds); :meth:`per_image` joins them."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -12,6 +13,7 @@ from torch import nn
 from ..errors import UsageError
 from ..measure import clock
 from ..scoring.context import LAST_QK, TOWER, CropStates, TowerStates
+from .boxes import View, fit_and_pad, in_picture, resize_crop_box
 from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, tower_has_cls, assign_signals
 
 
@@ -41,13 +43,49 @@ class LlavaFamilyAdapter(Adapter):
     tells_crops = False
     position_modes = ("compact", "original")
 
-    def picture_grid(self, model: nn.Module) -> tuple[int, int] | None:
-        """One crop, [CLS] dropped ("default" strategy): the tower's square patch grid."""
+    def picture_views(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> tuple[list[View], int] | None:
+        """One crop (LLaVA-1.5): the tower's patch grid over the part of the picture the processor keeps
+        (shortest side resized, centre crop), after a [CLS] under the "full" strategy. Several crops
+        (:attr:`packs`): two panels, the base image (the whole picture squashed to the tower's square)
+        and the crops' grid after the model's own ``pack_image_features``: unpadded to the picture's
+        aspect, OneVision's interpolated down to its token cap, a newline ending each row."""
         cfg = model.config
-        if self.packs or getattr(cfg, "vision_feature_select_strategy", "default") != "default":
-            return None
         side = cfg.vision_config.image_size // cfg.vision_config.patch_size
-        return side, side
+        strategy = getattr(cfg, "vision_feature_select_strategy", "default")
+        n_cls = int(strategy != "default" and tower_has_cls(model.model.vision_tower))
+        if not self.packs:
+            box = resize_crop_box(processor.image_processor, picture.size)
+            return [View(side, side, box, n_cls)], n_cls + side * side
+        if n_cls:  # a [CLS] per crop: the model itself cannot pack that
+            return None
+        inputs = processor.image_processor(images=[picture], return_tensors="pt")
+        crops, sizes = inputs["pixel_values"].shape[1], inputs["image_sizes"]
+        packed = self.pack(model, [torch.zeros(crops, side * side, 1)], sizes, torch.full((1,), math.nan))[0][0]
+        base = View(side, side, (0.0, 0.0, 1.0, 1.0), 0)
+        if crops == 1:  # the base image alone (then a newline)
+            return [base], packed.shape[0]
+        lines = int(torch.isnan(packed[side * side:, 0]).sum())
+        cols = (packed.shape[0] - side * side) // lines - 1
+        # the crops' canvas, in tokens (one per patch_size pixels), and the part unpadding keeps, read
+        # off the model's own unpad_image applied to the token coordinates
+        code = sys.modules[type(model.model).__module__]
+        tall, wide = code.get_anyres_image_grid_shape(sizes[0], cfg.image_grid_pinpoints, cfg.vision_config.image_size)
+        rows_at = torch.arange(tall * side, dtype=torch.float64)[:, None].expand(-1, wide * side)
+        cols_at = torch.arange(wide * side, dtype=torch.float64)[None].expand(tall * side, -1)
+        kept = code.unpad_image(torch.stack([rows_at, cols_at]), sizes[0])
+        patch = cfg.vision_config.patch_size
+        region = (float(kept[1].min()) * patch, float(kept[0].min()) * patch,
+                  (float(kept[1].max()) + 1) * patch, (float(kept[0].max()) + 1) * patch)
+        h, w = (int(x) for x in sizes[0])
+        placed = fit_and_pad((w, h), (wide * side * patch, tall * side * patch))
+        grid = View(lines, cols, in_picture(region, placed), side * side, panel=1, stride=cols + 1)
+        return [base, grid], packed.shape[0]
+
+    def pack(self, model: nn.Module, features: list, sizes: torch.Tensor, newline: torch.Tensor):
+        """The model's own ``pack_image_features`` (LLaVA-NeXT's arguments): per image ``[tokens, C]``, lengths."""
+        strategy = model.config.vision_feature_select_strategy
+        return model.model.pack_image_features(features, sizes, vision_feature_select_strategy=strategy,
+                                               image_newline=newline)
 
     def check(self, model: nn.Module) -> None:
         base = getattr(model, "model", None)

@@ -25,5 +25,10 @@ class LlavaOnevisionAdapter(FrameVideos, LlavaFamilyAdapter):
     video_newline = True
     video_as_one_run = True  # the model flattens mm_encoder_outputs["video"].pooler_output's first two dims
 
+    def pack(self, model: nn.Module, features: list, sizes: torch.Tensor, newline: torch.Tensor):
+        """The model's own ``pack_image_features`` (OneVision's arguments: its token cap)."""
+        return model.model.pack_image_features(features, sizes, image_newline=newline,
+                                               vision_aspect_ratio=model.config.vision_aspect_ratio)
+
     def pool_frames(self, model: nn.Module, signals: torch.Tensor) -> torch.Tensor:
         return model.model.apply_pooling(signals)

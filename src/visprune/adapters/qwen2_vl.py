@@ -37,6 +37,7 @@ from ..errors import UsageError
 from ..scoring.context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
 from ..callscope import original, overriding, this_thread
 from .base import Adapter, Encoded, hidden_index_to_layer, pixel_key
+from .boxes import View
 
 
 class _QwenCapture:
@@ -130,6 +131,15 @@ class Qwen2VLAdapter(Adapter):
 
     def _full_attention_blocks(self, tower: nn.Module) -> list[int]:
         return list(range(len(tower.blocks)))
+
+    def picture_views(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> tuple[list[View], int]:
+        """The processor resizes the whole picture (``smart_resize``: each side to a multiple of the patch
+        size times the merge size, aspect nearly kept) and the merger's tokens tile it: one
+        ``h/2 x w/2`` grid of ``image_grid_thw``."""
+        _, h, w = (int(x) for x in processor.image_processor(images=[picture], return_tensors="pt")["image_grid_thw"][0])
+        merge = model.model.visual.spatial_merge_size
+        rows, cols = h // merge, w // merge
+        return [View(rows, cols, (0.0, 0.0, 1.0, 1.0), 0)], rows * cols
 
     def vision_depth(self, model: nn.Module) -> int:
         return len(model.model.visual.blocks)

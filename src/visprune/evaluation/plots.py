@@ -61,40 +61,32 @@ def plot_accuracy_vs_flops(rows: list[dict], path: Path, title: str, ylabel: str
     plt.close(fig)
 
 
-def _square(image, size: int):
-    """Centre square of ``image`` at ``size`` px: what a CLIP processor (resize, centre crop) shows the tower."""
-    w, h = image.size
-    s = min(w, h)
-    left, top = (w - s) // 2, (h - s) // 2
-    return image.crop((left, top, left + s, top + s)).resize((size, size))
-
-
-def token_grid(model) -> int | None:
-    """Side of the square grid the language model's tokens of one image tile, or ``None`` (not one
-    square grid): the model's adapter says (``Adapter.picture_grid``)."""
-    grid = get_adapter(model).picture_grid(model)
-    return grid[0] if grid is not None and grid[0] == grid[1] else None
-
-
 @torch.no_grad()
 def kept_overlays(model, processor, run_one, items: list, methods: list, path: Path) -> bool:
-    """A contact sheet: one row per item, one column per method, dropped patches dimmed.
+    """A contact sheet: one row per item, one column per method, dropped tokens dimmed.
 
     ``items`` are ``(image, payload, row_label, relevant_patches or None)``; ``run_one(image, payload)``
-    runs the model once on that image (``payload``: whatever it needs, e.g. the question). Drawn for single-grid models (LLaVA-1.5 layout) on the
-    centre square the tower sees; returns False (and draws nothing) for other models.
+    runs the model once on that image (``payload``: whatever it needs, e.g. the question). Each token is
+    drawn where the model's adapter says it lies in the picture (``Adapter.token_boxes``), one panel per
+    view of the picture (a base image and its crops, tiles and a thumbnail: ``docs/overlays.md``);
+    returns False (and draws nothing) where the adapter cannot say (BLIP-2's query cut, Gemma 3's
+    pan-and-scan).
     """
     from .viz import contact_sheet, overlay
 
-    grid = token_grid(model)
-    if grid is None:
+    adapter = get_adapter(model)
+    # each method's tokens (BLIP-2: its cut); the unpruned column is drawn as the first pruned method sees it
+    reference = next((m.config for m in methods if m.config is not None), None)
+    laid = [[adapter.token_boxes(model, processor, image, m.config or reference) for m in methods]
+            for image, *_ in items]
+    if not laid or any(b is None for row in laid for b in row):
         return False
-    size = max(224, model.config.vision_config.image_size)
+    size = max(224, tower_side(model))
     rows = []
-    for image, payload, _, relevant in items:
+    for (image, payload, _, relevant), row_boxes in zip(items, laid):
         row = []
-        for m in methods:
-            kept = torch.arange(grid * grid)
+        for m, boxes in zip(methods, row_boxes):
+            kept = torch.arange(len(boxes))
             if m.config is not None:
                 prune_(model, m.config, processor=processor)
                 try:
@@ -102,7 +94,13 @@ def kept_overlays(model, processor, run_one, items: list, methods: list, path: P
                     kept = last_kept(model)[0]
                 finally:
                     unprune_(model)
-            row.append(overlay(_square(image, size), kept, grid, relevant))
+            row.append(overlay(image, boxes, kept, relevant, size))
         rows.append(row)
     contact_sheet(rows, [m.label for m in methods], [it[2] for it in items]).save(path)
     return True
+
+
+def tower_side(model) -> int:
+    """The side of the square the vision tower takes, in pixels (0 where the config does not say)."""
+    size = getattr(getattr(model.config, "vision_config", None), "image_size", 0) or 0
+    return size if isinstance(size, int) else int(size[0])

@@ -90,6 +90,7 @@ def run_sweep(s: EvalSettings, overlays: int = 4) -> dict | None:
                     smallest[fam] = (mean, m)
             picked = [methods[0]] + [m for _, m in smallest.values()]
             if items and not kept_overlays(model, processor, run_one, items, picked, out / "overlays.png"):
-                print(f"no overlays: {model.config.model_type} does not feed one square patch grid")
+                print(f"no overlays: the {model.config.model_type} adapter does not say where its tokens lie in the "
+                      "picture (docs/overlays.md)")
 
     return run(s, after=after)

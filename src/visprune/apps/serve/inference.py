@@ -200,9 +200,10 @@ class Engine:
         finally:
             if method is not None:
                 unprune_(model)
+        config = None if method is None else method.config
         return {"label": label, "answer": self._decode(out, inputs), "kept": len(kept), "total": total,
-                "flops": int(flops), "overlay": self._overlay(image, kept, relevant),
-                "config": None if method is None else method.config.to_dict()}
+                "flops": int(flops), "overlay": self._overlay(image, kept, relevant, config),
+                "config": None if config is None else config.to_dict()}
 
     def _time(self, measured: list[tuple[Method | None, dict]], inputs) -> None:
         """``latency_ms``: median of ``repeats`` timed ``generate`` calls per method, taken in turns.
@@ -234,17 +235,19 @@ class Engine:
             return normalise_answer(text)
         return text
 
-    def _overlay(self, image, kept, relevant) -> str | None:
-        """PNG data URL of the kept tokens over the picture the tower sees, or None (not one grid)."""
-        from ...evaluation.plots import _square, token_grid
+    def _overlay(self, image, kept, relevant, config) -> str | None:
+        """PNG data URL of the kept tokens over the picture, one panel per view the model has of it (the
+        adapter's ``token_boxes`` under the method's ``config``), or None where the adapter cannot say
+        where tokens lie (BLIP-2's query cut, and its unpruned reference)."""
+        from ...adapters import get_adapter
+        from ...evaluation.plots import tower_side
         from ...evaluation.viz import overlay
 
-        grid = token_grid(self.loaded.model)
-        if grid is None:
+        model = self.loaded.model
+        boxes = get_adapter(model).token_boxes(model, self.loaded.processor, image, config)
+        if boxes is None:
             return None
-        size = max(224, self.loaded.model.config.vision_config.image_size)
-        rel = relevant if relevant is not None and len(relevant) == grid * grid else None
-        pic = overlay(_square(image, size), kept, grid, rel)
+        pic = overlay(image, boxes, kept, relevant, max(224, tower_side(model)))
         buf = io.BytesIO()
         pic.save(buf, format="PNG")
         return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -83,6 +83,7 @@ PACKED = {**TOWER, "pool": "one patch grid"}  # any-resolution features have no 
 CASES = {
     "llava": Case(T.llava, "placeholder", clip="own"),
     "llava_next": Case(T.llava_next, "placeholder", (T.IMAGE, 2 * T.IMAGE), clip="own", refused=PACKED),
+    "llava_next_video": Case(T.llava_next_video, "placeholder", (T.IMAGE, 2 * T.IMAGE), clip="own", refused=PACKED),
     "llava_onevision": Case(T.llava_onevision, "placeholder", (T.IMAGE, 2 * T.IMAGE), refused=PACKED),
     "qwen2_vl": Case(T.qwen2_vl, "placeholder", (112, 168), refused=TOWER),
     "qwen2_5_vl": Case(T.qwen2_5_vl, "placeholder", (112, 168), refused=TOWER),

@@ -160,12 +160,16 @@ def test_every_pre_llm_scorer_and_budget_prunes_the_video_on_its_own(built, scor
             with pytest.raises(UsageError, match="images only"):
                 model(**mixed)
             return
+        if scorer == "pool":  # packed any-resolution images are refused; the video alone is pooled
+            with pytest.raises(UsageError, match="pools only videos"):
+                model(**mixed)
+            mixed = video_inputs(model, proc, [T.images(3, seed=2)])
         out = model(**mixed)
         sel = visprune.last_selection(model)
     finally:
         unprune_(model)
     assert torch.isfinite(out.logits).all()
-    assert sel.modalities == ["image", "video"]
+    assert sel.modalities == ["image", "video"][-len(sel.kept):]
     n = T.onevision_video_tokens(model, 3)
     kept = sel.kept[-1]
     assert 1 <= len(kept) <= n, (scorer, budget, kept)

@@ -209,6 +209,7 @@ def _pruned_call(model: nn.Module, kwargs: dict, side: str | None):
 def _prepare(model: nn.Module, state: PruneState, kwargs: dict, side: str | None, stack: contextlib.ExitStack):
     question = kwargs.pop(QUESTION_KWARG, None)
     state.adapter.check_inputs(model, kwargs)  # e.g. videos where they are not pruned: before any model runs
+    state.adapter.check_call(model, kwargs, state.config, state.scorer)
     if not state.adapter.has_images(kwargs):
         return kwargs, None, None
     input_ids = kwargs.get("input_ids")

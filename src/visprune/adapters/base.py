@@ -117,12 +117,27 @@ class Adapter:
                 "images, or call the unpruned model (visprune.unprune_)"
             )
 
+    def check_call(self, model: nn.Module, kwargs: dict, config: Any, scorer: Any) -> None:
+        """Raise ``UsageError`` before any model runs if ``scorer`` cannot prune this call's inputs (called for
+        every pruned call, after :meth:`check_inputs`). A scorer that needs one patch grid per image
+        (``pool``) runs where images are packed crops (``one_grid`` False) only if the adapter prunes videos,
+        whose temporal groups are grids: a call with images is then refused."""
+        if getattr(scorer, "needs_grid", False) and not self.one_grid and self.has_image_pixels(kwargs):
+            raise UsageError(f"scorer {config.scorer_name!r} needs one patch grid per image; "
+                             f"{model.config.model_type} packs several crops per image, so it pools only videos "
+                             "(each frame's grid) here. Pick another scorer for images")
+
+    def has_image_pixels(self, kwargs: dict) -> bool:
+        """The call carries images (not only videos)."""
+        pv = kwargs.get(self.image_input_keys[0])
+        return pv is not None and pv.numel() > 0
+
     def check(self, model: nn.Module) -> None:
         """Raise a clear error if this model instance cannot be served (called by ``prune_``)."""
 
     def check_config(self, model: nn.Module, config: Any, scorer: Any) -> None:
         """Raise ``TypeError`` if ``scorer`` (already set up) cannot run here (called by ``prune_``)."""
-        if getattr(scorer, "needs_grid", False) and not self.one_grid:
+        if getattr(scorer, "needs_grid", False) and not self.one_grid and not self.video_input_keys:
             raise TypeError(f"scorer {config.scorer_name!r} needs one patch grid per image; "
                             f"{model.config.model_type} packs several crops or tiles per image. "
                             "Pick another scorer")

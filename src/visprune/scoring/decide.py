@@ -38,6 +38,7 @@ def decide(scorer: Any, budget: Any, ctx: ScoreContext, scores: torch.Tensor) ->
         else:  # image rows: all of k in "group 0", their tokens all in group 0
             keep = ops.topk_mask_grouped(masked, ctx.groups.clamp_min(0).to(masked.device), parts)
     else:
+        ctx.parts = parts.cpu() if parts is not None else None
         keep = torch.zeros_like(ctx.valid)
         for i, idx in enumerate(scorer.select(ctx, scores, k.cpu())):
             keep[i, idx.to(keep.device)] = True

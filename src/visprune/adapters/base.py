@@ -85,7 +85,8 @@ class Adapter:
     user_markers: ClassVar[tuple[str, ...]] = USER_MARKERS
     assistant_markers: ClassVar[tuple[str, ...]] = ASSISTANT_MARKERS
     #: each image's candidate tokens form one patch grid (``Encoded.grids``); False for packed
-    #: any-resolution crops, which scorers needing a grid (``pool``) are refused on
+    #: any-resolution crops, which scorers needing a grid (``pool``) are refused on (at ``prune_`` time; per
+    #: call with images where the adapter prunes videos, whose frames are grids: :meth:`check_call`)
     one_grid: ClassVar[bool] = True
 
     def picture_grid(self, model: nn.Module) -> tuple[int, int] | None:

@@ -105,8 +105,6 @@ def test_every_pre_llm_scorer_keeps_no_repeat(qwen):
         except TypeError:  # refused on Qwen whatever the stage, or with the stage (pool)
             continue
         try:
-            if getattr(visprune.transform._state(model).scorer, "in_llm", False):
-                continue  # refused on videos (tests/test_prune_video.py)
             model(**batch)
             sel = visprune.last_selection(model)
         finally:

@@ -84,6 +84,9 @@ class Adapter:
     position_modes: ClassVar[tuple[str, ...]] = ("compact",)
     user_markers: ClassVar[tuple[str, ...]] = USER_MARKERS
     assistant_markers: ClassVar[tuple[str, ...]] = ASSISTANT_MARKERS
+    #: the language model's rotary positions have several axes (Qwen's M-RoPE: t, h, w): they have no
+    #: contiguous renumbering, so in-LLM pruning always keeps them original (PyramidDrop's "compact" included)
+    multi_axis_positions: ClassVar[bool] = False
     #: each image's candidate tokens form one patch grid (``Encoded.grids``); False for packed
     #: any-resolution crops, which scorers needing a grid (``pool``) are refused on (at ``prune_`` time; per
     #: call with images where the adapter prunes videos, whose frames are grids: :meth:`check_call`)

@@ -22,8 +22,8 @@ def decide(scorer: Any, budget: Any, ctx: ScoreContext, scores: torch.Tensor) ->
 
     Where the budget splits a video's ``k`` over its temporal groups (:meth:`Budget.parts`: the energy
     budget's ``video_budget="clip-split"`` / ``"frame"``), top-``k`` scorers pick each group's share among
-    that group's tokens; scorers with their own selection get the video's total ``k`` and choose across
-    the clip.
+    that group's tokens; scorers with their own selection get the video's total ``k`` and the split as
+    ``ctx.parts``, and choose each group's share among its tokens (:mod:`visprune.scoring.groups`).
     """
     if scores.shape != ctx.valid.shape:
         raise RuntimeError(f"scorer returned shape {tuple(scores.shape)}, expected {tuple(ctx.valid.shape)}")

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ... import ops
 from ..context import ScoreContext
+from ..groups import group_shares
 from .base import Scorer, register_scorer
 
 
@@ -31,18 +31,6 @@ def pool_shape(rows: int, cols: int, k: int) -> tuple[int, int]:
 def _cells(n_in: int, n_out: int) -> list[tuple[int, int]]:
     # The windows of adaptive average pooling (torch's rule): [floor(i*n/m), ceil((i+1)*n/m)).
     return [((i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)) for i in range(n_out)]
-
-
-def group_shares(ctx: ScoreContext, i: int, k: int) -> list[int]:
-    """Of video entry ``i``'s ``k``, what each of its temporal groups keeps: the budget's split where it
-    makes one (``ctx.parts``: the energy budget's ``video_budget``), else ``k`` shared evenly
-    (:func:`visprune.ops.apportion`, equal weights, each group capped at its candidates)."""
-    t = ctx.thw[i][0]
-    if ctx.parts is not None:
-        return [int(x) for x in ctx.parts[i, :t].tolist()]
-    caps = ctx.groups[i].masked_fill(~ctx.candidates[i], -1)
-    caps = torch.bincount(caps[caps >= 0].cpu(), minlength=t).tolist()[:t]
-    return ops.apportion(int(k), [1.0] * t, caps)
 
 
 @register_scorer("pool")

@@ -6,6 +6,7 @@ import torch
 
 from ... import ops
 from ..context import KEYS, SALIENCY, TOWER, ScoreContext
+from ..groups import group_split
 from .base import Scorer, register_scorer
 
 #: VisionZip's published split: 54 dominant + 10 contextual of 64 (108 + 20 of 128, 162 + 30 of 192).
@@ -51,7 +52,9 @@ class VisionZipScorer(Scorer):
             ViT cut, IDEFICS): the same selection without [CLS] (``k - c`` dominant patches), the
             scoring layer's concatenated ``k_proj`` output as the metric, each contextual token the
             plain mean ``(target + sum(assigned)) / (n + 1)`` of the projected tokens, left at its
-            target's position. The projector is not linear, so this differs from averaging before it.
+            target's position. A video whose budget splits it over temporal groups (``ctx.parts``,
+            the energy budget's ``video_budget``) is split group by group: each group's part, its
+            contextual tokens merged from its own patches. The projector is not linear, so this differs from averaging before it.
     """
 
     needs = frozenset({SALIENCY, KEYS, TOWER})  # space="tower"; "projected" drops TOWER
@@ -68,9 +71,10 @@ class VisionZipScorer(Scorer):
     def __call__(self, ctx: ScoreContext) -> torch.Tensor:
         return ctx.require(SALIENCY, "scorer 'visionzip'").float()
 
-    def _split(self, ctx: ScoreContext, scores: torch.Tensor, i: int, k: int):
-        """(dominant patches, targets, (others, the target each goes to)), candidate indices."""
-        cand = ctx.candidates[i]
+    def _split(self, ctx: ScoreContext, scores: torch.Tensor, i: int, k: int, cand: torch.Tensor | None = None):
+        """(dominant patches, targets, (others, the target each goes to)), candidate indices (among
+        ``cand``, default the image's candidates)."""
+        cand = ctx.candidates[i] if cand is None else cand
         n_ctx = min(int(round(k * CONTEXTUAL_SHARE)), max(k - 1, 0))
         n_dom = k - n_ctx - (1 if self.own_order else 0)  # [CLS] is the first dominant token
         masked = torch.where(cand, scores[i].float(), torch.full_like(scores[i], float("-inf"), dtype=torch.float))
@@ -92,7 +96,13 @@ class VisionZipScorer(Scorer):
         return dominant, targets, (others, assign)
 
     def select(self, ctx: ScoreContext, scores: torch.Tensor, k: torch.Tensor) -> list[torch.Tensor]:
-        splits = [self._split(ctx, scores, i, int(k[i])) for i in range(len(k))]
+        splits = []
+        for i in range(len(k)):
+            groups = None if self.own_order else group_split(ctx, i)
+            if groups:  # a video split over its temporal groups: each group's part, merged within the group
+                splits.append(_joined([self._split(ctx, scores, i, share, mask) for mask, share in groups]))
+            else:
+                splits.append(self._split(ctx, scores, i, int(k[i])))
         ctx.extras["visionzip"] = splits  # per call: merge reads them back
         return [torch.sort(torch.cat(s[:2])).values for s in splits]
 
@@ -129,3 +139,14 @@ class VisionZipScorer(Scorer):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(space={self.space!r})" if self.space != "tower" else super().__repr__()
+
+
+def _joined(pieces: list[tuple]) -> tuple:
+    """Per-group splits as one: dominant patches, targets and merged patches concatenated, each group's
+    assignments offset by the targets of the groups before it."""
+    dominant = torch.cat([p[0] for p in pieces])
+    targets = torch.cat([p[1] for p in pieces])
+    others = torch.cat([p[2][0] for p in pieces])
+    offsets = torch.tensor([0] + [len(p[1]) for p in pieces[:-1]]).cumsum(0).tolist()
+    assign = torch.cat([p[2][1] + off for p, off in zip(pieces, offsets)])
+    return dominant, targets, (others, assign)

@@ -41,6 +41,7 @@ class Case:
     mixed: dict = field(default_factory=lambda: {"scorer": "atp", "energy": 0.8})  # ragged per-image budgets
     clip: str | None = None             # CLIP text partner: "own" (the tower's own CLIP), "shared" (a CLIP of T.IMAGE)
     refused: dict = field(default_factory=dict)  # scorer -> a word of the TypeError prune_ raises
+    call_refused: dict = field(default_factory=dict)  # scorer -> a word of the UsageError a call with images raises
     prompt: Callable | None = None      # question -> prompt with one image, for set-ups with their own image marker
 
     def prune_config(self, **fields) -> PruneConfig:
@@ -81,11 +82,14 @@ VIT_REFUSED = {**TOWER, "lmtext": "cut='query'", "atp": "cut='query'", "text": "
 VIT_SCORERS = ("cls", "random", VisionZipScorer(space="projected"), "vispruner", "pool", "divprune")
 PACKED = {**TOWER, "pool": "one patch grid"}  # any-resolution features have no single patch grid per image
 NEXT = {name: word for name, word in PACKED.items() if name != "visionzip"}  # VisionZip's official any-res path
+# ... where the adapter also prunes videos, pool passes prune_ (it pools each frame of a video) and image calls are refused
+PACKED_VIDEO = {"refused": TOWER, "call_refused": {"pool": "pools only videos"}}
 
 CASES = {
     "llava": Case(T.llava, "placeholder", clip="own"),
     "llava_next": Case(T.llava_next, "placeholder", (T.IMAGE, 2 * T.IMAGE), clip="own", refused=NEXT),
-    "llava_onevision": Case(T.llava_onevision, "placeholder", (T.IMAGE, 2 * T.IMAGE), refused=PACKED),
+    "llava_next_video": Case(T.llava_next_video, "placeholder", (T.IMAGE, 2 * T.IMAGE), clip="own", **PACKED_VIDEO),
+    "llava_onevision": Case(T.llava_onevision, "placeholder", (T.IMAGE, 2 * T.IMAGE), **PACKED_VIDEO),
     "qwen2_vl": Case(T.qwen2_vl, "placeholder", (112, 168), refused=TOWER),
     "qwen2_5_vl": Case(T.qwen2_5_vl, "placeholder", (112, 168), refused=TOWER),
     "qwen3_vl": Case(T.qwen3_vl, "placeholder", (112, 168), refused={**TOWER, **QK_NORM}),

@@ -1,5 +1,6 @@
 """Every registered scorer x budget on every set-up of the case table (tests/cases.py): refused at
-``prune_`` time with a clear ``TypeError`` where it cannot fit, else shapes, counts, protected tokens,
+``prune_`` time with a clear ``TypeError`` where it cannot fit (or, where it fits the model's videos only,
+each call with images refused with a ``UsageError``), else shapes, counts, protected tokens,
 no NaNs, and the batched selection equal to the one-by-one one."""
 
 import pytest
@@ -9,6 +10,7 @@ from transformers import CLIPVisionConfig
 import visprune
 from visprune import prune_, unprune_
 from visprune import testing as T
+from visprune.errors import UsageError
 from visprune.scoring.scorers import VisionZipScorer
 
 from cases import CASES, QUESTIONS
@@ -73,6 +75,10 @@ def test_every_scorer_and_budget(setups, name, scorer, budget):
         return
     prune_(model, cfg, processor=proc)
     try:
+        if scorer in case.call_refused:
+            with pytest.raises(UsageError, match=case.call_refused[scorer]):
+                _selection(case, model, proc, imgs, QUESTIONS)
+            return
         sel = _selection(case, model, proc, imgs, QUESTIONS)
         for i, (kept, feats, prot) in enumerate(zip(sel.kept, sel.encoded.features, sel.encoded.protected)):
             n_cand = int((~prot).sum())

@@ -200,7 +200,6 @@ def test_bad_video_inputs_are_refused_before_the_model_runs():
     raw = inputs["pixel_values_videos"].reshape(-1, 3, 2, 14 * 14)[:, :, 0].reshape(192, -1)  # one frame per patch
     _refused(model, proc, {**inputs, "pixel_values_videos": raw}, match="temporal_patch_size=2")
     _refused(model, proc, {k: v for k, v in inputs.items() if k != "video_grid_thw"}, match="video_grid_thw")
-    _refused(model, proc, inputs, PruneConfig(scorer="fastv", keep=0.5, llm_layer=1), match="images only")
 
 
 def test_videos_on_a_model_without_video_pruning_are_refused():
@@ -277,24 +276,15 @@ def test_every_pre_llm_scorer_and_budget_prunes_each_video_on_its_own(contract_s
         assert not visprune.is_pruned(model)
         return
     try:
-        if getattr(visprune.transform._state(model).scorer, "in_llm", False):
-            with pytest.raises(UsageError, match="images only"):
-                model(**batch)
-            return
-        if scorer == "pool":  # a video of several frame pairs is not one patch grid
-            with pytest.raises(ValueError, match="patch grid"):
-                model(**batch)
-            return
         model(**batch)
         sel = visprune.last_selection(model)
         assert sel.modalities == ["image", "video", "video"] and sel.image_rows == [0, 0, 1]
         for i, (kept, feats) in enumerate(zip(sel.kept, sel.encoded.features)):
             assert torch.equal(kept, torch.unique(kept)) and 1 <= len(kept) <= feats.shape[0]
             n = sel.sent[i]
-            if budget == "fixed":
-                assert n == 5
-            if budget == "ratio":
-                assert n == int(feats.shape[0] * 0.3 + 0.5)
+            want = {"fixed": 5, "ratio": int(feats.shape[0] * 0.3 + 0.5)}.get(budget)
+            if want is not None:  # pooling keeps the largest grids within each share: at most, not exactly
+                assert n <= want if scorer == "pool" else n == want
             assert torch.isfinite(sel.kept_features[i]).all()
         one = []
         for inputs in singles:

@@ -14,6 +14,7 @@ from visprune import testing as T
 from visprune.scoring.budgets import EnergyBudget
 from visprune.scoring.context import ScoreContext
 from visprune.scoring.decide import decide
+from visprune.scoring.scorers import VisionZipScorer
 from visprune.scoring.scorers.base import Scorer
 
 SIZE = (112, 168)  # 12 x 8 patches: 24 merged tokens per frame pair (temporal group)
@@ -196,3 +197,62 @@ def test_video_budget_is_validated_and_round_trips():
         PruneConfig(energy=0.9, video_budget="frames")
     with pytest.raises(ValueError, match="does nothing with budget='ratio'"):
         PruneConfig(keep=0.5, video_budget="clip")
+
+
+OWN_SELECTION = {"divprune": "divprune", "cdpruner": "cdpruner", "vispruner": "vispruner",
+                 "visionzip-projected": VisionZipScorer(space="projected"), "pool": "pool"}
+
+
+def divprune_reference(x: torch.Tensor, k: int) -> list[int]:
+    """DivPrune's Algorithm 1 written out on one set of tokens: the token farthest from its nearest
+    neighbour first, then each time the token whose nearest chosen token is farthest (lower index on ties)."""
+    f = torch.nn.functional.normalize(x.float(), dim=-1)
+    d = 1.0 - f @ f.T
+    d.fill_diagonal_(float("inf"))
+    chosen = [int(d.amin(-1).argmax())]
+    d.fill_diagonal_(0.0)
+    while len(chosen) < k:
+        near = d[:, chosen].amin(-1)
+        near[chosen] = -1.0
+        chosen.append(int(near.argmax()))
+    return sorted(chosen)
+
+
+@pytest.mark.parametrize("mode", ["clip-split", "frame"])
+@pytest.mark.parametrize("name", list(OWN_SELECTION))
+@torch.no_grad()
+def test_scorers_with_their_own_selection_honour_each_groups_part(qwen, name, mode):
+    """DivPrune, CDPruner, VisPruner, VisionZip (projected) and pooling choose each temporal group's part
+    of the clip's budget among that group's tokens, as top-k scorers do (same parts: they depend on the
+    features only); DivPrune's picks in a group are Algorithm 1 on the group's tokens alone."""
+    model, proc = qwen
+    inputs = video_inputs(proc, [frames(6, seed=2)])
+    cfg = dict(energy=0.8, video_budget=mode, text_encoder=None)
+    parts = pruned_selection(model, proc, inputs, PruneConfig(scorer="random", **cfg)).group_kept[0]
+    sel = pruned_selection(model, proc, inputs, PruneConfig(scorer=OWN_SELECTION[name], **cfg))
+    if name == "pool":  # the largest pooled grid within each part
+        from visprune.scoring.scorers.pool import pool_shape
+        parts = [math.prod(pool_shape(6, 4, p)) if p else 0 for p in parts]
+    assert sel.group_kept == [parts] and (len(set(parts)) > 1 or mode == "frame")
+    if name == "divprune":
+        feats = sel.encoded.features[0]
+        for g, share in enumerate(parts):
+            mine = sel.kept[0][(sel.kept[0] // GROUP) == g] - GROUP * g
+            assert mine.tolist() == divprune_reference(feats[GROUP * g: GROUP * (g + 1)], share)
+
+
+@pytest.mark.parametrize("name", list(OWN_SELECTION))
+@torch.no_grad()
+def test_own_selection_split_batched_equals_one_by_one(qwen, name):
+    model, proc = qwen
+    pics, vids = frames(1, seed=3), [frames(4, seed=7), frames(6, seed=2)]
+    texts = [T.qwen_prompt("what changed ?", n_images=1, n_videos=1), T.qwen_prompt("how many ?", n_images=0, n_videos=1)]
+    batch = proc(images=pics, videos=vids, text=texts)
+    singles = [proc(images=pics, videos=vids[:1], text=texts[:1]), proc(videos=vids[1:], text=texts[1:])]
+    cfg = PruneConfig(scorer=OWN_SELECTION[name], energy=0.8, text_encoder=None)
+    together = pruned_selection(model, proc, batch, cfg)
+    alone = [pruned_selection(model, proc, one, cfg) for one in singles]
+    assert together.group_kept == alone[0].group_kept + alone[1].group_kept
+    assert all(torch.equal(a, b) for a, b in zip(alone[0].kept + alone[1].kept, together.kept))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(alone[0].kept_features + alone[1].kept_features,
+                                                                together.kept_features))

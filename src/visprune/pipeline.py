@@ -212,6 +212,9 @@ def build_context(
             ctx.crops = ops.pad_ragged(enc.crops, value=-1)[0]
         ctx.tower = enc.tower
         ctx.groups = temporal_groups(enc, valid)
+        if ctx.groups is not None:
+            kinds = enc.modalities or ["image"] * len(enc.features)
+            ctx.thw = [thw if kind == "video" else None for kind, thw in zip(kinds, enc.thw)]
         needs = scorer.needs
         if QUESTION_TEXT in needs or QUESTION_EMBEDS in needs:
             qs = None

@@ -15,10 +15,9 @@ from torch import nn
 from .measure import clock
 from .adapters import Adapter, get_adapter
 from .batching import PromptLayout
-from .errors import UsageError
 from .scoring.budgets import BUDGETS, Budget
 from .config import PruneConfig
-from .pipeline import Selection, build_context, select
+from .pipeline import Selection, build_context, select, temporal_repeats
 from .scoring.scorers import SCORERS, Scorer
 
 STATE_ATTR = "_visprune_state"
@@ -209,6 +208,7 @@ def _pruned_call(model: nn.Module, kwargs: dict, side: str | None):
 def _prepare(model: nn.Module, state: PruneState, kwargs: dict, side: str | None, stack: contextlib.ExitStack):
     question = kwargs.pop(QUESTION_KWARG, None)
     state.adapter.check_inputs(model, kwargs)  # e.g. videos where they are not pruned: before any model runs
+    state.adapter.check_call(model, kwargs, state.config, state.scorer)
     if not state.adapter.has_images(kwargs):
         return kwargs, None, None
     input_ids = kwargs.get("input_ids")
@@ -226,9 +226,6 @@ def _prepare(model: nn.Module, state: PruneState, kwargs: dict, side: str | None
     layout = PromptLayout.read(  # the prompt, read once
         input_ids, mask, adapter.image_token_id(model), tuple(adapter.visual_tokens(model).values()))
     if getattr(state.scorer, "in_llm", False):
-        if image_inputs.get("pixel_values_videos") is not None:
-            raise UsageError(f"scorer {state.config.scorer_name!r} prunes inside the language model, which visprune "
-                             "does for images only; videos are pruned by the pre-LLM scorers (cls, atp, ...)")
         kwargs, sel = _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, question, side, layout, stack)
         return kwargs, input_ids, sel
     sel = select(state, model, input_ids, mask, image_inputs, question, layout)
@@ -242,9 +239,11 @@ def _prepare(model: nn.Module, state: PruneState, kwargs: dict, side: str | None
 def _prepare_in_llm(model, state, kwargs, input_ids, mask, image_inputs, question, side, layout, stack):
     """In-LLM scorers (FastV): every visual token enters the LM; the scorer's layer hooks prune inside it."""
     enc, ctx, rows, encode_seconds = build_context(state, model, input_ids, mask, image_inputs, question, layout)
+    if state.config.temporal is not None:  # video repeats are neither candidates nor kept, as before the LM
+        ctx.repeats = temporal_repeats(enc, state.config.temporal, ctx.valid)
     everything = [torch.arange(f.shape[0], device=f.device) for f in enc.features]
     sel = Selection(encoded=enc, kept=everything, image_rows=rows, score_seconds=0.0, encode_seconds=encode_seconds,
-                    layout=layout, relevance=state.scorer.relevance_source)
+                    layout=layout, relevance=state.scorer.relevance_source, repeats=ctx.repeats)
     kwargs, context = state.adapter.apply(model, sel, kwargs, input_ids, mask, image_inputs, side)
     stack.enter_context(context)
     stack.enter_context(state.scorer.llm_hooks(model, state, sel, ctx, kwargs["input_ids"], kwargs["attention_mask"]))

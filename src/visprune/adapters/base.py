@@ -88,8 +88,12 @@ class Adapter:
     position_modes: ClassVar[tuple[str, ...]] = ("compact",)
     user_markers: ClassVar[tuple[str, ...]] = USER_MARKERS
     assistant_markers: ClassVar[tuple[str, ...]] = ASSISTANT_MARKERS
+    #: the language model's rotary positions have several axes (Qwen's M-RoPE: t, h, w): they have no
+    #: contiguous renumbering, so in-LLM pruning always keeps them original (PyramidDrop's "compact" included)
+    multi_axis_positions: ClassVar[bool] = False
     #: each image's candidate tokens form one patch grid (``Encoded.grids``); False for packed
-    #: any-resolution crops, which scorers needing a grid (``pool``) are refused on
+    #: any-resolution crops, which scorers needing a grid (``pool``) are refused on (at ``prune_`` time; per
+    #: call with images where the adapter prunes videos, whose frames are grids: :meth:`check_call`)
     one_grid: ClassVar[bool] = True
 
     def picture_views(self, model: nn.Module, processor: Any, picture: Any, config: Any = None) -> tuple[list[View], int] | None:
@@ -130,12 +134,27 @@ class Adapter:
                 "images, or call the unpruned model (visprune.unprune_)"
             )
 
+    def check_call(self, model: nn.Module, kwargs: dict, config: Any, scorer: Any) -> None:
+        """Raise ``UsageError`` before any model runs if ``scorer`` cannot prune this call's inputs (called for
+        every pruned call, after :meth:`check_inputs`). A scorer that needs one patch grid per image
+        (``pool``) runs where images are packed crops (``one_grid`` False) only if the adapter prunes videos,
+        whose temporal groups are grids: a call with images is then refused."""
+        if getattr(scorer, "needs_grid", False) and not self.one_grid and self.has_image_pixels(kwargs):
+            raise UsageError(f"scorer {config.scorer_name!r} needs one patch grid per image; "
+                             f"{model.config.model_type} packs several crops per image, so it pools only videos "
+                             "(each frame's grid) here. Pick another scorer for images")
+
+    def has_image_pixels(self, kwargs: dict) -> bool:
+        """The call carries images (not only videos)."""
+        pv = kwargs.get(self.image_input_keys[0])
+        return pv is not None and pv.numel() > 0
+
     def check(self, model: nn.Module) -> None:
         """Raise a clear error if this model instance cannot be served (called by ``prune_``)."""
 
     def check_config(self, model: nn.Module, config: Any, scorer: Any) -> None:
         """Raise ``TypeError`` if ``scorer`` (already set up) cannot run here (called by ``prune_``)."""
-        if getattr(scorer, "needs_grid", False) and not self.one_grid:
+        if getattr(scorer, "needs_grid", False) and not self.one_grid and not self.video_input_keys:
             raise TypeError(f"scorer {config.scorer_name!r} needs one patch grid per image; "
                             f"{model.config.model_type} packs several crops or tiles per image. "
                             "Pick another scorer")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import sys
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..callscope import original, overriding
 from ..errors import UsageError
 from ..measure import clock
 from ..scoring.context import LAST_QK, TOWER, CropStates, TowerStates
@@ -345,7 +346,39 @@ class FrameVideos:
         video = kwargs["mm_encoder_outputs"].get("video")
         if video is not None and self.video_as_one_run:
             video.pooler_output = torch.cat(video.pooler_output)[None]
+            if side is not None and original(model, "_expand_multimodal_outputs") is not None:  # generate
+                return kwargs, _stacked(ctx, overriding(model, "_expand_multimodal_outputs", _one_run_expansion(model)))
         return kwargs, ctx
+
+
+def _one_run_expansion(model: nn.Module):
+    """``generate``'s expansion of ``mm_encoder_outputs`` for beam search / ``num_return_sequences``
+    (transformers 5.24 ``GenerationMixin._expand_multimodal_outputs``), for videos given as one run
+    ``[1, total, D]``: the run is split into one piece per prompt row (its videos, counted by the row's
+    video placeholders) for the stock expansion, which repeats each row's piece for that row's copies
+    (``[A, A, B, B]``), then joined again. Given the one run as it is, the stock code would see one video
+    and repeat the whole run (``[A, B, A, B]``), feeding row 1's copies row 0's video."""
+    stock = original(model, "_expand_multimodal_outputs")
+
+    def expand(input_ids, mm_encoder_output, expand_size=1, inputs_embeds=None):
+        video = mm_encoder_output.get("video")
+        if expand_size == 1 or video is None or input_ids is None:
+            return stock(input_ids, mm_encoder_output, expand_size=expand_size, inputs_embeds=inputs_embeds)
+        per_row = (input_ids == model.config.video_token_id).sum(-1).tolist()
+        video.pooler_output = list(torch.split(video.pooler_output[0], [n for n in per_row if n]))
+        out = stock(input_ids, mm_encoder_output, expand_size=expand_size, inputs_embeds=inputs_embeds)
+        out["video"].pooler_output = torch.cat(list(out["video"].pooler_output))[None]
+        return out
+
+    return expand
+
+
+@contextmanager
+def _stacked(*contexts: AbstractContextManager):
+    with ExitStack() as stack:
+        for c in contexts:
+            stack.enter_context(c)
+        yield
 
 
 def _joined(parts: list[tuple[str, Encoded]]) -> Encoded:

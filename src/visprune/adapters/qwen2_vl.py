@@ -85,6 +85,7 @@ class Qwen2VLAdapter(Adapter):
     """
 
     model_types = ("qwen2_vl",)
+    multi_axis_positions = True
     image_input_keys = ("pixel_values", "image_grid_thw")
     video_input_keys = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
     position_modes = ("original",)  # M-RoPE positions of the kept tokens are always kept (extra_inputs)

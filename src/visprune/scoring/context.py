@@ -99,6 +99,12 @@ class ScoreContext:
         groups: ``[I, N]`` long, the temporal group (frame pair on the Qwen-VL family) of each token of a
             video entry, ``-1`` elsewhere (image entries, padding), from ``Encoded.thw``; None where the
             call has no video entry with a token grid.
+        thw: ``(t, h, w)`` of each entry whose first ``t * h * w`` tokens are ``t`` temporal groups of an
+            ``h x w`` grid in row-major order (video entries, ``Encoded.thw``), None for the others; None
+            where the adapter does not say.
+        parts: ``[I, G]`` of each entry's ``k``, how many tokens each temporal group keeps, where the budget
+            splits videos (:meth:`~visprune.scoring.budgets.Budget.parts`), else None; set by
+            :func:`~visprune.scoring.decide.decide` before it calls a scorer's own ``select``.
         config: the :class:`~visprune.PruneConfig` in force.
         extras: anything a custom scorer's adapter support put there.
     """
@@ -118,6 +124,8 @@ class ScoreContext:
     crops: torch.Tensor | None = None
     repeats: torch.Tensor | None = None
     groups: torch.Tensor | None = None
+    thw: list[tuple[int, int, int] | None] | None = None
+    parts: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
 
     @property

@@ -22,8 +22,8 @@ def decide(scorer: Any, budget: Any, ctx: ScoreContext, scores: torch.Tensor) ->
 
     Where the budget splits a video's ``k`` over its temporal groups (:meth:`Budget.parts`: the energy
     budget's ``video_budget="clip-split"`` / ``"frame"``), top-``k`` scorers pick each group's share among
-    that group's tokens; scorers with their own selection get the video's total ``k`` and choose across
-    the clip.
+    that group's tokens; scorers with their own selection get the video's total ``k`` and the split as
+    ``ctx.parts``, and choose each group's share among its tokens (:mod:`visprune.scoring.groups`).
     """
     if scores.shape != ctx.valid.shape:
         raise RuntimeError(f"scorer returned shape {tuple(scores.shape)}, expected {tuple(ctx.valid.shape)}")
@@ -38,6 +38,7 @@ def decide(scorer: Any, budget: Any, ctx: ScoreContext, scores: torch.Tensor) ->
         else:  # image rows: all of k in "group 0", their tokens all in group 0
             keep = ops.topk_mask_grouped(masked, ctx.groups.clamp_min(0).to(masked.device), parts)
     else:
+        ctx.parts = parts.cpu() if parts is not None else None
         keep = torch.zeros_like(ctx.valid)
         for i, idx in enumerate(scorer.select(ctx, scores, k.cpu())):
             keep[i, idx.to(keep.device)] = True

@@ -9,6 +9,7 @@ import torch
 
 from ..context import ScoreContext
 from ..crops import crop_split
+from ..groups import group_split
 from .base import feature_layer, register_scorer
 from .clip_text import ClipTextScorer, QuestionTermScorer
 
@@ -112,6 +113,10 @@ class CDPrunerScorer(QuestionTermScorer):
       ("32 * 5 = 160" in its README) and the relevance min-max over all of them: the image's ``k``
       is split evenly over its crops (:func:`~visprune.scoring.crops.crop_budgets`) and one DPP
       runs in each crop (its kernel restricted to the crop's tokens), ``r`` normalised over the image.
+    - Videos whose budget splits them over temporal groups (``ctx.parts``: the energy budget's
+      ``video_budget``): one DPP per group with the group's part (:func:`~visprune.scoring.groups.group_split`),
+      ``r`` normalised over the video; without a split, one DPP over the clip (per frame on
+      LLaVA-NeXT-Video, whose frames are crops).
 
     ``__call__`` returns ``r`` (for pictures and score-based budgets such as ``iqr``); the selection
     is :meth:`select`.
@@ -185,7 +190,8 @@ class CDPrunerScorer(QuestionTermScorer):
         f = torch.nn.functional.normalize(torch.nan_to_num(ctx.features.float(), nan=0.0), dim=-1)
         r = torch.where(ctx.candidates, scores.float(), torch.zeros_like(scores, dtype=torch.float))
         kernel = r[:, :, None] * (f @ f.transpose(1, 2)) * r[:, None, :]
-        splits = [crop_split(ctx, i, int(k[i])) if self.per_crop else None for i in range(len(k))]
+        splits = [group_split(ctx, i) or (crop_split(ctx, i, int(k[i])) if self.per_crop else None)
+                  for i in range(len(k))]
         if all(split is None for split in splits):
             return greedy_map(kernel, ctx.candidates, k)
         kept = []

@@ -216,16 +216,18 @@ def pruning_hooks(model: nn.Module, state: Any, sel: Any, ctx: Any, input_ids: t
     scorer = state.scorer
     layers = decoder_layers(model)
     stage_layers = list(scorer.stage_layers(state.config, len(layers)))
-    image_id = state.adapter.image_token_id(model)
-    is_image = input_ids == image_id
     key_mask = attention_mask.bool()
     lengths = [f.shape[0] for f in sel.encoded.features]
     full = input_ids.shape[1]
     device = input_ids.device
-    # the flat id of each image token in the prompt: features fill placeholders in row-major order
-    rows, cols = is_image.nonzero(as_tuple=True)
+    # the flat id of each visual token in the prompt: entries are all images, then all videos (one kind
+    # after the other, Encoded.modalities), and each kind's features fill its own placeholders in row-major order
     slot_token = torch.full(input_ids.shape, -1, dtype=torch.long, device=device)
-    slot_token[rows, cols] = torch.arange(rows.shape[0], device=device)
+    first = 0
+    for kind, token_id in state.adapter.visual_tokens(model).items():
+        rows, cols = (input_ids == token_id).nonzero(as_tuple=True)
+        slot_token[rows, cols] = first + torch.arange(rows.shape[0], device=device)
+        first += rows.shape[0]
     token_image = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(lengths)]).to(device)
     token_index = torch.cat([torch.arange(n) for n in lengths]).to(device)
     starts = [sum(lengths[:i]) for i in range(len(lengths))]
@@ -279,7 +281,8 @@ def pruning_hooks(model: nn.Module, state: Any, sel: Any, ctx: Any, input_ids: t
             rel = order.gather(1, (slot - pad).clamp_min(0))
             plan["stages"].append((index.gather(1, rel), slot >= pad))
             plan["rel"] = rel
-            if scorer.compact_positions and isinstance(pos_ids, torch.Tensor) and pos_ids.dim() == 2:
+            if scorer.compact_positions and not state.adapter.multi_axis_positions \
+                    and isinstance(pos_ids, torch.Tensor) and pos_ids.dim() == 2:
                 index, valid = plan["stages"][-1]
                 original = pos_ids.expand(index.shape[0], -1)
                 first = valid.to(torch.uint8).argmax(1, keepdim=True)

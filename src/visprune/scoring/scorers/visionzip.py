@@ -9,6 +9,7 @@ import torch
 from ... import ops
 from ..context import KEYS, SALIENCY, TOWER, CropStates, ScoreContext
 from ..crops import crop_budgets
+from ..groups import group_split
 from .base import Scorer, register_scorer
 
 #: VisionZip's published split: 54 dominant + 10 contextual of 64 (108 + 20 of 128, 162 + 30 of 192).
@@ -74,7 +75,9 @@ class VisionZipScorer(Scorer):
             ViT cut, IDEFICS): the same selection without [CLS] (``k - c`` dominant patches), the
             scoring layer's concatenated ``k_proj`` output as the metric, each contextual token the
             plain mean ``(target + sum(assigned)) / (n + 1)`` of the projected tokens, left at its
-            target's position. The projector is not linear, so this differs from averaging before it.
+            target's position. A video whose budget splits it over temporal groups (``ctx.parts``,
+            the energy budget's ``video_budget``) is split group by group: each group's part, its
+            contextual tokens merged from its own patches. The projector is not linear, so this differs from averaging before it.
     """
 
     needs = frozenset({SALIENCY, KEYS, TOWER})  # space="tower"; "projected" drops TOWER
@@ -121,10 +124,14 @@ class VisionZipScorer(Scorer):
         heads = ctx.tower.heads if self.own_order else None
         splits, kept = [], []
         for i in range(len(k)):
+            groups = None if self.own_order else group_split(ctx, i)
             if crops is not None:
                 split, idx = self._split_crops(crops[i], heads, int(k[i]))
             else:
-                split = self._split(ctx.candidates[i], scores[i], ctx.keys[i], heads, int(k[i]))
+                if groups:  # a video split over its temporal groups: each group's part, merged within the group
+                    split = _joined([self._split(mask, scores[i], ctx.keys[i], heads, share) for mask, share in groups])
+                else:
+                    split = self._split(ctx.candidates[i], scores[i], ctx.keys[i], heads, int(k[i]))
                 idx = torch.sort(torch.cat(split[:2])).values
             splits.append(split)
             kept.append(idx)
@@ -205,3 +212,14 @@ def _tower_tokens(h: torch.Tensor, first: int, dominant, targets, others_assign)
     sums = torch.zeros(len(targets), h.shape[-1], device=h.device).index_add(0, assign, h[first + others])
     counts = torch.bincount(assign, minlength=len(targets)).clamp(min=1).to(sums)
     return cls, dom, h[first + targets] + sums / counts[:, None]
+
+
+def _joined(pieces: list[tuple]) -> tuple:
+    """Per-group splits as one: dominant patches, targets and merged patches concatenated, each group's
+    assignments offset by the targets of the groups before it."""
+    dominant = torch.cat([p[0] for p in pieces])
+    targets = torch.cat([p[1] for p in pieces])
+    others = torch.cat([p[2][0] for p in pieces])
+    offsets = torch.tensor([0] + [len(p[1]) for p in pieces[:-1]]).cumsum(0).tolist()
+    assign = torch.cat([p[2][1] + off for p, off in zip(pieces, offsets)])
+    return dominant, targets, (others, assign)

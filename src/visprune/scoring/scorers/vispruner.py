@@ -8,6 +8,7 @@ import torch
 
 from ..context import PATCH_HIDDEN, SALIENCY, ScoreContext
 from ..crops import crop_split
+from ..groups import group_split
 from .base import Scorer, feature_layer, register_scorer
 
 #: share of ``k`` taken by attention, the rest by diversity: the official default (``--important_ratio``
@@ -58,7 +59,9 @@ class VisPrunerScorer(Scorer):
     and each any-resolution crop as separate pictures, ``visual_token_num`` tokens each ("32 * 5 =
     160" in its README): the image's ``k`` is split evenly over its crops
     (:func:`~visprune.scoring.crops.crop_budgets`) and each crop runs the selection above on its
-    own tokens with its share.
+    own tokens with its share. Likewise a video whose budget splits it over temporal groups
+    (``ctx.parts``, the energy budget's ``video_budget``): each group with its part
+    (:func:`~visprune.scoring.groups.group_split`).
 
     [CLS] is never a candidate where the model drops it (LLaVA-1.5's ``default`` strategy, the
     official ``select_feature='patch'``). Sorts are stable: ties go to the lower index (the
@@ -127,7 +130,7 @@ class VisPrunerScorer(Scorer):
         compared = ctx.require(PATCH_HIDDEN, "scorer 'vispruner'") if PATCH_HIDDEN in self.needs else ctx.features
         kept = []
         for i in range(len(k)):
-            split = crop_split(ctx, i, int(k[i])) if self.per_crop else None
+            split = group_split(ctx, i) or (crop_split(ctx, i, int(k[i])) if self.per_crop else None)
             parts = [(cand[i], int(k[i]))] if split is None else split
             picks = [self._select_one(compared[i], scores[i], mask, share) for mask, share in parts]
             kept.append(torch.sort(torch.cat(picks)).values)

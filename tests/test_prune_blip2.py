@@ -119,33 +119,20 @@ def test_scorers_that_do_not_fit_a_cut_are_refused(built, cut, scorer, match):
     assert not visprune.is_pruned(model)
 
 
-def _savings_script():
-    import importlib.util
-    import sys
-    from pathlib import Path
+def test_savings_rows_follow_the_cuts():
+    """The BLIP-2 and IDEFICS savings rows (``docs/savings.md``) on tiny meta-device configs: the cuts behave as
+    documented."""
+    from visprune.adapters import blip2, idefics
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "savings_table.py"
-    spec = importlib.util.spec_from_file_location("savings_table", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_savings_table_script_runs_on_tiny_configs(tmp_path):
-    """``scripts/savings_table.py`` (docs/savings.md) on tiny meta-device configs: the cuts behave as documented."""
-    script = _savings_script()
-    (query_name, _, query), (vit_name, _, vit) = script.blip2(tiny=True)
-    assert "query" in query_name and "vit" in vit_name
+    by_cut, by_vit = blip2.savings(tiny=True)
+    assert "query" in by_cut.name and "vit" in by_vit.name
+    query, vit = by_cut.rows, by_vit.rows
     assert [r.lm_visual for r in query] == [8, 4, 2] and query[1].lm < query[0].lm  # the LM input shrinks
     assert [r.lm_visual for r in vit] == [8, 8, 8] and len({r.lm for r in vit}) == 1  # the LM input does not
     assert vit[2].connector < vit[0].connector and len({r.vision for r in vit + query}) == 1
-    _, _, idefics = script.idefics(tiny=True)
-    assert len({r.lm for r in idefics}) == 1 and idefics[2].connector < idefics[0].connector
-    out = tmp_path / "savings.md"
-    assert script.main(["--tiny", "--arch", "blip2", "--out", str(out)]) == 0
-    text = out.read_text()
-    assert "## BLIP-2 OPT-2.7b, cut='vit'" in text and "| 0.25 |" in text
+    [section] = idefics.savings(tiny=True)
+    rows = section.rows
+    assert len({r.lm for r in rows}) == 1 and rows[2].connector < rows[0].connector
 
 
 @torch.no_grad()

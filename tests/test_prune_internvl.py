@@ -160,11 +160,11 @@ def test_visprune_eval_runs_an_internvl_folder(tmp_path, capsys, monkeypatch):
 
 
 def test_savings_table_counts_internvl_per_tile():
-    """``scripts/savings_table.py``'s InternVL rows on tiny meta-device configs: 16 tokens per 112 px tile, the
+    """The InternVL savings rows (``docs/savings.md``) on tiny meta-device configs: 16 tokens per 112 px tile, the
     tower once per tile, the language model on the kept count."""
-    from test_prune_blip2 import _savings_script
+    from visprune.adapters import internvl
 
-    (_, _, one), (_, _, five) = _savings_script().internvl(tiny=True)
+    one, five = (section.rows for section in internvl.savings(tiny=True))
     assert [r.at_cut for r in one] == [16, 8, 4] and [r.at_cut for r in five] == [80, 40, 20]
     assert five[0].vision == 5 * one[0].vision and len({r.vision for r in five}) == 1
     assert five[2].lm < five[1].lm < five[0].lm

@@ -48,12 +48,14 @@ import torch
 from torch import nn
 
 from ..measure import clock
+from ..measure.savings import KEEPS, META, TEXT_TOKENS, Row, Section, build, flops, kept, meta, prefill
 from .. import ops
 from ..scoring.context import IMAGE_KEY, KEYS, PATCH_HIDDEN, QUESTION_EMBEDS, SALIENCY
 from ..prompt import ASSISTANT_MARKERS, USER_MARKERS
 from ..batching import keep_positions
 from ..callscope import overriding, this_thread
 from .boxes import View
+from .llava_family import vicuna_7b_config
 from .base import PER_TOKEN, Adapter, Encoded, _pad_id, hidden_index_to_layer, pixel_key
 
 CUTS = ("query", "vit")
@@ -284,3 +286,78 @@ def _served(model: nn.Module, extras: dict, kept=None, patches=None, patch_mask=
         finally:  # the cached outputs served their one call; do not keep them alive in last_selection
             extras.pop("vision", None)
             extras.pop("qformer", None)
+
+
+# --- savings at published size (docs/savings.md, visprune.measure.savings) ---
+
+
+def _blip_configs(tiny: bool, instruct: bool):
+    from transformers import OPTConfig
+
+    if tiny:
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                      image_size=56, patch_size=14)
+        qformer = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                       vocab_size=1000)
+        text = vicuna_7b_config(True) if instruct else OPTConfig(hidden_size=64, ffn_dim=128, num_hidden_layers=2,
+                                                                 num_attention_heads=4, word_embed_proj_dim=64,
+                                                                 vocab_size=1000)
+        return vision, qformer, text, 8
+    vision = dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16,
+                  image_size=224, patch_size=14, qkv_bias=True)
+    qformer = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                   cross_attention_frequency=2, encoder_hidden_size=1408, vocab_size=30523 if instruct else 30522)
+    if instruct:  # Vicuna-7B v1.1
+        text = vicuna_7b_config(False, 32001)
+    else:  # OPT-2.7b
+        text = OPTConfig(hidden_size=2560, ffn_dim=10240, num_hidden_layers=32, num_attention_heads=32,
+                         word_embed_proj_dim=2560, vocab_size=50272, max_position_embeddings=2048)
+    return vision, qformer, text, 32
+
+
+def blip_savings(tiny: bool, instruct: bool) -> list[Section]:
+    """BLIP-2 OPT-2.7b (Salesforce/blip2-opt-2.7b) or InstructBLIP Vicuna-7B (Salesforce/instructblip-vicuna-7b),
+    one 224 px image, at both cut points: ``query`` shortens the language model's input, ``vit`` only the
+    Q-Former's cross-attention."""
+    if instruct:
+        from transformers import InstructBlipConfig as Config, InstructBlipForConditionalGeneration as Model
+    else:
+        from transformers import Blip2Config as Config, Blip2ForConditionalGeneration as Model
+    vision, qformer, text, queries = _blip_configs(tiny, instruct)
+    cfg = Config(vision_config=vision, qformer_config=qformer, text_config=text.to_dict(), num_query_tokens=queries,
+                 image_token_index=text.vocab_size - 1)
+    m = build(Model, cfg)
+    s, p = cfg.vision_config.image_size, cfg.vision_config.patch_size
+    patches = (s // p) ** 2
+    vision_f = flops(m.vision_model, meta(1, 3, s, s))
+    qh = cfg.qformer_config.hidden_size
+    instruction = 20  # Q-Former tokens of the instruction (InstructBLIP reads it; BLIP-2 does not)
+
+    def connector(n_patches: int) -> int:
+        kwargs = dict(query_embeds=meta(1, queries, qh),
+                      encoder_hidden_states=meta(1, n_patches, cfg.vision_config.hidden_size))
+        if instruct:
+            ids = torch.zeros(1, instruction, dtype=torch.long, device=META)
+            kwargs.update(input_ids=ids)  # no mask: all attend (a meta mask cannot be inspected)
+        return flops(m.qformer, **kwargs) + flops(m.language_projection, meta(1, queries, qh))
+
+    width = cfg.text_config.hidden_size
+    lm = m.language_model
+    head = lm.lm_head
+    body = lm.model.decoder if hasattr(lm.model, "decoder") else lm.model
+    full_connector = connector(patches + 1)
+    query_rows, vit_rows = [], []
+    for keep in KEEPS:
+        k = kept(queries, keep)
+        query_rows.append(Row(keep, k, k, vision_f, full_connector, prefill(body, head, width, TEXT_TOKENS + k)))
+        n = kept(patches, keep) + 1  # [CLS] protected
+        vit_rows.append(Row(keep, n, queries, vision_f, connector(n), prefill(body, head, width, TEXT_TOKENS + queries)))
+    name = "InstructBLIP Vicuna-7B" if instruct else "BLIP-2 OPT-2.7b"
+    source = ("Salesforce/instructblip-vicuna-7b's config.json" if instruct
+              else "Salesforce/blip2-opt-2.7b's config.json")
+    return [
+        Section(f"{name}, cut='query'", f"{queries} projected Q-Former query outputs, pruned before the language model",
+                query_rows, source=source),
+        Section(f"{name}, cut='vit'", f"{patches} ViT patches + [CLS] (protected), pruned before the Q-Former; the "
+                f"language model still receives {queries} query tokens", vit_rows, source=source),
+    ]

@@ -30,6 +30,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..measure import clock
+from ..measure.savings import Section, after_connector, build, flops, meta, prefill
 from ..prompt import ASSISTANT_MARKERS
 from .boxes import View
 from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, assign_signals
@@ -95,3 +96,41 @@ class Gemma3Adapter(Adapter):
         kept = torch.cat(sel.kept_features)[None]
         kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=kept)}
         return kwargs, ctx
+
+
+# --- savings at published size (docs/savings.md, visprune.measure.savings) ---
+
+
+def savings(tiny: bool) -> list[Section]:
+    """Gemma-3-4B and 12B (google/gemma-3-4b-it, google/gemma-3-12b-it) on one 896x896 image (no pan and scan):
+    SigLIP-so400m, 4x4 average pool into 256 tokens, Gemma 3 language models (sliding-window and global layers)."""
+    return [_gemma3(tiny, "Gemma-3-4B", 2560, 10240, 34, 8, 4), _gemma3(tiny, "Gemma-3-12B", 3840, 15360, 48, 16, 8)]
+
+
+def _gemma3(tiny: bool, name: str, width: int, ffn: int, layers: int, heads: int, kv: int) -> Section:
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
+
+    if tiny:
+        text = Gemma3TextConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=64)
+        vis = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 image_size=112, patch_size=14)
+        tokens = 16
+    else:
+        text = Gemma3TextConfig(vocab_size=262208, hidden_size=width, intermediate_size=ffn, num_hidden_layers=layers,
+                                num_attention_heads=heads, num_key_value_heads=kv, head_dim=256, sliding_window=1024,
+                                query_pre_attn_scalar=256)
+        vis = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                                 image_size=896, patch_size=14, vision_use_head=False)
+        tokens = 256
+    cfg = Gemma3Config(text_config=text, vision_config=vis, mm_tokens_per_image=tokens,
+                       image_token_id=text.vocab_size - 1)
+    m = build(Gemma3ForConditionalGeneration, cfg)
+    patches = (vis.image_size // vis.patch_size) ** 2
+    vision = flops(m.model.vision_tower, meta(1, 3, vis.image_size, vis.image_size))
+    connector = flops(m.model.multi_modal_projector, meta(1, patches, vis.hidden_size))
+    rows = after_connector(tokens, vision, connector,
+                           lambda length: prefill(m.model.language_model, m.lm_head, text.hidden_size, length), extra=2)
+    return Section(name, f"{tokens} tokens pooled from {patches} SigLIP patches, pruned after the projector; "
+                   "<start_of_image> / <end_of_image> kept", rows,
+                   source=f"google/{name.lower()}-it's config.json")

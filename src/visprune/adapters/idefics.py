@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from ..measure import clock
+from ..measure.savings import KEEPS, META, TEXT_TOKENS, Row, Section, build, flops, kept, meta
 from .. import ops
 from ..compat import idefics_generate_reuses_latents, idefics_perceiver_embeddings
 from ..scoring.context import QUESTION_EMBEDS
@@ -165,3 +166,47 @@ def _masked_padding(base: nn.Module, valid: torch.Tensor):
             handle = layer.register_forward_pre_hook(this_thread(hide_padding), with_kwargs=True)
             stack.callback(handle.remove)
         yield
+
+
+# --- savings at published size (docs/savings.md, visprune.measure.savings) ---
+
+
+def savings(tiny: bool) -> list[Section]:
+    """IDEFICS-9B (HuggingFaceM4/idefics-9b): CLIP ViT-H/14, perceiver resampler (64 latents), LLaMA-7B + 8 gated
+    xattn; pruned before the resampler, so the language model's input does not change."""
+    from transformers import IdeficsConfig, IdeficsForVisionText2Text
+
+    if tiny:
+        cfg = IdeficsConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                            vocab_size=1000, additional_vocab_size=2, cross_layer_interval=1, use_resampler=True,
+                            vision_config=dict(embed_dim=32, image_size=56, intermediate_size=64, patch_size=14,
+                                               num_attention_heads=4, num_hidden_layers=2),
+                            perceiver_config=dict(use_resampler=True, resampler_n_latents=8, resampler_depth=2,
+                                                  resampler_n_heads=4, resampler_head_dim=8))
+    else:
+        cfg = IdeficsConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                            vocab_size=32000, additional_vocab_size=2, cross_layer_interval=4, use_resampler=True,
+                            qk_layer_norms=False, max_position_embeddings=2048,
+                            vision_config=dict(embed_dim=1280, image_size=224, intermediate_size=5120, patch_size=14,
+                                               num_attention_heads=16, num_hidden_layers=32),
+                            perceiver_config=dict(use_resampler=True, resampler_n_latents=64, resampler_depth=6,
+                                                  resampler_n_heads=16, resampler_head_dim=96))
+    # IDEFICS always builds a padding mask, which the SDPA mask code inspects (impossible on meta):
+    # count with eager attention, whose matmuls torch counts exactly as the SDPA formula does.
+    cfg._attn_implementation = "eager"
+    m = build(IdeficsForVisionText2Text, cfg)
+    vc = cfg.vision_config
+    patches = (vc.image_size // vc.patch_size) ** 2
+    latents = cfg.perceiver_config.resampler_n_latents
+    vision = flops(m.model.vision_model, meta(1, 3, vc.image_size, vc.image_size))
+    length = TEXT_TOKENS
+    lm = flops(m.model, inputs_embeds=meta(1, length, cfg.hidden_size),
+               perceiver_embeddings=idefics_perceiver_embeddings(meta(1, 1, latents, vc.embed_dim)),
+               image_attention_mask=torch.ones(1, length, 1, device=META)) + flops(m.lm_head, meta(1, 1, cfg.hidden_size))
+    rows = []
+    for keep in KEEPS:
+        n = kept(patches, keep) + 1  # [CLS] protected
+        rows.append(Row(keep, n, latents, vision, flops(m.model.perceiver_resampler, meta(1, n, vc.embed_dim)), lm))
+    return [Section("IDEFICS-9B", f"{patches} ViT patches + [CLS] (protected), pruned before the perceiver resampler; "
+                    f"the language model cross-attends to {latents} latents whatever is kept", rows,
+                    source="HuggingFaceM4/idefics-9b's config.json")]

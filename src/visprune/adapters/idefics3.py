@@ -53,6 +53,7 @@ from torch import nn
 
 from ..callscope import this_thread
 from ..measure import clock
+from ..measure.savings import Section, after_connector, build, flops, meta, prefill
 from ..prompt import USER_MARKERS
 from .boxes import View
 from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, assign_signals
@@ -144,3 +145,68 @@ class Idefics3Adapter(Adapter):
         s = int(connector.scale_factor)
         grouped = connector.pixel_shuffle(signals, s)  # [tiles, (P/s)^2, s^2 * C]: s^2 patches side by side
         return grouped.reshape(tiles, grouped.shape[1], s * s, channels).mean(2)
+
+
+# --- savings at published size (docs/savings.md, visprune.measure.savings) ---
+
+_SOURCE_SMOLVLM2 = (
+    "HuggingFaceTB/SmolVLM2-2.2B-Instruct as google-ai-edge/ai-edge-torch (ai_edge_torch/generative/examples/smolvlm2: "
+    "vision_encoder.py, decoder.py; its verify.py defaults to that checkpoint) and kornia/kornia-rs "
+    "(crates/kornia-vlm/src/smolvlm2: model.rs, mod.rs) write it out, agreeing on every value the count reads: "
+    "SigLIP tower of 27 layers, width 1152, FFN 4304, 16 heads, 14 px patches on 384 px tiles (27 x 27 patches; "
+    "ai-edge-torch writes 378 = 27 x 14 px), pixel shuffle scale factor 3 (81 tokens per tile), SmolLM2-1.7B "
+    "language model of 24 layers, width 2048, FFN 8192, 32 query and 32 KV heads, vocabulary 49280, untied head; "
+    "image splitting as kornia-rs's processor for the checkpoint (longest edge resized to 1536, 384 px tiles, "
+    "plus the global tile). The rope base and context length differ between the two (ai-edge-torch 130000 / 8192, "
+    "kornia-rs 273768 / 16384; kornia-rs's used) and do not enter the count"
+)
+
+
+def savings(tiny: bool) -> list[Section]:
+    """SmolVLM2-2.2B-Instruct on a square image: resized to 1536 px, split into 4 x 4 tiles of 384 px plus the
+    global tile (17 tower passes), 81 tokens per tile after the 3 x 3 pixel shuffle; pruned after the connector,
+    across the image's tiles."""
+    from transformers import LlamaConfig, SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMVisionConfig
+
+    if tiny:
+        vis = SmolVLMVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                  image_size=84, patch_size=14)
+        text = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           vocab_size=1000)
+    else:
+        vis = SmolVLMVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                                  image_size=384, patch_size=14)
+        text = LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=32,
+                           num_key_value_heads=32, vocab_size=49280, max_position_embeddings=16384,
+                           rope_parameters={"rope_type": "default", "rope_theta": 273768.0}, tie_word_embeddings=False)
+    cfg = SmolVLMConfig(vision_config=vis, text_config=text, scale_factor=3, image_token_id=text.vocab_size - 1)
+    m = build(SmolVLMForConditionalGeneration, cfg)
+    split = 4  # the longest edge resized to 4 tiles' width, so a square image is 4 x 4 tiles
+    tiles = split * split + 1  # and the global tile
+    side = vis.image_size // vis.patch_size
+    per_tile = (side // cfg.scale_factor) ** 2
+    n = tiles * per_tile
+    # <fake_token_around_image><row_r_col_c> before each tile, a newline after each row, then
+    # "\n<fake_token_around_image><global-img>" ... "<fake_token_around_image>": text tokens, never dropped
+    markers = 2 * split * split + split + 4
+    vision = flops(_tower_unmasked, m.model.vision_model, meta(tiles, 3, vis.image_size, vis.image_size))
+    connector = flops(m.model.connector, meta(tiles, side * side, vis.hidden_size))
+    rows = after_connector(n, vision, connector,
+                           lambda length: prefill(m.model.text_model, m.lm_head, text.hidden_size, length), extra=markers)
+    return [Section("SmolVLM2-2.2B", f"{n} tokens, {per_tile} per tile pixel-shuffled from {side * side} SigLIP patches, "
+                    f"{split * split} tiles of {vis.image_size} px and the global tile (a square image); pruned after the "
+                    f"connector, per image across its tiles; the {markers} tile-marker text tokens kept", rows,
+                    source=_SOURCE_SMOLVLM2,
+                    note=f"the {markers} marker tokens are counted as one token each (the last row's newline and the "
+                    "one before <global-img> may tokenize as one).")]
+
+
+def _tower_unmasked(tower: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The tower's forward (transformers 5.24, ``SmolVLMVisionTransformer.forward``) on whole tiles, without the
+    all-true attention mask it would build: the mask code inspects the mask's values, which meta tensors do not
+    have, and an all-true mask changes no matmul."""
+    tiles, _, height, width = pixel_values.shape
+    patch = tower.config.patch_size
+    everywhere = torch.ones(tiles, height // patch, width // patch, dtype=torch.bool, device=pixel_values.device)
+    hidden = tower.embeddings(pixel_values=pixel_values, patch_attention_mask=everywhere)
+    return tower.post_layernorm(tower.encoder(inputs_embeds=hidden).last_hidden_state)

@@ -5,9 +5,18 @@ the query outputs the Q-Former made while reading the instruction, and the ``vit
 Q-Former read it again over the kept patches. Cut points: see ``blip2_family``.
 """
 
-from .blip2_family import Blip2FamilyAdapter
+from __future__ import annotations
+
+from ..measure.savings import Section
+from .blip2_family import Blip2FamilyAdapter, blip_savings
 
 
 class InstructBlipAdapter(Blip2FamilyAdapter):
     model_types = ("instructblip",)
     image_input_keys = ("pixel_values", "qformer_input_ids", "qformer_attention_mask", "interpolate_pos_encoding")
+
+
+def savings(tiny: bool) -> list[Section]:
+    """InstructBLIP Vicuna-7B at both cut points (``blip2_family.blip_savings``); its Q-Former reads a 20-token
+    instruction."""
+    return blip_savings(tiny, instruct=True)

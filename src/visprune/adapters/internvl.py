@@ -49,6 +49,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from ..batching import PromptLayout
 from ..measure import clock
 from .boxes import View
+from ..measure.savings import Section, after_connector, build, flops, meta, prefill
 from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, assign_signals
 
 
@@ -187,3 +188,50 @@ def _split(values: list, sizes: list[int]) -> list[list]:
         out.append(values[start : start + n])
         start += n
     return out
+
+
+# --- savings at published size (docs/savings.md, visprune.measure.savings) ---
+
+
+def savings(tiny: bool) -> list[Section]:
+    """InternVL3-8B (OpenGVLab/InternVL3-8B-hf): InternViT-300M on each 448 px tile, pixel shuffle (2 x 2 patches
+    per token, 256 per tile), MLP projector, Qwen2.5-7B. One tile (an image up to 448 px), and the 2 x 2 tiles plus
+    thumbnail the processor cuts an 896 px square image into."""
+    return [_internvl(tiny, 1), _internvl(tiny, 5)]
+
+
+def _internvl(tiny: bool, tiles: int) -> Section:
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    if tiny:
+        text = dict(model_type="qwen2", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, vocab_size=1000)
+        vis = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=112,
+                   patch_size=14)
+        image_token = 999
+    else:
+        # OpenGVLab/InternVL3-8B-hf: text_config is InternVL3-8B's llm_config (Qwen2.5-7B with InternVL's
+        # tokens), vision_config InternViT-300M-448px-V2.5 as transformers' conversion writes it
+        text = dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                    num_attention_heads=28, num_key_value_heads=4, vocab_size=151674, max_position_embeddings=32768,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+        vis = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                   image_size=448, patch_size=14, attention_bias=True, norm_type="layer_norm", use_qk_norm=False,
+                   use_mean_pooling=True)
+        image_token = 151667
+    cfg = InternVLConfig(text_config=text, vision_config=vis, image_token_id=image_token, downsample_ratio=0.5,
+                         vision_feature_layer=-1, vision_feature_select_strategy="default")
+    m = build(InternVLForConditionalGeneration, cfg)
+    size = vis["image_size"]
+    patches = (size // 14) ** 2
+    n = tiles * patches // 4  # the pixel shuffle: 2 x 2 patches per token
+    vision = flops(m.model.vision_tower, meta(tiles, 3, size, size))
+    connector = flops(m.model.multi_modal_projector, meta(tiles, patches // 4, 4 * vis["hidden_size"]))
+    width = text["hidden_size"]
+    rows = after_connector(n, vision, connector, lambda length: prefill(m.model.language_model, m.lm_head, width, length),
+                           extra=2)
+    shape = "one 448 px tile" if tiles == 1 else f"{tiles - 1} tiles and a thumbnail (an {2 * size} px square image)"
+    return Section(f"InternVL3-8B, {tiles} tile{'s' if tiles > 1 else ''}",
+                   f"{n} tokens, {patches // 4} per tile pixel-shuffled from {patches} InternViT patches, {shape}; "
+                   "pruned after the projector, per image across its tiles; <img> / </img> kept", rows,
+                   source="OpenGVLab/InternVL3-8B-hf's config.json")

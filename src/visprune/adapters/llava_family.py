@@ -395,3 +395,29 @@ def _joined(parts: list[tuple[str, Encoded]]) -> Encoded:
         patch_hidden=cat("patch_hidden"), image_keys=cat("image_keys"), crops=cat("crops"), thw=cat("thw"),
         model_seconds=sum(e.model_seconds for e in encs), modalities=[kind for kind, e in parts for _ in e.features],
     )
+
+
+# --- published configurations for the savings table (docs/savings.md, visprune.measure.savings) ---
+
+
+def vicuna_7b_config(tiny: bool, vocab: int = 32000, **extra: Any):
+    """Vicuna-7B (LLaMA-7B's shape), the language model of LLaVA-1.5-7B, LLaVA-NeXT-7B (Vicuna) and
+    InstructBLIP Vicuna-7B; ``tiny``: 2 layers of width 64."""
+    from transformers import LlamaConfig
+
+    if tiny:
+        return LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           vocab_size=vocab, **extra)
+    return LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=32, vocab_size=vocab, max_position_embeddings=4096, **extra)
+
+
+def clip_l336_config(tiny: bool):
+    """CLIP ViT-L/14 at 336 px, the tower of LLaVA-1.5 and LLaVA-NeXT; ``tiny``: 56 px, 3 layers."""
+    from transformers import CLIPVisionConfig
+
+    if tiny:
+        return CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                image_size=56, patch_size=14)
+    return CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                            image_size=336, patch_size=14, projection_dim=768)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..measure import clock
+from ..measure.savings import META, Section, after_connector, build, flops_by_module, meta, prefill
 from .. import ops
 from ..batching import RowPlan
 from ..errors import UsageError
@@ -316,3 +317,92 @@ class Qwen2_5_VLAdapter(Qwen2VLAdapter):
             patch_size=tower.patch_size,
         )
         return window
+
+
+# --- savings at published size (docs/savings.md, visprune.measure.savings) ---
+
+
+def savings(tiny: bool) -> list[Section]:
+    """Qwen2-VL-7B on an image and Qwen2.5-VL-7B on a video clip, each pruned after its patch merger."""
+    return [_qwen2_vl_image(tiny), _qwen2_5_vl_video(tiny)]
+
+
+def _qwen2_vl_image(tiny: bool) -> Section:
+    """Qwen2-VL-7B-Instruct on a 672x672 image: 48x48 patches -> 24x24 = 576 merged tokens."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers.vision_utils import get_vision_position_ids
+
+    if tiny:
+        text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, vocab_size=1000,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]})
+        vision = dict(depth=2, embed_dim=32, num_heads=4, hidden_size=64, mlp_ratio=2, patch_size=14,
+                      spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
+        image = 112
+    else:
+        text = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                    num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]})
+        vision = dict(depth=32, embed_dim=1280, num_heads=16, hidden_size=3584, mlp_ratio=4, patch_size=14,
+                      spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
+        image = 672
+    cfg = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=151655, video_token_id=151656,
+                        vision_start_token_id=151652, vision_end_token_id=151653)
+    m = build(Qwen2VLForConditionalGeneration, cfg)
+    g = image // 14
+    patches = g * g
+    n = patches // 4
+    grid = torch.tensor([[1, g, g]])
+    # Rotary positions come from the (real) grid; handed over on meta, as the tower's own helper allows.
+    positions = get_vision_position_ids(grid, cfg.vision_config.spatial_merge_size).to(META)
+    by_module = flops_by_module(m.model.visual, meta(patches, 3 * 2 * 14 * 14), grid_thw=grid, position_ids=positions)
+    connector = by_module.get("merger", 0)
+    width = cfg.text_config.hidden_size
+    rows = after_connector(n, by_module["total"] - connector, connector,
+                           lambda length: prefill(m.model.language_model, m.lm_head, width, length))
+    return Section("Qwen2-VL-7B", f"{n} merged tokens (672x672 image), pruned after the patch merger", rows,
+                   source="Qwen/Qwen2-VL-7B-Instruct's config.json")
+
+
+def _qwen2_5_vl_video(tiny: bool) -> Section:
+    """Qwen2.5-VL-7B-Instruct on a 32-frame clip at 448x448 per frame: 2 frames per temporal patch, 32x32
+    patches per frame -> 16 temporal groups x 16x16 = 4,096 merged tokens, pruned within the video."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.vision_utils import get_vision_position_ids, get_vision_window_index
+
+    if tiny:
+        text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, vocab_size=1000,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]})
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64, patch_size=14,
+                      spatial_merge_size=2, temporal_patch_size=2, in_channels=3, window_size=56,
+                      fullatt_block_indexes=[1])
+        frames, image = 4, 112
+    else:
+        text = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                    num_key_value_heads=4, vocab_size=152064, max_position_embeddings=128000,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]})
+        vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3, window_size=112,
+                      fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2)
+        frames, image = 32, 448
+    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=151655, video_token_id=151656,
+                           vision_start_token_id=151652, vision_end_token_id=151653)
+    m = build(Qwen2_5_VLForConditionalGeneration, cfg)
+    g = image // 14
+    t = frames // 2
+    n = t * g * g // 4
+    grid = torch.tensor([[t, g, g]])
+    # rotary positions and the window layout come from the (real) grid; handed over on meta
+    positions = get_vision_position_ids(grid, 2).to(META)
+    window, cu_window = get_vision_window_index(grid, spatial_merge_size=2, window_size=cfg.vision_config.window_size,
+                                                patch_size=14)
+    by_module = flops_by_module(m.model.visual, meta(t * g * g, 3 * 2 * 14 * 14), grid_thw=grid, position_ids=positions,
+                                window_index=window.to(META), cu_window_seqlens=cu_window)
+    connector = by_module.get("merger", 0)
+    width = cfg.text_config.hidden_size
+    rows = after_connector(n, by_module["total"] - connector, connector,
+                           lambda length: prefill(m.model.language_model, m.lm_head, width, length))
+    return Section(f"Qwen2.5-VL-7B, {frames}-frame video", f"{n} merged tokens ({frames} frames of {image}x{image}: {t} "
+                   f"temporal patches of {g // 2}x{g // 2}), pruned after the patch merger within the video; the vision "
+                   "tower runs on the whole clip", rows, source="Qwen/Qwen2.5-VL-7B-Instruct's config.json")

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..measure.savings import META, Section, after_connector, build, flops_by_module, meta, prefill
 from .qwen2_vl import Qwen2VLAdapter
 
 
@@ -47,3 +48,75 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
             outputs[kind] = BaseModelOutputWithDeepstackFeatures(pooler_output=feats, deepstack_features=deep)
         kwargs["mm_encoder_outputs"] = outputs
         return kwargs, ctx
+
+
+# --- savings at published size (docs/savings.md, visprune.measure.savings) ---
+
+
+def tower_flops(tower: nn.Module, image: int) -> tuple[dict[str, int], int]:
+    """Counted FLOPs of a Qwen3-VL-kind tower (also Qwen3.5's) on one ``image`` x ``image`` picture, by module,
+    and the merged token count. Positions and the position-embedding interpolation come from the (real)
+    grid and are handed over on meta, as the tower's own helpers allow."""
+    from transformers.vision_utils import get_vision_interpolation_indices_and_weights, get_vision_position_ids
+
+    patch, merge = tower.config.patch_size, tower.config.spatial_merge_size
+    g = image // patch
+    grid = torch.tensor([[1, g, g]])
+    indices, weights = get_vision_interpolation_indices_and_weights(
+        grid, num_grid_per_side=tower.num_grid_per_side, mode=tower.interpolation_mode,
+        align_corners=tower.interpolation_align_corners, spatial_merge_size=merge)
+    by_module = flops_by_module(tower, meta(g * g, 3 * tower.config.temporal_patch_size * patch * patch), grid_thw=grid,
+                                position_ids=get_vision_position_ids(grid, merge).to(META),
+                                interp_indices=indices.to(META), interp_weights=weights.to(META))
+    return by_module, g * g // (merge * merge)
+
+
+def savings(tiny: bool) -> list[Section]:
+    """Qwen3-VL-4B and 8B (Instruct) on a 672x672 image: 42x42 patches of 16 px -> 21x21 = 441 merged tokens; the
+    DeepStack mergers are counted with the patch merger as the connector."""
+    four_text = dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+                     num_key_value_heads=8)
+    four_tower = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16,
+                      deepstack_visual_indexes=[5, 11, 17])
+    eight_text = dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                      num_key_value_heads=8)
+    eight_tower = dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
+                       deepstack_visual_indexes=[8, 16, 24])
+    eight_source = ("Qwen/Qwen3-VL-8B-Instruct's config.json as pytorch/torchtitan writes it out "
+                    "(torchtitan/experiments/qwen3_vl/__init__.py, flavor \"8B\": width 4096, 36 layers, FFN 12288, "
+                    "32 / 8 heads of 128, vocabulary 151936, rope base 5e6, M-RoPE 24 / 20 / 20; tower 27 blocks of "
+                    "1152, FFN 4304, 16 heads, 16 px patches, 2304 position embeddings, DeepStack 8 / 16 / 24, out 4096); "
+                    "the copies of the checkpoint's config.json found in public code (files the search index does not "
+                    "name) give the same values")
+    return [_qwen3_vl(tiny, "Qwen3-VL-4B", four_text, four_tower, "Qwen/Qwen3-VL-4B-Instruct's config.json"),
+            _qwen3_vl(tiny, "Qwen3-VL-8B", eight_text, eight_tower, eight_source)]
+
+
+def _qwen3_vl(tiny: bool, name: str, text_size: dict, vision_size: dict, source: str) -> Section:
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    if tiny:
+        text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=16, vocab_size=1000,
+                    rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_section": [2, 3, 3],
+                                     "mrope_interleaved": True})
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64, patch_size=16,
+                      spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+                      deepstack_visual_indexes=[0])
+        image = 128
+    else:
+        text = dict(**text_size, head_dim=128, vocab_size=151936, max_position_embeddings=262144,
+                    rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_section": [24, 20, 20],
+                                     "mrope_interleaved": True})
+        vision = dict(**vision_size, out_hidden_size=text_size["hidden_size"], patch_size=16, spatial_merge_size=2,
+                      temporal_patch_size=2, num_position_embeddings=2304)
+        image = 672
+    cfg = Qwen3VLConfig(text_config=text, vision_config=vision)
+    m = build(Qwen3VLForConditionalGeneration, cfg)
+    by_module, n = tower_flops(m.model.visual, image)
+    connector = by_module.get("merger", 0) + by_module.get("deepstack_merger_list", 0)
+    width = cfg.text_config.hidden_size
+    rows = after_connector(n, by_module["total"] - connector, connector,
+                           lambda length: prefill(m.model.language_model, m.lm_head, width, length))
+    return Section(name, f"{n} merged tokens ({image}x{image} image), pruned after the patch merger; their DeepStack "
+                   "features are gathered at the same indices", rows, source=source)

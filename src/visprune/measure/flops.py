@@ -3,7 +3,7 @@
 The project reports the compute of a forward pass (prefill) as *counted* FLOPs:
 every matmul / convolution / attention kernel that actually runs is counted
 with torch's flop formulas (a multiply-add is 2 FLOPs; element-wise ops,
-softmax and norms count as 0). Three things to know:
+softmax and norms count as 0). Four things to know:
 
 * **SDPA on CPU.** ``torch.nn.functional.scaled_dot_product_attention`` on CPU
   dispatches to ``aten._scaled_dot_product_flash_attention_for_cpu`` (and its
@@ -19,6 +19,11 @@ softmax and norms count as 0). Three things to know:
   ``count_flops`` calls it for you. On the ``meta`` device, or with dropout,
   SDPA takes the math path, which decomposes into ``bmm`` ops that torch counts
   already.
+* **Ops without a formula count 0.** Besides element-wise work, torch's counter has no
+  formula for linear-algebra kernels such as ``torch.linalg.solve_triangular``, which the
+  Gated DeltaNet layers of Qwen3.5 (transformers' ``torch_chunk_gated_delta_rule``, the path
+  without the flash-linear-attention kernels) run twice per head and chunk of 64 tokens; the
+  savings table gives their size beside the Qwen3.5 row (under 0.1% of its prefill).
 * **Padding is counted.** FLOPs scale with the padded shape, so count one
   sample at a time (batch of 1, no padding).
 * **Meta device.** A model built under ``with torch.device("meta"):`` has no

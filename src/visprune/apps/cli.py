@@ -167,14 +167,21 @@ def build_parser() -> argparse.ArgumentParser:
     tu.set_defaults(func=_tune)
 
     be = sub.add_parser("bench", help="latency vs FLOPs, visprune's overhead, memory: pruned vs unpruned, same run")
-    be.add_argument("--geometry", default="small",
-                    help="tiny, small (CPU-sized, 576 tokens), small-hd (LLaVA-NeXT any-resolution, 5 crops, 2,928 "
-                         "tokens), small-video (Qwen2.5-VL-shaped, an 8-frame clip, 256 video tokens; batch 1 only) "
-                         "or llava-1.5-7b (real size, random weights: 14 GB in bf16; its FLOPs only, on the "
-                         "meta device, when there is no CUDA and no --device)")
+    what = be.add_mutually_exclusive_group()
+    what.add_argument("--geometry", default=None,
+                      help="tiny, small (default; CPU-sized, 576 tokens), small-hd (LLaVA-NeXT any-resolution, 5 crops, "
+                           "2,928 tokens), small-video (Qwen2.5-VL-shaped, an 8-frame clip, 256 video tokens; batch 1 "
+                           "only) or llava-1.5-7b (real size, random weights: 14 GB in bf16; its FLOPs only, on the "
+                           "meta device, when there is no CUDA and no --device)")
+    what.add_argument("--model", metavar="DIR",
+                      help="instead of a geometry: a saved model folder (or hub id) of any supported family, loaded "
+                           "as visprune eval loads it, prompted with its own processor and chat template about one "
+                           "synthetic picture; report and --markdown section named MODEL_TYPE-FOLDER[-DEVICE]")
+    be.add_argument("--image-size", metavar="WxH", help="the synthetic picture of --model (default 640x480)")
     be.add_argument("--method", action="append", help="method spec, repeatable (default: visprune.methods.QUICK_METHODS: atp, e-adaprune, random at about a quarter of the tokens)")
     be.add_argument("--json", help="write the full report here")
-    be.add_argument("--markdown", help="replace this geometry's section of a Markdown file (e.g. BENCHMARKS.md)")
+    be.add_argument("--markdown", help="replace this geometry's (or model's) section of a Markdown file "
+                                       "(e.g. BENCHMARKS.md)")
     be.add_argument("--repeats", type=int, default=5, help="timed runs per method (default 5)")
     be.add_argument("--warmup", type=int, default=2, help="discarded runs first (default 2)")
     be.add_argument("--new-tokens", type=int, default=32, help="forced new tokens of the generate timing (default 32)")

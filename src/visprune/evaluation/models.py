@@ -83,22 +83,28 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32"):
     return model, processor, text_encoder
 
 
-def prompt_text(processor, text: str) -> str:
-    """The model's chat prompt for one image and ``text`` (LLaVA's ``USER: <image>`` form without a template)."""
+def prompt_text(processor, text: str, images: int = 1) -> str:
+    """The model's chat prompt for ``images`` images, then ``text`` (LLaVA's ``USER: <image>`` form without a template)."""
     if getattr(processor, "chat_template", None):
-        conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+        conv = [{"role": "user", "content": [{"type": "image"}] * images + [{"type": "text", "text": text}]}]
         return processor.apply_chat_template(conv, add_generation_prompt=True)
     image_token = getattr(processor, "image_token", "<image>")
-    return f"USER: {image_token}\n{text} ASSISTANT:"
+    return f"USER: {str(image_token) * images}\n{text} ASSISTANT:"
 
 
-def model_inputs(model, processor, task: Task, examples: list[Example], images: list) -> Any:
-    texts = [prompt_text(processor, task.text(e)) for e in examples]
-    # one image per prompt, nested per prompt: the form every processor takes (Gemma 3's requires it)
-    inputs = processor(text=texts, images=[[im] for im in images], padding=True, return_tensors="pt").to(model.device)
+def prompt_inputs(model, processor, questions: list[str], images: list[list]) -> Any:
+    """The inputs of one chat prompt per question, each about its own list of images, on the model's
+    device (pixels in its dtype): how ``eval``, ``sweep`` and ``bench --model`` prompt every family."""
+    texts = [prompt_text(processor, q, len(ims)) for q, ims in zip(questions, images)]
+    # images nested per prompt: the form every processor takes (Gemma 3's requires it)
+    inputs = processor(text=texts, images=images, padding=True, return_tensors="pt").to(model.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     return inputs
+
+
+def model_inputs(model, processor, task: Task, examples: list[Example], images: list) -> Any:
+    return prompt_inputs(model, processor, [task.text(e) for e in examples], [[im] for im in images])
 
 
 def pad_id(processor) -> int | None:

@@ -22,8 +22,13 @@ With ``--batch-sizes``, :func:`throughput` measures samples per second at each b
 with several images per prompt, the batch-1 loop of the pruning toolkits and the official code's
 eager-attention scoring beside visprune's own (:mod:`.throughput`, :mod:`.eager`); :func:`scaling_plot`
 draws latency and throughput against the tokens kept.
+
+With ``--model DIR`` (:func:`folder_geometry`) any saved model folder of a supported family is the
+geometry: loaded and prompted as ``visprune eval`` does, with one synthetic picture. Methods the
+model refuses are listed under ``refused`` with ``prune_``'s message instead of ending the run.
 """
 
+from .folder import folder_geometry
 from .geometries import (GEOMETRIES, LLAVA_7B_PARAMETERS, QUESTION, Geometry, batch_inputs, build_geometry, llava_7b,
                          llava_7b_config)
 from .meta import bench_meta
@@ -33,5 +38,6 @@ from .run import bench
 from .throughput import throughput
 
 __all__ = ["GEOMETRIES", "LLAVA_7B_PARAMETERS", "QUESTION", "Geometry", "batch_inputs", "bench", "bench_meta",
+           "folder_geometry",
            "build_geometry", "llava_7b", "llava_7b_config", "markdown", "meta_markdown", "scaling_plot", "throughput",
            "throughput_markdown", "write_json", "write_markdown_section"]

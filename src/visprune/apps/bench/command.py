@@ -11,6 +11,7 @@ import torch
 from ...errors import UsageError
 from ...evaluation.models import DTYPES, resolve_device
 from ...methods import QUICK_METHODS, parse_method
+from .folder import IMAGE_SIZE, folder_geometry
 from .geometries import GEOMETRIES, LLAVA_7B_PARAMETERS
 from .meta import bench_meta
 from .plot import scaling_plot
@@ -27,15 +28,18 @@ def run_command(args: argparse.Namespace) -> int:
             parse_method(spec)
     except (ValueError, TypeError) as err:
         raise UsageError(str(err)) from None
+    command = "visprune " + " ".join(shlex.quote(a) for a in (args.argv or []))
+    if getattr(args, "model", None) is not None:
+        return _model_command(args, methods, command)
+    if getattr(args, "image_size", None) is not None:
+        raise UsageError("--image-size sets the picture of a model folder: it needs --model")
+    args.geometry = args.geometry or "small"
     if args.geometry not in GEOMETRIES:
         raise UsageError(f"unknown geometry {args.geometry!r}; valid: {', '.join(GEOMETRIES)}")
-    command = "visprune " + " ".join(shlex.quote(a) for a in (args.argv or []))
     device = bench_device(args.geometry, args.device)
     if args.batch_sizes is not None:
         return _throughput_command(args, methods, device, command)
-    for flag, default in (("images", 1), ("loop", None), ("scoring", "qk"), ("plot", None), ("section", None)):
-        if getattr(args, flag) != default:
-            raise UsageError(f"--{flag} measures throughput: it needs --batch-sizes")
+    _check_batch_one(args)
     if device == "meta":
         if args.compile:
             raise UsageError("--compile needs timings; llava-1.5-7b on the meta device only counts FLOPs "
@@ -64,18 +68,68 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _throughput_command(args: argparse.Namespace, methods: list[str] | None, device: str, command: str) -> int:
-    sizes = parse_batch_sizes(args.batch_sizes)
-    if args.geometry == "small-video":
-        raise UsageError("small-video is timed at batch 1 only: run it without --batch-sizes")
-    if device == "meta":
-        raise UsageError("throughput needs timings; the meta device only counts FLOPs (use --device cpu or cuda)")
+def _check_batch_one(args: argparse.Namespace) -> None:
+    for flag, default in (("images", 1), ("loop", None), ("scoring", "qk"), ("plot", None), ("section", None)):
+        if getattr(args, flag) != default:
+            raise UsageError(f"--{flag} measures throughput: it needs --batch-sizes")
+
+
+def _model_command(args: argparse.Namespace, methods: list[str] | None, command: str) -> int:
+    """``--model DIR``: the folder's model timed as the geometries are (batch 1, or throughput with
+    ``--batch-sizes``); its report and BENCHMARKS.md section are named ``MODEL_TYPE-FOLDER``."""
+    if args.device == "meta":
+        raise UsageError("--device meta counts llava-1.5-7b's FLOPs only; a model folder runs on cpu or cuda")
+    device = resolve_device(args.device)
+    if args.batch_sizes is not None:
+        sizes = parse_batch_sizes(args.batch_sizes)
+        _check_throughput(args)
+        if args.scoring == "eager":
+            raise UsageError("--scoring eager reads the LLaVA geometries' attention maps; with --model use --scoring qk")
+    else:
+        _check_batch_one(args)
+    size = parse_image_size(args.image_size) if args.image_size is not None else IMAGE_SIZE
+    geo = folder_geometry(args.model, device, args.dtype, size)
+    dtype = DTYPES[args.dtype]
+    progress = None if args.quiet else print
+    if args.batch_sizes is not None:
+        report = throughput(geo, methods or QUICK_METHODS, sizes, images=args.images, repeats=args.repeats,
+                            warmup=args.warmup, new_tokens=args.new_tokens, loop=args.loop, device=device,
+                            dtype=dtype, progress=progress)
+        suffix = "" if device == "cpu" else f"-{torch.device(device).type}"
+        key = args.section or f"{geo.name}-throughput{suffix}"
+        text = throughput_markdown(report, command)
+    else:
+        kwargs = dict(repeats=args.repeats, warmup=args.warmup, new_tokens=args.new_tokens, device=device, dtype=dtype,
+                      progress=progress, compile=args.compile)
+        report = bench(geo, methods, **kwargs) if methods else bench(geo, **kwargs)
+        key = f"{geo.name}-{torch.device(device).type}" + ("-compiled" if args.compile else "")
+        text = markdown(report, command)
+    print(text)
+    if args.json:
+        write_json(report, args.json)
+    if args.plot:
+        scaling_plot(report, args.plot)
+    if args.markdown:
+        write_markdown_section(Path(args.markdown), key, text)
+    return 0
+
+
+def _check_throughput(args: argparse.Namespace) -> None:
     if args.compile:
         raise UsageError("--compile is not measured with --batch-sizes")
     if args.images < 1:
         raise UsageError(f"--images must be at least 1, got {args.images}")
     if args.repeats < 1 or args.warmup < 0:
         raise UsageError("--repeats must be at least 1 and --warmup at least 0")
+
+
+def _throughput_command(args: argparse.Namespace, methods: list[str] | None, device: str, command: str) -> int:
+    sizes = parse_batch_sizes(args.batch_sizes)
+    if args.geometry == "small-video":
+        raise UsageError("small-video is timed at batch 1 only: run it without --batch-sizes")
+    if device == "meta":
+        raise UsageError("throughput needs timings; the meta device only counts FLOPs (use --device cpu or cuda)")
+    _check_throughput(args)
     dtype = DTYPES[args.dtype]
     if args.geometry == "llava-1.5-7b" and device == "cpu":
         check_host_memory(LLAVA_7B_PARAMETERS * torch.empty(0, dtype=dtype).element_size(), args.dtype)
@@ -92,6 +146,17 @@ def _throughput_command(args: argparse.Namespace, methods: list[str] | None, dev
         suffix = "" if device == "cpu" else f"-{torch.device(device).type}"
         write_markdown_section(Path(args.markdown), args.section or f"{args.geometry}-throughput{suffix}", text)
     return 0
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """``"640x480"`` -> ``(640, 480)`` (width, height); a clear error for anything else."""
+    try:
+        w, h = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        w = h = 0
+    if w < 1 or h < 1:
+        raise UsageError(f"--image-size takes WIDTHxHEIGHT in pixels (e.g. 640x480), got {text!r}")
+    return w, h
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -17,7 +17,12 @@ QUESTION = "what colour is the star ?"
 @dataclass
 class Geometry:
     """A benchmark model with the inputs of one prompt, one image (``inputs``); ``processor`` builds
-    larger batches and prompts with several images (:func:`batch_inputs`)."""
+    larger batches and prompts with several images (:func:`batch_inputs`).
+
+    ``encode(questions, images)``: the inputs of one prompt per question about its list of images
+    (a model folder's: its own chat prompt, :func:`visprune.evaluation.models.prompt_inputs`); None:
+    the test models' LLaVA prompt. ``prune_processor``: what ``prune_`` is given as ``processor=`` (a
+    model folder: its processor, as ``visprune eval`` gives it; the geometries: none, as measured)."""
 
     name: str
     model: Any
@@ -25,6 +30,8 @@ class Geometry:
     description: str
     processor: Any = None
     image_size: tuple[int, int] | None = None
+    encode: Callable[[list[str], list[list]], Any] | None = None
+    prune_processor: Any = None
 
 
 def llava_7b(device: str, dtype: torch.dtype, seed: int = 0, layers: tuple[int, int] | None = None):
@@ -110,15 +117,29 @@ def batch_inputs(geo: Geometry, batch_size: int, images: int = 1, only: int | No
     pictures = graded_images(batch_size * images, geo.image_size)
     if only is not None:
         pictures, batch_size = pictures[only * images:(only + 1) * images], 1
-    tok = geo.processor.tokenizer
-    side, tok.padding_side = tok.padding_side, "left"
-    try:
-        inputs = geo.processor(images=pictures, text=[testing.prompt(QUESTION, images)] * batch_size,
-                               return_tensors="pt", padding=True)
-    finally:
-        tok.padding_side = side
+    if geo.encode is not None:
+        groups = [pictures[i * images:(i + 1) * images] for i in range(batch_size)]
+        inputs = geo.encode([QUESTION] * batch_size, groups)
+    else:
+        tok = geo.processor.tokenizer
+        side, tok.padding_side = tok.padding_side, "left"
+        try:
+            inputs = geo.processor(images=pictures, text=[testing.prompt(QUESTION, images)] * batch_size,
+                                   return_tensors="pt", padding=True)
+        finally:
+            tok.padding_side = side
     return {k: (v.to(device=param.device, dtype=param.dtype) if v.is_floating_point() else v.to(param.device))
             for k, v in inputs.items()}
+
+
+def visual_tokens(model: Any, inputs: dict) -> int | None:
+    """The visual placeholders of ``inputs``' prompts (every kind the model's adapter names): the
+    tokens the unpruned language model receives for the images and videos. None where the prompt
+    has none (IDEFICS: its language model cross-attends to the images instead)."""
+    from ...adapters import get_adapter
+
+    ids = get_adapter(model).visual_tokens(model).values()
+    return sum(int((inputs["input_ids"] == i).sum()) for i in ids) or None
 
 
 def graded_images(n: int, size: tuple[int, int], seed: int = 0) -> list:

@@ -31,7 +31,7 @@ def markdown(report: dict, command: str) -> str:
               "overhead (of e2e / of prefill)", "peak memory ratio", "KV-cache ratio", "host reads per prefill"]
     rows = []
     for r in report["results"]:
-        kept = "all" if r["kept_tokens"] is None else ", ".join(map(str, r["kept_tokens"]))
+        kept = _all(report) if r["kept_tokens"] is None else ", ".join(map(str, r["kept_tokens"]))
         if r.get("temporal_dropped") is not None:
             kept += f" ({', '.join(map(str, r['temporal_dropped']))} dropped as repeats)"
         rows.append([r["method"], kept, f"{r['flops_ratio']:.3f}", f"{r['prefill_latency_ratio']:.3f}",
@@ -40,7 +40,19 @@ def markdown(report: dict, command: str) -> str:
                      _or_na(r["peak_memory_ratio"]), _or_na(r["kv_cache_ratio"]),
                      r.get("host_reads_prefill", "n/a")] + ([r["cuda_syncs_prefill"]] if syncs else []))
     lines.append(markdown_table(header + (["CUDA syncs per prefill"] if syncs else []), rows))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _refused(report)) + "\n"
+
+
+def _all(report: dict) -> str:
+    """The unpruned row's kept tokens: all of them, with their count where the report has it."""
+    return f"all ({report['visual_tokens']})" if report.get("visual_tokens") is not None else "all"
+
+
+def _refused(report: dict) -> list[str]:
+    """Lines naming the methods the model refused, each with ``prune_``'s message (nothing if none)."""
+    rows = report.get("refused") or []
+    return ["", "Refused on this model (`prune_`'s message):", ""] * bool(rows) + [
+        f"- `{r['method']}`: {r['refused']}" for r in rows]
 
 
 def write_markdown_section(path: Path, key: str, text: str) -> None:
@@ -108,7 +120,7 @@ def throughput_markdown(report: dict, command: str) -> str:
                        + ("" if e["same_selection"] else " (selection differs)"))
         rows.append(row)
     lines.append(markdown_table(header, rows))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _refused(report)) + "\n"
 
 
 def _kept(counts: list[int]) -> str:

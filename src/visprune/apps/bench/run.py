@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import platform
 import statistics
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
+from torch import nn
 
+from ...errors import UsageError
 from ...measure import clock
 from ...measure.flops import count_flops
 from ...measure.hostreads import count_cuda_syncs, count_host_reads
@@ -15,7 +18,8 @@ from ...measure.memory import prefill_memory
 from ...measure.timing import in_turns, sync, timed
 from ...methods import QUICK_METHODS, Method, parse_method
 from ...transform import last_selection, prune_, unprune_
-from .geometries import Geometry, build_geometry
+from .geometries import Geometry, build_geometry, visual_tokens
+from .refusals import refused_row, split_refused
 
 
 @torch.no_grad()
@@ -43,14 +47,15 @@ def bench(
         raise ValueError("compile needs at least one warm-up run (it compiles there)")
     parsed = [parse_method(m) for m in methods if m != "none"]
     geo = geometry if isinstance(geometry, Geometry) else build_geometry(geometry, device, dtype)
-    model, inputs = geo.model, geo.inputs
+    model, inputs, processor = geo.model, geo.inputs, geo.prune_processor
     dev = next(model.parameters()).device
-    all_methods = [Method("none", None), *parsed]
+    runnable, refused = split_refused(model, parsed, processor)
+    all_methods = [Method("none", None), *runnable]
     gen_kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
 
     def run(method: Method, what: str) -> tuple[float, float]:
         if method.config is not None:
-            prune_(model, method.config)
+            prune_(model, method.config, processor=processor)
         try:
             if what == "prefill":
                 seconds = timed(lambda: model(**inputs), dev)
@@ -68,7 +73,7 @@ def bench(
     rows: dict[str, dict] = {}
     for m in all_methods:
         if m.config is not None:
-            prune_(model, m.config)
+            prune_(model, m.config, processor=processor)
         try:
             flops, _ = count_flops(model, **inputs)
             peak, kv = prefill_memory(model, inputs, dev)
@@ -91,13 +96,8 @@ def bench(
                          "host_reads": len(reads), "cuda_syncs": syncs,
                          "prefill_s": [], "generate_s": [], "overhead_s": []}
     backend = (compile if isinstance(compile, str) else "inductor") if compile else None
-    eager_lm = model.model.language_model
-    if backend:
-        model.model.language_model = torch.compile(eager_lm, dynamic=True, backend=backend)
-    try:
+    with compiled_language_model(model, backend):
         _time_all(run, all_methods, rows, warmup, repeats, progress)
-    finally:
-        model.model.language_model = eager_lm
     ref = rows["none"]
     ref_prefill = statistics.median(ref["prefill_s"])
     ref_generate = statistics.median(ref["generate_s"])
@@ -130,7 +130,29 @@ def bench(
         })
     setup = _setup(dev, dtype, repeats, warmup, new_tokens)
     setup["compiled_language_model"] = backend or False
-    return {"geometry": geo.name, "description": geo.description, "setup": setup, "results": results}
+    return {"geometry": geo.name, "description": geo.description, "visual_tokens": visual_tokens(model, inputs),
+            "setup": setup, "results": results, "refused": [refused_row(m, refused[m.label]) for m in parsed
+                                                         if m.label in refused]}
+
+
+@contextmanager
+def compiled_language_model(model, backend: str | None):
+    """While active, the language model (``model.model.language_model``, or ``text_model``) runs
+    under ``torch.compile(dynamic=True, backend=backend)``; nothing changes when ``backend`` is None."""
+    if not backend:
+        yield
+        return
+    inner = getattr(model, "model", None)
+    name = next((n for n in ("language_model", "text_model") if isinstance(getattr(inner, n, None), nn.Module)), None)
+    if name is None:
+        raise UsageError(f"--compile compiles model.model.language_model (or text_model); {type(model).__name__} "
+                         "has neither")
+    eager_lm = getattr(inner, name)
+    setattr(inner, name, torch.compile(eager_lm, dynamic=True, backend=backend))
+    try:
+        yield
+    finally:
+        setattr(inner, name, eager_lm)
 
 
 def _time_all(run, methods: list[Method], rows: dict, warmup: int, repeats: int, progress) -> None:

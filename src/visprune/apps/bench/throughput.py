@@ -32,7 +32,8 @@ from ...methods import Method, parse_method
 from ...transform import last_selection, prune_, unprune_
 from ...scoring.scorers.llm_pruning import decoder_layers
 from .eager import eager_scoring, reads_attention
-from .geometries import Geometry, batch_inputs, build_geometry
+from .geometries import Geometry, batch_inputs, build_geometry, visual_tokens
+from .refusals import refused_row, split_refused
 from .run import machine
 
 LOOPS = (None, "bs1")
@@ -66,22 +67,23 @@ def throughput(
     parsed = [parse_method(m) for m in methods if m != "none"]
     geo = geometry if isinstance(geometry, Geometry) else build_geometry(geometry, device, dtype)
     dev = next(geo.model.parameters()).device
+    runnable, refused = split_refused(geo.model, parsed, geo.prune_processor)
     results = []
     for b in batch_sizes:
         if progress:
             progress(f"batch size {b}")
-        results += _one_batch_size(geo, [Method("none", None), *parsed], b, images, repeats, warmup, new_tokens,
+        results += _one_batch_size(geo, [Method("none", None), *runnable], b, images, repeats, warmup, new_tokens,
                                    loop, scoring, dev, progress)
     setup = machine(dev, dtype)
     setup.update(repeats=repeats, warmup=warmup, new_tokens=new_tokens, batch_sizes=list(batch_sizes),
                  images_per_prompt=images, loop=loop, scoring=scoring)
     return {"geometry": geo.name, "kind": "throughput", "description": geo.description, "setup": setup,
-            "results": results}
+            "results": results, "refused": [refused_row(m, refused[m.label]) for m in parsed if m.label in refused]}
 
 
 def _one_batch_size(geo: Geometry, methods: list[Method], b: int, images: int, repeats: int, warmup: int,
                     new_tokens: int, loop: str | None, scoring: str, dev, progress) -> list[dict]:
-    model = geo.model
+    model, processor = geo.model, geo.prune_processor
     inputs = batch_inputs(geo, b, images)
     singles = [batch_inputs(geo, b, images, only=i) for i in range(b)] if loop == "bs1" and b > 1 else []
     gen = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
@@ -93,7 +95,7 @@ def _one_batch_size(geo: Geometry, methods: list[Method], b: int, images: int, r
         """Seconds of one prefill or generate of the batch (the loop: of its samples one by one)
         and visprune's overhead in it."""
         if method.config is not None:
-            prune_(model, method.config)
+            prune_(model, method.config, processor=processor)
         try:
             batches = singles if variant == "bs1" else [inputs]
             seconds, overhead = 0.0, 0.0
@@ -114,7 +116,8 @@ def _one_batch_size(geo: Geometry, methods: list[Method], b: int, images: int, r
                 unprune_(model)
         return seconds, overhead
 
-    rows = {m.label: _measure(model, m, inputs, singles, dev, eager_too=m.label in eager) for m in methods}
+    rows = {m.label: _measure(model, m, inputs, singles, dev, eager_too=m.label in eager, processor=processor)
+            for m in methods}
     plan = [(m, "batch") for m in methods]
     plan += [(m, "bs1") for m in methods if singles and m.config is not None]
     plan += [(m, "eager") for m in methods if m.label in eager]
@@ -128,14 +131,15 @@ def _one_batch_size(geo: Geometry, methods: list[Method], b: int, images: int, r
             rows[m.label].setdefault(v, {})[f"{what}_s"] = statistics.median(s for s, _ in runs)
             if what == "prefill":
                 rows[m.label][v]["overhead_s"] = statistics.median(o for _, o in runs)
-    visual = int((inputs["input_ids"] == model.config.image_token_id).sum()) / b
+    visual = (visual_tokens(model, inputs) or 0) / b
     return [dict(_row(rows[m.label], rows["none"], b, images), visual_tokens_per_sample=visual) for m in methods]
 
 
-def _measure(model, method: Method, inputs: dict, singles: list[dict], dev, eager_too: bool) -> dict:
+def _measure(model, method: Method, inputs: dict, singles: list[dict], dev, eager_too: bool,
+             processor=None) -> dict:
     """The untimed figures of one method on one batch: FLOPs, memory, kept counts."""
     if method.config is not None:
-        prune_(model, method.config)
+        prune_(model, method.config, processor=processor)
     try:
         flops, _ = count_flops(model, **inputs)
         peak, kv = prefill_memory(model, inputs, dev)

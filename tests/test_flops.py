@@ -308,3 +308,15 @@ def test_count_flops_by_module_several_roots_keep_class_prefix():
     assert by_mod["Linear"] == 2 * 5 * 4 * 8
     assert by_mod["Conv1d"] == 2 * 6 * 3 * 2
     assert by_mod["total"] == by_mod["Linear"] + by_mod["Conv1d"]
+
+
+def test_counts_a_model_that_hands_a_parameter_to_a_submodule():
+    """BLIP-2 hands its ``query_tokens`` parameter to the Q-Former as an input: counted under
+    ``no_grad`` (the counter's module tracker would fail on it), every parameter requiring grad after."""
+    from visprune import testing as T
+
+    model, proc = T.blip2()
+    inputs = proc(images=T.images(1), text=[T.blip_prompt("what colour is the star ?")], return_tensors="pt")
+    with torch.no_grad():
+        flops, _ = count_flops(model, **inputs)
+    assert flops > 0 and all(p.requires_grad for p in model.parameters())

@@ -25,8 +25,14 @@ def cache_kwarg(kwargs: dict) -> Any:
 
 def output_cache(out: Any) -> Any:
     """The KV cache a model output holds (a ``ModelOutput`` only keeps the fields that are set),
-    read without touching the deprecated alias."""
-    return cache_kwarg(dict(out.items())) if hasattr(out, "items") else None
+    read without touching the deprecated alias; BLIP-2 and InstructBLIP nest their language model's
+    output, and its cache, in ``language_model_outputs``."""
+    if not hasattr(out, "items"):
+        return None
+    fields = dict(out.items())
+    cache = cache_kwarg(fields)
+    return output_cache(fields["language_model_outputs"]) if cache is None and "language_model_outputs" in fields \
+        else cache
 
 
 def idefics_generate_reuses_latents() -> bool:

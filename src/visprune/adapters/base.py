@@ -87,6 +87,10 @@ class Adapter:
     #: values of ``PruneConfig.positions`` this architecture honours, its own way first
     position_modes: ClassVar[tuple[str, ...]] = ("compact",)
     user_markers: ClassVar[tuple[str, ...]] = USER_MARKERS
+    #: the processor writes the image placeholders into every prompt itself (BLIP-2's prepends its
+    #: query tokens), so a prompt built without a chat template names no image
+    #: (:func:`visprune.evaluation.models.prompt_text`)
+    processor_places_images: ClassVar[bool] = False
     assistant_markers: ClassVar[tuple[str, ...]] = ASSISTANT_MARKERS
     #: the language model's rotary positions have several axes (Qwen's M-RoPE: t, h, w): they have no
     #: contiguous renumbering, so in-LLM pruning always keeps them original (PyramidDrop's "compact" included)

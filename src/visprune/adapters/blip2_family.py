@@ -127,6 +127,7 @@ class Blip2FamilyAdapter(Adapter):
     image_input_keys = ("pixel_values", "interpolate_pos_encoding")
     user_markers = ("Question:", *USER_MARKERS)
     assistant_markers = ("Answer:", *ASSISTANT_MARKERS)
+    processor_places_images = True  # Blip2Processor / InstructBlipProcessor prepend num_query_tokens <image>
 
     def check(self, model: nn.Module) -> None:
         for name in ("vision_model", "qformer", "query_tokens", "language_projection", "language_model"):

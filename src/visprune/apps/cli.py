@@ -169,14 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     be = sub.add_parser("bench", help="latency vs FLOPs, visprune's overhead, memory: pruned vs unpruned, same run")
     what = be.add_mutually_exclusive_group()
     what.add_argument("--geometry", default=None,
-                      help="tiny, small (default; CPU-sized, 576 tokens), small-hd (LLaVA-NeXT any-resolution, 5 crops, "
-                           "2,928 tokens), small-video (Qwen2.5-VL-shaped, an 8-frame clip, 256 video tokens; batch 1 "
-                           "only) or llava-1.5-7b (real size, random weights: 14 GB in bf16; its FLOPs only, on the "
-                           "meta device, when there is no CUDA and no --device)")
+                      help="tiny, small (default; CPU-sized, 576 tokens), small-hd (LLaVA-NeXT any-resolution, 5 "
+                           "crops, 2,928 tokens), small-video (Qwen2.5-VL-shaped, an 8-frame clip, 256 video tokens; "
+                           "batch 1 only) or llava-1.5-7b (real size, random weights: 14 GB in bf16; its FLOPs only, on "
+                           "the meta device, when there is no CUDA and no --device)")
     what.add_argument("--model", metavar="DIR",
                       help="instead of a geometry: a saved model folder (or hub id) of any supported family, loaded "
                            "as visprune eval loads it, prompted with its own processor and chat template about one "
-                           "synthetic picture; report and --markdown section named MODEL_TYPE-FOLDER[-DEVICE]")
+                           "synthetic picture; methods it refuses are listed with prune_'s message; report and "
+                           "--markdown section named MODEL_TYPE-FOLDER[-DEVICE]")
     be.add_argument("--image-size", metavar="WxH", help="the synthetic picture of --model (default 640x480)")
     be.add_argument("--method", action="append", help="method spec, repeatable (default: visprune.methods.QUICK_METHODS: atp, e-adaprune, random at about a quarter of the tokens)")
     be.add_argument("--json", help="write the full report here")
@@ -202,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="eager: also read [CLS] / FastV attention from eager attention maps, as the official code does")
     th.add_argument("--plot", metavar="PNG", help="latency and throughput against the visual tokens kept")
     th.add_argument("--section", help="name of the BENCHMARKS.md section (default: GEOMETRY-throughput)")
-    be.add_argument("--quiet", action="store_true")
+    be.add_argument("--quiet", action="store_true", help="no progress lines (written to stderr, only on a terminal)")
     be.set_defaults(func=_bench)
 
     from .serve import add_parser as add_serve_parser

@@ -83,19 +83,31 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32"):
     return model, processor, text_encoder
 
 
-def prompt_text(processor, text: str, images: int = 1) -> str:
-    """The model's chat prompt for ``images`` images, then ``text`` (LLaVA's ``USER: <image>`` form without a template)."""
+def prompt_text(processor, text: str, images: int = 1, model=None) -> str:
+    """The model's chat prompt for ``images`` images, then ``text`` (LLaVA's ``USER: <image>`` form without a
+    template; without the image tokens where ``model``'s processor places them itself, as BLIP-2's does)."""
     if getattr(processor, "chat_template", None):
         conv = [{"role": "user", "content": [{"type": "image"}] * images + [{"type": "text", "text": text}]}]
         return processor.apply_chat_template(conv, add_generation_prompt=True)
+    if model is not None and _places_images(model):
+        return f"USER: {text} ASSISTANT:"
     image_token = getattr(processor, "image_token", "<image>")
     return f"USER: {str(image_token) * images}\n{text} ASSISTANT:"
+
+
+def _places_images(model) -> bool:
+    from ..adapters import get_adapter
+
+    try:
+        return get_adapter(model).processor_places_images
+    except TypeError:  # not a supported model: it runs unpruned only, prompted the LLaVA way
+        return False
 
 
 def prompt_inputs(model, processor, questions: list[str], images: list[list]) -> Any:
     """The inputs of one chat prompt per question, each about its own list of images, on the model's
     device (pixels in its dtype): how ``eval``, ``sweep`` and ``bench --model`` prompt every family."""
-    texts = [prompt_text(processor, q, len(ims)) for q, ims in zip(questions, images)]
+    texts = [prompt_text(processor, q, len(ims), model) for q, ims in zip(questions, images)]
     # images nested per prompt: the form every processor takes (Gemma 3's requires it)
     inputs = processor(text=texts, images=images, padding=True, return_tensors="pt").to(model.device)
     if "pixel_values" in inputs:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
@@ -170,9 +171,30 @@ def register_sdpa_flop_formulas() -> list[str]:
 def _run_counted(fn: Callable[..., _T], args, kwargs) -> tuple[FlopCounterMode, _T]:
     register_sdpa_flop_formulas()
     counter = FlopCounterMode(display=False)
-    with counter:
+    with counter, _leaves_without_grad(fn):
         result = fn(*args, **kwargs)
     return counter, result
+
+
+@contextmanager
+def _leaves_without_grad(fn: Any):
+    """Under ``no_grad``, ``fn``'s module's parameters do not require grad while it is counted.
+
+    The counter's module tracker hooks the backward of every module input that requires grad, and
+    fails on a parameter handed to a submodule as an input when grad is off (BLIP-2 passes its
+    ``query_tokens`` to the Q-Former): "Expected gradient function to be set"."""
+    module = fn if isinstance(fn, torch.nn.Module) else getattr(fn, "__self__", None)
+    if torch.is_grad_enabled() or not isinstance(module, torch.nn.Module):
+        yield
+        return
+    frozen = [p for p in module.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def count_flops(fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> tuple[int, _T]:

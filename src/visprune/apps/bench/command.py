@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from pathlib import Path
 
 import torch
@@ -52,7 +53,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.geometry == "llava-1.5-7b" and device == "cpu":
             check_host_memory(LLAVA_7B_PARAMETERS * torch.empty(0, dtype=dtype).element_size(), args.dtype)
         kwargs = dict(repeats=args.repeats, warmup=args.warmup, new_tokens=args.new_tokens, device=device,
-                      dtype=dtype, progress=None if args.quiet else print, compile=args.compile)
+                      dtype=dtype, progress=progress_printer(args.quiet), compile=args.compile)
         report = bench(args.geometry, methods, **kwargs) if methods else bench(args.geometry, **kwargs)
         text = markdown(report, command)
         # BENCHMARKS.md sections: `small` and `tiny` on CPU keep their plain names; any other timed run
@@ -84,13 +85,14 @@ def _model_command(args: argparse.Namespace, methods: list[str] | None, command:
         sizes = parse_batch_sizes(args.batch_sizes)
         _check_throughput(args)
         if args.scoring == "eager":
-            raise UsageError("--scoring eager reads the LLaVA geometries' attention maps; with --model use --scoring qk")
+            raise UsageError("--scoring eager reads the LLaVA geometries' attention maps; with --model use "
+                             "--scoring qk")
     else:
         _check_batch_one(args)
     size = parse_image_size(args.image_size) if args.image_size is not None else IMAGE_SIZE
     geo = folder_geometry(args.model, device, args.dtype, size)
     dtype = DTYPES[args.dtype]
-    progress = None if args.quiet else print
+    progress = progress_printer(args.quiet)
     if args.batch_sizes is not None:
         report = throughput(geo, methods or QUICK_METHODS, sizes, images=args.images, repeats=args.repeats,
                             warmup=args.warmup, new_tokens=args.new_tokens, loop=args.loop, device=device,
@@ -135,7 +137,7 @@ def _throughput_command(args: argparse.Namespace, methods: list[str] | None, dev
         check_host_memory(LLAVA_7B_PARAMETERS * torch.empty(0, dtype=dtype).element_size(), args.dtype)
     report = throughput(args.geometry, methods or QUICK_METHODS, sizes, images=args.images, repeats=args.repeats,
                         warmup=args.warmup, new_tokens=args.new_tokens, loop=args.loop, scoring=args.scoring,
-                        device=device, dtype=dtype, progress=None if args.quiet else print)
+                        device=device, dtype=dtype, progress=progress_printer(args.quiet))
     text = throughput_markdown(report, command)
     print(text)
     if args.json:
@@ -146,6 +148,14 @@ def _throughput_command(args: argparse.Namespace, methods: list[str] | None, dev
         suffix = "" if device == "cpu" else f"-{torch.device(device).type}"
         write_markdown_section(Path(args.markdown), args.section or f"{args.geometry}-throughput{suffix}", text)
     return 0
+
+
+def progress_printer(quiet: bool):
+    """Progress lines go to stderr, and only when it is a terminal (as ``eval``'s bars): a report piped
+    or logged stays clean, and ``--quiet`` silences them anywhere."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    return lambda line: print(line, file=sys.stderr, flush=True)
 
 
 def parse_image_size(text: str) -> tuple[int, int]:

@@ -169,13 +169,9 @@ class Engine:
                                                           text_tokenizer=method.config.text_tokenizer or tok))
 
     def _inputs(self, image, question: str):
-        from ...evaluation.models import prompt_text
+        from ...evaluation.models import prompt_inputs
 
-        processor, model = self.loaded.processor, self.loaded.model
-        inputs = processor(text=[prompt_text(processor, question)], images=[[image]], return_tensors="pt")
-        inputs = inputs.to(model.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-        return inputs
+        return prompt_inputs(self.loaded.model, self.loaded.processor, [question], [[image]])
 
     def _generate(self, inputs):
         tok = getattr(self.loaded.processor, "tokenizer", self.loaded.processor)

@@ -31,7 +31,8 @@ def folder_geometry(folder: str, device: str = "cpu", dtype: str = "float32",
     model, processor, _ = load_model(folder, device, dtype)
     n = sum(p.numel() for p in model.parameters())
     w, h = image_size
-    description = (f"{type(model).__name__} from `{folder}` ({n / 1e6:,.1f} M parameters), its own processor and "
+    size = f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M"
+    description = (f"{type(model).__name__} from `{folder}` ({size} parameters), its own processor and "
                    f"chat prompt, one synthetic {w} x {h} picture (noise over a red-and-black field)")
     geo = Geometry(model_name(folder, model.config.model_type), model, {}, description, processor, image_size,
                    encode=partial(prompt_inputs, model, processor), prune_processor=processor)

@@ -21,6 +21,23 @@ def built(request):
     return case, model, proc, case.inputs(proc, imgs, QUESTIONS[:2]), imgs
 
 
+def test_every_model_type_has_a_tiny_builder():
+    """Adding an architecture is its adapter file (its ``TINY`` included), its ``ADAPTERS`` row and its ``CASES``
+    row: ``visprune.testing`` makes a builder of every row of the adapter table, named after its model_type."""
+    from visprune.adapters import ADAPTERS
+
+    assert list(T.tiny_specs()) == list(ADAPTERS)
+    assert list(T.TINY_BUILDERS) == [t.replace("-", "") for t in ADAPTERS]
+    assert all(getattr(T, name) is build for name, build in T.TINY_BUILDERS.items())
+
+
+def test_the_case_builds_its_declared_model(built):
+    case, model, proc, _, _ = built
+    spec = T.tiny_specs()[model.config.model_type]
+    assert type(model).__name__ == spec.model and not model.training
+    assert model.generation_config.pad_token_id == proc.tokenizer.pad_token_id
+
+
 @torch.no_grad()
 def test_keep_all_equals_stock(built):
     case, model, proc, inputs, _ = built

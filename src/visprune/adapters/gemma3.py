@@ -33,6 +33,7 @@ from ..measure import clock
 from ..measure.savings import Section, after_connector, build, flops, meta, prefill
 from ..prompt import ASSISTANT_MARKERS
 from .boxes import View
+from .tiny import PATCH, Tiny
 from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, assign_signals
 
 
@@ -134,3 +135,36 @@ def _gemma3(tiny: bool, name: str, width: int, ffn: int, layers: int, heads: int
     return Section(name, f"{tokens} tokens pooled from {patches} SigLIP patches, pruned after the projector; "
                    "<start_of_image> / <end_of_image> kept", rows,
                    source=f"google/{name.lower()}-it's config.json")
+
+
+def _tiny_config(tok, image: int = 112, tokens: int = 16):
+    """Gemma 3 layout (``gemma3``): SigLIP tower without [CLS] (8 x 8 patches at 112 px), the projector's
+    average pool into ``tokens`` (4 x 4: 2 x 2 windows), a Gemma 3 language model (sliding-window layers),
+    ``Gemma3Processor`` with ``<start_of_image>`` / ``<end_of_image>`` around each image's tokens."""
+    from transformers import Gemma3Config, Gemma3TextConfig, SiglipVisionConfig
+
+    ids = {name: tok.convert_tokens_to_ids(t) for name, t in
+           (("image_token_id", "<image>"), ("boi_token_id", "<start_of_image>"), ("eoi_token_id", "<end_of_image>"))}
+    text = Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=64,
+                            max_position_embeddings=512, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                            eos_token_id=tok.eos_token_id)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                image_size=image, patch_size=PATCH)
+    return Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=tokens, **ids)
+
+
+def _tiny_processor(tok, config, image: int = 112, tokens: int = 16, **_):
+    from transformers import Gemma3Processor
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    ip = Gemma3ImageProcessorPil(size={"height": image, "width": image})
+    return Gemma3Processor(image_processor=ip, tokenizer=tok, image_seq_length=tokens)
+
+
+def gemma3_prompt(question: str, n_images: int = 1) -> str:
+    return "user " + "<start_of_image> " * n_images + question + " model"
+
+
+TINY = {"gemma3": Tiny("Gemma3ForConditionalGeneration", _tiny_config, _tiny_processor, prompt=gemma3_prompt,
+                       named={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image>"})}

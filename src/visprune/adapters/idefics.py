@@ -47,6 +47,7 @@ from ..compat import idefics_generate_reuses_latents, idefics_perceiver_embeddin
 from ..scoring.context import QUESTION_EMBEDS
 from ..callscope import overriding, this_thread
 from .boxes import View
+from .tiny import IMAGE, PATCH, Tiny
 from .base import Adapter, Capture, Encoded, hidden_index_to_layer, assign_signals
 
 
@@ -210,3 +211,38 @@ def savings(tiny: bool) -> list[Section]:
     return [Section("IDEFICS-9B", f"{patches} ViT patches + [CLS] (protected), pruned before the perceiver resampler; "
                     f"the language model cross-attends to {latents} latents whatever is kept", rows,
                     source="HuggingFaceM4/idefics-9b's config.json")]
+
+
+def _tiny_config(tok, resampler: bool = True, latents: int = 4):
+    """IDEFICS layout (``idefics``, open Flamingo): CLIP-style ViT with [CLS], perceiver resampler
+    (``resampler=False``: the language model cross-attends to the patches), Llama with gated
+    cross-attention. The gates start open (``alpha_initializer="ones"``; transformers' default of zeros
+    would make the images invisible to the language model)."""
+    from transformers import IdeficsConfig
+
+    return IdeficsConfig(
+        vocab_size=len(tok), additional_vocab_size=0, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, cross_layer_interval=1, use_resampler=resampler, alpha_initializer="ones",
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, freeze_text_layers=False, freeze_vision_layers=False,
+        vision_config=dict(embed_dim=32, image_size=IMAGE, intermediate_size=64, patch_size=PATCH,
+                           num_attention_heads=4, num_hidden_layers=3),
+        perceiver_config=dict(use_resampler=resampler, resampler_n_latents=latents, resampler_depth=2,
+                              resampler_n_heads=4, resampler_head_dim=8),
+    )
+
+
+def _tiny_processor(tok, config, **_):
+    from transformers import IdeficsProcessor
+    from transformers.models.idefics.image_processing_pil_idefics import IdeficsImageProcessorPil
+
+    return IdeficsProcessor(image_processor=IdeficsImageProcessorPil(image_size=IMAGE), tokenizer=tok, image_size=IMAGE)
+
+
+def idefics_prompts(images, questions):
+    """IDEFICS prompts: one list per sample, ``User:``, the image, the question, ``Assistant:``."""
+    return [["USER:", img, f"{q} ASSISTANT:"] for img, q in zip(images, questions)]
+
+
+TINY = {"idefics": Tiny("IdeficsForVisionText2Text", _tiny_config, _tiny_processor,
+                        specials=("<image>", "<fake_token_around_image>"))}

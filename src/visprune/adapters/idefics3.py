@@ -56,6 +56,7 @@ from ..measure import clock
 from ..measure.savings import Section, after_connector, build, flops, meta, prefill
 from ..prompt import USER_MARKERS
 from .boxes import View
+from .tiny import PATCH, Tiny, llama_config
 from .base import Adapter, Capture, Encoded, encoder_layers, hidden_index_to_layer, assign_signals
 
 
@@ -210,3 +211,45 @@ def _tower_unmasked(tower: nn.Module, pixel_values: torch.Tensor) -> torch.Tenso
     everywhere = torch.ones(tiles, height // patch, width // patch, dtype=torch.bool, device=pixel_values.device)
     hidden = tower.embeddings(pixel_values=pixel_values, patch_attention_mask=everywhere)
     return tower.post_layernorm(tower.encoder(inputs_embeds=hidden).last_hidden_state)
+
+
+def _tiny(config: str, vision: str, scale: int, size: int, doc: str) -> Tiny:
+    """Tiny Idefics3 / SmolVLM (``config`` / ``vision``: transformers config class names): SigLIP tower without
+    [CLS], the connector's ``scale`` x ``scale`` pixel shuffle, Llama; ``Idefics3Processor`` splitting a
+    picture into up to 2 x 2 tiles of ``size`` px plus the global one (``tiles=False``: the global one only).
+    The tokenizer's image markers: ``<fake_token_around_image>`` (special, as its processor adds it),
+    ``<global-img>`` and ``<row_i_col_j>`` (plain added tokens, so they survive decoding with
+    ``skip_special_tokens`` and the question has to be found after them)."""
+
+    def build(tok, image: int = size, tiles: bool = True):
+        import transformers
+
+        vision_config = getattr(transformers, vision)(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                                      num_attention_heads=4, image_size=image, patch_size=PATCH)
+        return getattr(transformers, config)(vision_config=vision_config, text_config=llama_config(tok),
+                                             scale_factor=scale, image_token_id=tok.convert_tokens_to_ids("<image>"))
+
+    def processor(tok, config, image: int = size, tiles: bool = True, **_):
+        from transformers import Idefics3Processor
+        from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+        ip = Idefics3ImageProcessorPil(size={"longest_edge": 2 * image}, max_image_size={"longest_edge": image},
+                                       do_image_splitting=tiles)
+        return Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=(image // PATCH // scale) ** 2)
+
+    build.__doc__ = doc
+    return Tiny(config.replace("Config", "ForConditionalGeneration"), build, processor,
+                specials=("<image>", "<fake_token_around_image>", "<end_of_utterance>"),
+                plain=("<global-img>", *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))))
+
+
+TINY = {
+    "idefics3": _tiny("Idefics3Config", "Idefics3VisionConfig", 2, 112, """Idefics3 layout (``idefics3``): SigLIP tower
+    without [CLS] (8 x 8 patches per 112 px tile), the connector's 2 x 2 pixel shuffle (16 tokens per tile), Llama;
+    ``Idefics3Processor`` splitting a picture into up to 2 x 2 tiles plus the global one (``tiles=False``: the
+    global one only)."""),
+    "smolvlm": _tiny("SmolVLMConfig", "SmolVLMVisionConfig", 4, 224, """SmolVLM layout (``smolvlm``): Idefics3's with a
+    4 x 4 pixel shuffle (16 x 16 patches, 16 tokens per 224 px tile). The processor is ``Idefics3Processor``:
+    ``SmolVLMProcessor`` writes the same image prompt but needs ``num2words`` and a video processor, neither a
+    visprune dependency."""),
+}

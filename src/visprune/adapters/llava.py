@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..measure.savings import Section, after_connector, build, flops, meta, prefill
 from .llava_family import LlavaFamilyAdapter, clip_l336_config, vicuna_7b_config
+from .tiny import IMAGE, PATCH, Tiny, clip_vision_config, llama_config, word_tokenizer
 
 
 class LlavaAdapter(LlavaFamilyAdapter):
@@ -28,3 +29,34 @@ def savings(tiny: bool) -> list[Section]:
     rows = after_connector(n, vision, connector, lambda length: prefill(m.model.language_model, m.lm_head, width, length))
     return [Section("LLaVA-1.5-7B", f"{n} projected patch tokens, pruned after the projector", rows,
                     source="llava-hf/llava-1.5-7b-hf's config.json")]
+
+
+def _tiny_config(tok, image: int = IMAGE, vision: tuple[int, int] | dict = (32, 3), text: tuple[int, int] | dict = (32, 2)):
+    """LLaVA-1.5 layout: CLIP tower, Llama, 14-px patches. ``vision`` / ``text``: (hidden, layers) of the
+    tiny default shapes, or a dict of ``CLIPVisionConfig`` / ``LlamaConfig`` fields (the benchmark's sizes)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    if isinstance(vision, dict):
+        vision_config = CLIPVisionConfig(image_size=image, patch_size=PATCH, **vision)
+    else:
+        vision_config = clip_vision_config(image, *vision)
+    if isinstance(text, dict):
+        text_config = LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                                  eos_token_id=tok.eos_token_id, max_position_embeddings=2048, **text)
+    else:
+        text_config = llama_config(tok, *text)
+    return LlavaConfig(vision_config=vision_config, text_config=text_config, vision_feature_layer=-2,
+                       image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default")
+
+
+def llava_processor(image: int = IMAGE, tok=None):
+    """LLaVA-1.5's processor for ``image``-pixel square crops, 14-px patches, with the test tokenizer."""
+    from transformers import CLIPImageProcessorPil, LlavaProcessor
+
+    ip = CLIPImageProcessorPil(size={"shortest_edge": image}, crop_size={"height": image, "width": image})
+    return LlavaProcessor(image_processor=ip, tokenizer=tok or word_tokenizer(), patch_size=PATCH,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1)
+
+
+TINY = {"llava": Tiny("LlavaForConditionalGeneration", _tiny_config,
+                      lambda tok, config, image=IMAGE, **_: llava_processor(image, tok))}

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from .llava_family import FrameVideos
-from .llava_next import LlavaNextAdapter
+from .llava_next import LlavaNextAdapter, tiny_fields, tiny_processor
+from .tiny import Tiny
 
 
 class LlavaNextVideoAdapter(FrameVideos, LlavaNextAdapter):
@@ -32,3 +33,17 @@ class LlavaNextVideoAdapter(FrameVideos, LlavaNextAdapter):
             stride = model.config.spatial_pool_stride
             pooled = nn.functional.avg_pool2d(grid, kernel_size=stride, stride=stride)
         return pooled.flatten(2).transpose(1, 2)
+
+
+def _tiny_config(tok):
+    """LLaVA-NeXT-Video layout: LLaVA-NeXT's CLIP / any-resolution images, videos pooled 2x2 per frame
+    (``spatial_pool_stride=2``, average); the tokenizer also has ``<video>``. Video inputs:
+    ``onevision_video`` (same layout, [videos, frames, 3, H, W]) with CLIP-free 0.5 normalisation."""
+    from transformers import LlavaNextVideoConfig
+
+    return LlavaNextVideoConfig(**tiny_fields(tok), video_token_id=tok.convert_tokens_to_ids("<video>"),
+                                spatial_pool_stride=2, spatial_pool_mode="average")
+
+
+TINY = {"llava_next_video": Tiny("LlavaNextVideoForConditionalGeneration", _tiny_config, tiny_processor,
+                                 specials=("<image>", "<video>"))}

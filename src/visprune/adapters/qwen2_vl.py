@@ -39,6 +39,7 @@ from ..scoring.context import IMAGE_KEY, KEYS, PATCH_HIDDEN, SALIENCY
 from ..callscope import original, overriding, this_thread
 from .base import Adapter, Encoded, hidden_index_to_layer, pixel_key
 from .boxes import View
+from .qwen_inputs import QWEN2_VISION, qwen_tiny
 
 
 class _QwenCapture:
@@ -406,3 +407,13 @@ def _qwen2_5_vl_video(tiny: bool) -> Section:
     return Section(f"Qwen2.5-VL-7B, {frames}-frame video", f"{n} merged tokens ({frames} frames of {image}x{image}: {t} "
                    f"temporal patches of {g // 2}x{g // 2}), pruned after the patch merger within the video; the vision "
                    "tower runs on the whole clip", rows, source="Qwen/Qwen2.5-VL-7B-Instruct's config.json")
+
+
+TINY = {
+    "qwen2_vl": qwen_tiny("Qwen2VLConfig", "Qwen2VLForConditionalGeneration", dict(QWEN2_VISION, hidden_size=32, mlp_ratio=2),
+                          timestamps=False, doc="Qwen2-VL layout: ViT without [CLS], 2x2 merger, M-RoPE, Qwen2 LM."),
+    "qwen2_5_vl": qwen_tiny("Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration", timestamps=False,
+                            vision=dict(QWEN2_VISION, hidden_size=32, intermediate_size=64, out_hidden_size=32,
+                                        window_size=56, fullatt_block_indexes=[1]),
+                            doc="Qwen2.5-VL layout: Qwen2-VL's with window attention (full in block 1)."),
+}

@@ -16,6 +16,7 @@ import math
 
 from ..measure.savings import KEEPS, TEXT_TOKENS, Section, after_connector, build, kept, prefill
 from .qwen2_vl import Qwen2VLAdapter
+from .qwen_inputs import QWEN3_VISION, qwen_tiny
 from .qwen3_vl import tower_flops
 
 
@@ -91,3 +92,18 @@ def _triangular_solve_flops(text_config, length: int, chunk: int = 64) -> int:
     chunks = math.ceil(length / chunk)
     columns = text_config.linear_value_head_dim + text_config.linear_key_head_dim
     return text_config.linear_num_value_heads * chunks * chunk * (chunk - 1) * columns
+
+
+# hybrid language model: a linear-attention (Gated DeltaNet) layer, then a full one
+_HYBRID = dict(head_dim=8, layer_types=["linear_attention", "full_attention"], linear_conv_kernel_dim=4,
+               linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4,
+               rope={"mrope_interleaved": True, "partial_rotary_factor": 1.0})
+TINY = {
+    "qwen3_5": qwen_tiny("Qwen3_5Config", "Qwen3_5ForConditionalGeneration", QWEN3_VISION, **_HYBRID,
+                         doc="Qwen3.5 layout: Qwen3-VL's tower without DeepStack, a hybrid language model."),
+    # the same hybrid, its MLPs a mixture of experts (4 experts, 2 per token, one shared)
+    "qwen3_5_moe": qwen_tiny("Qwen3_5MoeConfig", "Qwen3_5MoeForConditionalGeneration", QWEN3_VISION, **_HYBRID,
+                             moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4,
+                             num_experts_per_tok=2, drop=("intermediate_size",),
+                             doc="Qwen3.5-MoE layout: the hybrid with 4 experts, 2 per token, one shared."),
+}

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..measure.savings import META, Section, after_connector, build, flops_by_module, meta, prefill
 from .qwen2_vl import Qwen2VLAdapter
+from .qwen_inputs import QWEN3_VISION, qwen_tiny
 
 
 class Qwen3VLAdapter(Qwen2VLAdapter):
@@ -120,3 +121,14 @@ def _qwen3_vl(tiny: bool, name: str, text_size: dict, vision_size: dict, source:
                            lambda length: prefill(m.model.language_model, m.lm_head, width, length))
     return Section(name, f"{n} merged tokens ({image}x{image} image), pruned after the patch merger; their DeepStack "
                    "features are gathered at the same indices", rows, source=source)
+
+
+_DEEPSTACK = dict(QWEN3_VISION, deepstack_visual_indexes=[0, 1])
+TINY = {  # interleaved M-RoPE, QK-norm language model, DeepStack after tower blocks 0 and 1
+    "qwen3_vl": qwen_tiny("Qwen3VLConfig", "Qwen3VLForConditionalGeneration", _DEEPSTACK, head_dim=8,
+                          rope={"mrope_interleaved": True}, doc="Qwen3-VL layout: DeepStack, QK-norm Qwen3 LM."),
+    # the same, with a mixture-of-experts language model (4 experts, 2 per token)
+    "qwen3_vl_moe": qwen_tiny("Qwen3VLMoeConfig", "Qwen3VLMoeForConditionalGeneration", _DEEPSTACK, head_dim=8,
+                              moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                              rope={"mrope_interleaved": True}, doc="Qwen3-VL-MoE layout: 4 experts, 2 per token."),
+}

@@ -1,72 +1,33 @@
-"""What every tiny model shares: the word-level tokenizer, the Llama text config, test images and prompts."""
+"""What every tiny model shares: the word-level tokenizer and tiny configs (from ``adapters.tiny``), the
+CLIP model for text partners, test images and prompts."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 from PIL import Image
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (
-    CLIPTextConfig,
-    CLIPVisionConfig,
-    CLIPConfig,
-    CLIPModel,
-    LlamaConfig,
-    PreTrainedTokenizerFast,
-)
 
+from ..adapters.tiny import IMAGE, PATCH, SPECIALS, WORDS, clip_vision_config, llama_config, word_tokenizer
 
+tokenizer = word_tokenizer
+_text_config = llama_config
+_clip_vision = clip_vision_config
 
-WORDS = (
-    "USER : ASSISTANT what colour is the red green blue star circle square left right of a an how many "
-    "there ? . , yes no one two three shape big small top bottom cat dog"
-).split()
-SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
-IMAGE = 56
-PATCH = 14
-
-
-def tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {w: i for i, w in enumerate(SPECIALS + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
-    fast.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    fast.padding_side = "left"
-    return fast
-
-
-def _text_config(tok, hidden: int = 32, layers: int = 2) -> LlamaConfig:
-    return LlamaConfig(
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=len(tok),
-        max_position_embeddings=512,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-
-
-def _clip_vision(image: int = IMAGE, hidden: int = 32, layers: int = 3) -> CLIPVisionConfig:
-    return CLIPVisionConfig(
-        hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=4,
-        image_size=image, patch_size=PATCH, projection_dim=16,
-    )
+__all__ = ["IMAGE", "PATCH", "SPECIALS", "WORDS", "_clip_vision", "_finish", "_text_config", "clip_model", "images",
+           "prompt", "tokenizer"]
 
 
 def _finish(model):
+    """Evaluation mode, and ``generate`` pads with the language model's pad id."""
     model.eval()
-    model.generation_config.pad_token_id = model.config.text_config.pad_token_id
+    model.generation_config.pad_token_id = getattr(model.config, "text_config", model.config).pad_token_id
     return model
 
 
-def clip_model(vision_config: CLIPVisionConfig, seed: int = 0) -> CLIPModel:
+def clip_model(vision_config, seed: int = 0):
+    """A tiny ``CLIPModel`` around ``vision_config`` (the text partner of scorers that need CLIP text)."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig
+
     tok = tokenizer()
     text = CLIPTextConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=len(tok),

@@ -228,7 +228,7 @@ def small_video():
     merge, temporal patch and 112 px window, smaller widths and depths) and the processor of its clip."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
-    from ...testing.qwen import QWEN_SPECIALS, QwenInputs, qwen_tokenizer
+    from ...testing import QWEN_SPECIALS, QwenInputs, qwen_tokenizer
 
     tok = qwen_tokenizer()
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
@@ -267,7 +267,7 @@ def moving_square(frames: int, side: int, seed: int = 0) -> list:
 
 def video_inputs(geo: Geometry) -> dict:
     """One prompt asking :data:`QUESTION` about the geometry's clip, on the model's device and in its dtype."""
-    from ...testing.qwen import qwen_prompt
+    from ...testing import qwen_prompt
 
     param = next(geo.model.parameters())
     inputs = geo.processor(text=[qwen_prompt(QUESTION, 0, 1)], videos=[moving_square(VIDEO_FRAMES, VIDEO_SIDE)])

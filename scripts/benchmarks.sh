@@ -21,6 +21,10 @@ $V bench --geometry small-video --device cpu --repeats 3 --warmup 1 --method atp
   --markdown BENCHMARKS.md --quiet
 $V bench --geometry llava-1.5-7b --device meta --method atp:keep=0.25 --method atp:keep=0.4 --method atp:keep=0.5 \
   --method cls:k=64 --method e-adaprune:energy=0.9 --json benchmarks/llava-1.5-7b.json --markdown BENCHMARKS.md --quiet
+# Video at real size: Qwen2.5-VL-7B on a 32-frame 448 px clip (4,096 tokens), counted on the meta device
+$V bench --geometry qwen2.5-vl-7b-video --device meta --method atp:keep=0.25 --method atp:keep=0.5 --method atp:keep=0.1 \
+  --method cls:k=64 --method e-adaprune:energy=0.9 --method cls:keep=0.25,temporal=0.9 \
+  --json benchmarks/qwen2.5-vl-7b-video.json --markdown BENCHMARKS.md --quiet
 .venv/bin/python scripts/bench_energy.py --markdown BENCHMARKS.md
 # Throughput: batch 8 with ragged per-sample budgets (ATP with E-AdaPrune's energy budget, about a quarter
 # of the tokens on average), against the batch-1 loop and eager-attention scoring, in the same run
@@ -36,6 +40,10 @@ done
 $V bench --geometry small-hd --device cpu --batch-sizes 1 --repeats 3 --warmup 1 --method atp:keep=0.25 \
   --method atp:keep=0.05 --method atp:budget=energy,energy=0.96 --json benchmarks/small-hd-throughput.json \
   --markdown BENCHMARKS.md --quiet
+# Video throughput: batches of clips of 8, 6, 4 and 2 frames, against the batch-1 loop
+$V bench --geometry small-video --device cpu --batch-sizes 1,4 --repeats 3 --warmup 1 --method atp:keep=0.25 \
+  --method random:keep=0.25 --method cls:keep=0.25,temporal=0.9 --loop bs1 \
+  --json benchmarks/small-video-throughput.json --markdown BENCHMARKS.md --quiet
 # Scaling: latency and throughput from every visual token down to 5%, batch 4
 $V bench --geometry small --device cpu --batch-sizes 4 --repeats 3 --warmup 1 --method atp:keep=1.0 \
   --method atp:keep=0.75 --method atp:keep=0.5 --method atp:keep=0.25 --method atp:keep=0.1 --method atp:keep=0.05 \

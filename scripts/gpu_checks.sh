@@ -4,7 +4,9 @@
 #      tests/test_host_reads.py counts on CPU, the same for 1 and 4 images), every kind of method in
 #      bf16 and fp16 on CUDA, and the benchmark's CUDA fields.
 #   2. visprune bench at llava-1.5-7b, real size (random weights, ~14 GB in bf16), on CUDA in bf16:
-#      latency against FLOPs, overhead, memory, KV cache and CUDA syncs per prefill; then `small` on CUDA.
+#      latency against FLOPs, overhead, memory, KV cache and CUDA syncs per prefill; then `small` on CUDA;
+#      then qwen2.5-vl-7b-video (Qwen2.5-VL-7B at real size, ~17 GB in bf16, on a 32-frame 448 px clip,
+#      4,096 video tokens) with the temporal stage's own overhead, at batch 1 and in batches of clips.
 #   3. Throughput, as scripts/benchmarks.sh measures it on the CPU: llava-1.5-7b at batch 1, 8 and 32
 #      with ragged budgets against the batch-1 loop and eager-attention scoring, several images per
 #      prompt, small-hd, and the scaling plot (docs/scaling-cuda.png).
@@ -26,6 +28,12 @@ V=("$PY" -m visprune)
 "${V[@]}" bench --geometry small --device cuda --dtype bfloat16 --repeats 7 --warmup 2 \
   --method atp:keep=0.25 --method e-adaprune:energy=0.9 --method random:keep=0.25 \
   --json benchmarks/small-cuda.json --markdown BENCHMARKS.md --quiet
+"${V[@]}" bench --geometry qwen2.5-vl-7b-video --device cuda --dtype bfloat16 --repeats 5 --warmup 2 \
+  --method atp:keep=0.25 --method random:keep=0.25 --method cls:keep=0.25 --method cls:keep=0.25,temporal=0.9 \
+  --json benchmarks/qwen2.5-vl-7b-video-cuda.json --markdown BENCHMARKS.md --quiet
+"${V[@]}" bench --geometry qwen2.5-vl-7b-video --device cuda --dtype bfloat16 --batch-sizes 1,4 --repeats 3 --warmup 1 \
+  --method atp:keep=0.25 --method cls:keep=0.25,temporal=0.9 --loop bs1 \
+  --json benchmarks/qwen2.5-vl-7b-video-throughput-cuda.json --markdown BENCHMARKS.md --quiet
 "${V[@]}" bench --geometry llava-1.5-7b --device cuda --dtype bfloat16 --batch-sizes 1,8,32 --repeats 5 --warmup 2 \
   --method atp:keep=0.25 --method atp:budget=energy,energy=0.96 --method fastv:keep=0.25 --loop bs1 --scoring eager \
   --json benchmarks/llava-1.5-7b-throughput-cuda.json --markdown BENCHMARKS.md --quiet

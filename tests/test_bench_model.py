@@ -126,7 +126,7 @@ def test_bench_model_throughput(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, message", [
     (["--image-size", "64x64"], "--image-size sets the picture of a model folder: it needs --model"),
     (["--model", "MODEL", "--scoring", "eager", "--batch-sizes", "1"], "--scoring eager reads the LLaVA geometries'"),
-    (["--model", "MODEL", "--device", "meta"], "--device meta counts llava-1.5-7b's FLOPs only"),
+    (["--model", "MODEL", "--device", "meta"], "--device meta counts the real-size geometries' FLOPs only"),
     (["--model", "MODEL", "--image-size", "64"], "--image-size takes WIDTHxHEIGHT"),
 ])
 def test_bench_model_usage_errors(tmp_path, capsys, args, message):

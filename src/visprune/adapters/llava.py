@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..measure.savings import Section, after_connector, build, flops, meta, prefill
+from ..measure.savings import Counts, Section, after_connector, build, flops, meta, prefill
 from .llava_family import LlavaFamilyAdapter, clip_l336_config, vicuna_7b_config
 from .tiny import IMAGE, PATCH, Tiny, clip_vision_config, llama_config, word_tokenizer
 
@@ -15,6 +15,14 @@ class LlavaAdapter(LlavaFamilyAdapter):
 def savings(tiny: bool) -> list[Section]:
     """LLaVA-1.5-7B (llava-hf/llava-1.5-7b-hf): CLIP-L/336, 2-layer MLP projector, Vicuna-7B; pruned after
     the projector."""
+    c = counts_7b(tiny)
+    return [Section("LLaVA-1.5-7B", f"{c.n} projected patch tokens, pruned after the projector",
+                    after_connector(c.n, c.vision, c.connector, c.lm), source="llava-hf/llava-1.5-7b-hf's config.json")]
+
+
+def counts_7b(tiny: bool = False) -> Counts:
+    """LLaVA-1.5-7B's counted prefill on one 336 px image (576 tokens), on the ``meta`` device: the
+    savings row above and ``visprune bench --geometry llava-1.5-7b`` without a GPU."""
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     vis = clip_l336_config(tiny)
@@ -26,9 +34,7 @@ def savings(tiny: bool) -> list[Section]:
     vision = flops(m.model.vision_tower, meta(1, 3, vis.image_size, vis.image_size), output_hidden_states=True)
     connector = flops(m.model.multi_modal_projector, meta(1, n, vis.hidden_size))
     width = cfg.text_config.hidden_size
-    rows = after_connector(n, vision, connector, lambda length: prefill(m.model.language_model, m.lm_head, width, length))
-    return [Section("LLaVA-1.5-7B", f"{n} projected patch tokens, pruned after the projector", rows,
-                    source="llava-hf/llava-1.5-7b-hf's config.json")]
+    return Counts(n, vision, connector, lambda length: prefill(m.model.language_model, m.lm_head, width, length))
 
 
 def _tiny_config(tok, image: int = IMAGE, vision: tuple[int, int] | dict = (32, 3), text: tuple[int, int] | dict = (32, 2)):

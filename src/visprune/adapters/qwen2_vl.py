@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..measure import clock
-from ..measure.savings import META, Section, after_connector, build, flops_by_module, meta, prefill
+from ..measure.savings import META, Counts, Section, after_connector, build, flops_by_module, meta, prefill
 from .. import ops
 from ..batching import RowPlan
 from ..errors import UsageError
@@ -368,8 +368,26 @@ def _qwen2_vl_image(tiny: bool) -> Section:
 def _qwen2_5_vl_video(tiny: bool) -> Section:
     """Qwen2.5-VL-7B-Instruct on a 32-frame clip at 448x448 per frame: 2 frames per temporal patch, 32x32
     patches per frame -> 16 temporal groups x 16x16 = 4,096 merged tokens, pruned within the video."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-    from transformers.vision_utils import get_vision_position_ids, get_vision_window_index
+    c = qwen2_5_vl_7b_video_counts(tiny)
+    frames, image = video_clip(tiny)
+    g, t = image // 14, frames // 2
+    return Section(f"Qwen2.5-VL-7B, {frames}-frame video", f"{c.n} merged tokens ({frames} frames of {image}x{image}: {t} "
+                   f"temporal patches of {g // 2}x{g // 2}), pruned after the patch merger within the video; the vision "
+                   "tower runs on the whole clip", after_connector(c.n, c.vision, c.connector, c.lm),
+                   source="Qwen/Qwen2.5-VL-7B-Instruct's config.json")
+
+
+def video_clip(tiny: bool = False) -> tuple[int, int]:
+    """(frames, side in px) of the Qwen2.5-VL-7B video row's clip (and of ``visprune bench --geometry
+    qwen2.5-vl-7b-video``)."""
+    return (4, 112) if tiny else (32, 448)
+
+
+def qwen2_5_vl_7b_config(tiny: bool = False, layers: tuple[int, int] | None = None):
+    """Qwen/Qwen2.5-VL-7B-Instruct's published shapes (its config.json); ``tiny``: every width and depth
+    shrunk. ``layers``: a (vision, text) depth override at full width (the full-attention blocks
+    that fall inside the shorter tower, else its last), for quick checks of the real-size code path."""
+    from transformers import Qwen2_5_VLConfig
 
     if tiny:
         text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -378,7 +396,6 @@ def _qwen2_5_vl_video(tiny: bool) -> Section:
         vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64, patch_size=14,
                       spatial_merge_size=2, temporal_patch_size=2, in_channels=3, window_size=56,
                       fullatt_block_indexes=[1])
-        frames, image = 4, 112
     else:
         text = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                     num_key_value_heads=4, vocab_size=152064, max_position_embeddings=128000,
@@ -386,9 +403,22 @@ def _qwen2_5_vl_video(tiny: bool) -> Section:
         vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3, window_size=112,
                       fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2)
-        frames, image = 32, 448
-    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=151655, video_token_id=151656,
-                           vision_start_token_id=151652, vision_end_token_id=151653)
+    if layers is not None:
+        depth, text["num_hidden_layers"] = layers
+        vision["depth"] = depth
+        vision["fullatt_block_indexes"] = [i for i in vision["fullatt_block_indexes"] if i < depth] or [depth - 1]
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=151655, video_token_id=151656,
+                            vision_start_token_id=151652, vision_end_token_id=151653)
+
+
+def qwen2_5_vl_7b_video_counts(tiny: bool = False) -> Counts:
+    """Qwen2.5-VL-7B's counted prefill on the clip of :func:`video_clip`, on the ``meta`` device: the
+    savings row above and ``visprune bench --geometry qwen2.5-vl-7b-video`` without a GPU."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    from transformers.vision_utils import get_vision_position_ids, get_vision_window_index
+
+    cfg = qwen2_5_vl_7b_config(tiny)
+    frames, image = video_clip(tiny)
     m = build(Qwen2_5_VLForConditionalGeneration, cfg)
     g = image // 14
     t = frames // 2
@@ -402,11 +432,8 @@ def _qwen2_5_vl_video(tiny: bool) -> Section:
                                 window_index=window.to(META), cu_window_seqlens=cu_window)
     connector = by_module.get("merger", 0)
     width = cfg.text_config.hidden_size
-    rows = after_connector(n, by_module["total"] - connector, connector,
-                           lambda length: prefill(m.model.language_model, m.lm_head, width, length))
-    return Section(f"Qwen2.5-VL-7B, {frames}-frame video", f"{n} merged tokens ({frames} frames of {image}x{image}: {t} "
-                   f"temporal patches of {g // 2}x{g // 2}), pruned after the patch merger within the video; the vision "
-                   "tower runs on the whole clip", rows, source="Qwen/Qwen2.5-VL-7B-Instruct's config.json")
+    return Counts(n, by_module["total"] - connector, connector,
+                  lambda length: prefill(m.model.language_model, m.lm_head, width, length))
 
 
 TINY = {

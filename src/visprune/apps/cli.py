@@ -171,8 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--geometry", default=None,
                       help="tiny, small (default; CPU-sized, 576 tokens), small-hd (LLaVA-NeXT any-resolution, 5 "
                            "crops, 2,928 tokens), small-video (Qwen2.5-VL-shaped, an 8-frame clip, 256 video tokens; "
-                           "batch 1 only) or llava-1.5-7b (real size, random weights: 14 GB in bf16; its FLOPs only, on "
-                           "the meta device, when there is no CUDA and no --device)")
+                           "with --batch-sizes clips of 8, 6, 4, 2 frames), llava-1.5-7b or qwen2.5-vl-7b-video (real "
+                           "size, random weights: 14 / 17 GB in bf16; Qwen2.5-VL-7B on a 32-frame 448 px clip, 4,096 "
+                           "video tokens; their FLOPs only, on the meta device, when there is no CUDA and no --device)")
     what.add_argument("--model", metavar="DIR",
                       help="instead of a geometry: a saved model folder (or hub id) of any supported family, loaded "
                            "as visprune eval loads it, prompted with its own processor and chat template about one "
@@ -187,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--warmup", type=int, default=2, help="discarded runs first (default 2)")
     be.add_argument("--new-tokens", type=int, default=32, help="forced new tokens of the generate timing (default 32)")
     be.add_argument("--device", default="auto",
-                    help="cpu, cuda[:N], meta (llava-1.5-7b's FLOPs only) or auto (default): cuda when there is one, "
-                         "else cpu; llava-1.5-7b without CUDA is counted on meta")
+                    help="cpu, cuda[:N], meta (the real-size geometries' FLOPs only) or auto (default): cuda when "
+                         "there is one, else cpu; llava-1.5-7b and qwen2.5-vl-7b-video without CUDA are counted on meta")
     be.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     be.add_argument("--compile", nargs="?", const="inductor", default=False, metavar="BACKEND",
                     help="time with the language model under torch.compile(dynamic=True), backend inductor unless "
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     th = be.add_argument_group("throughput", "samples per second at the batch sizes servers run (BENCHMARKS.md, "
                                              "'Throughput'); the options below need --batch-sizes")
     th.add_argument("--batch-sizes", metavar="B,B,...", help="measure throughput at these batch sizes (e.g. 1,4,16)")
-    th.add_argument("--images", type=int, default=1, help="images per prompt (default 1)")
+    th.add_argument("--images", type=int, default=1, help="images (video geometries: clips) per prompt (default 1)")
     th.add_argument("--loop", choices=["bs1"], help="also feed the pruned model the batch's samples one at a time, as "
                                                     "the pruning toolkits evaluate")
     th.add_argument("--scoring", choices=["qk", "eager"], default="qk",

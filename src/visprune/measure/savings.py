@@ -51,6 +51,20 @@ class Section(NamedTuple):
     note: str = ""  # what the count leaves out or approximates, if anything
 
 
+class Counts(NamedTuple):
+    """A model's counted prefill at published size as a function of the visual tokens its language
+    model receives: what the savings rows and ``visprune bench``'s meta-device geometries both read."""
+
+    n: int  # visual tokens at the cut, unpruned
+    vision: int  # the vision tower on the full input
+    connector: int  # projector / patch merger
+    lm: Callable[[int], int]  # prefill FLOPs of a prompt of this many tokens
+
+    def total(self, kept: int, text: int = TEXT_TOKENS) -> int:
+        """Counted FLOPs of the prefill with ``kept`` visual tokens and ``text`` text tokens."""
+        return self.vision + self.connector + self.lm(text + kept)
+
+
 def flops(fn: Callable, *args: Any, **kwargs: Any) -> int:
     """Counted FLOPs of one call (no grad)."""
     return flops_by_module(fn, *args, **kwargs)["total"]

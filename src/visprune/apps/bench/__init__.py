@@ -23,21 +23,26 @@ with several images per prompt, the batch-1 loop of the pruning toolkits and the
 eager-attention scoring beside visprune's own (:mod:`.throughput`, :mod:`.eager`); :func:`scaling_plot`
 draws latency and throughput against the tokens kept.
 
+The real-size geometries (``llava-1.5-7b``, and ``qwen2.5-vl-7b-video``: Qwen2.5-VL-7B on a 32-frame
+clip) are counted on the ``meta`` device where there is no GPU (:func:`bench_meta`, with the same
+counts as ``docs/savings.md``); the video geometries batch clips of different lengths for
+``--batch-sizes``.
+
 With ``--model DIR`` (:func:`folder_geometry`) any saved model folder of a supported family is the
 geometry: loaded and prompted as ``visprune eval`` does, with one synthetic picture. Methods the
 model refuses are listed under ``refused`` with ``prune_``'s message instead of ending the run.
 """
 
 from .folder import folder_geometry
-from .geometries import (GEOMETRIES, LLAVA_7B_PARAMETERS, QUESTION, Geometry, batch_inputs, build_geometry, llava_7b,
-                         llava_7b_config)
+from .geometries import (GEOMETRIES, LLAVA_7B_PARAMETERS, QUESTION, QWEN_7B_PARAMETERS, Geometry, batch_inputs,
+                         build_geometry, llava_7b, llava_7b_config, qwen2_5_vl_7b)
 from .meta import bench_meta
 from .plot import scaling_plot
 from .report import markdown, meta_markdown, throughput_markdown, write_json, write_markdown_section
 from .run import bench
 from .throughput import throughput
 
-__all__ = ["GEOMETRIES", "LLAVA_7B_PARAMETERS", "QUESTION", "Geometry", "batch_inputs", "bench", "bench_meta",
+__all__ = ["GEOMETRIES", "LLAVA_7B_PARAMETERS", "QUESTION", "QWEN_7B_PARAMETERS", "Geometry", "batch_inputs", "bench", "bench_meta",
            "folder_geometry",
-           "build_geometry", "llava_7b", "llava_7b_config", "markdown", "meta_markdown", "scaling_plot", "throughput",
+           "build_geometry", "llava_7b", "llava_7b_config", "markdown", "qwen2_5_vl_7b", "meta_markdown", "scaling_plot", "throughput",
            "throughput_markdown", "write_json", "write_markdown_section"]

@@ -13,8 +13,12 @@ from ...errors import UsageError
 from ...evaluation.models import DTYPES, resolve_device
 from ...methods import QUICK_METHODS, parse_method
 from .folder import IMAGE_SIZE, folder_geometry
-from .geometries import GEOMETRIES, LLAVA_7B_PARAMETERS
+from .geometries import GEOMETRIES, LLAVA_7B_PARAMETERS, QWEN_7B_PARAMETERS
 from .meta import bench_meta
+
+#: the geometries built at real size: their parameter count (weights in host memory on the CPU); without
+#: CUDA and without --device they are counted on the ``meta`` device
+REAL_SIZE = {"llava-1.5-7b": LLAVA_7B_PARAMETERS, "qwen2.5-vl-7b-video": QWEN_7B_PARAMETERS}
 from .plot import scaling_plot
 from .report import markdown, meta_markdown, throughput_markdown, write_json, write_markdown_section
 from .run import bench
@@ -43,23 +47,24 @@ def run_command(args: argparse.Namespace) -> int:
     _check_batch_one(args)
     if device == "meta":
         if args.compile:
-            raise UsageError("--compile needs timings; llava-1.5-7b on the meta device only counts FLOPs "
+            raise UsageError(f"--compile needs timings; {args.geometry} on the meta device only counts FLOPs "
                              "(time it with --device cuda, or --device cpu with the memory for its weights)")
-        report = bench_meta(methods) if methods else bench_meta()
+        report = bench_meta(methods or QUICK_METHODS, args.geometry)
         text = meta_markdown(report, command)
         key = args.geometry
     else:
         dtype = DTYPES[args.dtype]
-        if args.geometry == "llava-1.5-7b" and device == "cpu":
-            check_host_memory(LLAVA_7B_PARAMETERS * torch.empty(0, dtype=dtype).element_size(), args.dtype)
+        if args.geometry in REAL_SIZE and device == "cpu":
+            check_host_memory(REAL_SIZE[args.geometry] * torch.empty(0, dtype=dtype).element_size(), args.dtype,
+                              args.geometry)
         kwargs = dict(repeats=args.repeats, warmup=args.warmup, new_tokens=args.new_tokens, device=device,
                       dtype=dtype, progress=progress_printer(args.quiet), compile=args.compile)
         report = bench(args.geometry, methods, **kwargs) if methods else bench(args.geometry, **kwargs)
         text = markdown(report, command)
         # BENCHMARKS.md sections: `small` and `tiny` on CPU keep their plain names; any other timed run
         # is named with its device (llava-1.5-7b-cpu, llava-1.5-7b-cuda, small-cuda), apart from the
-        # meta-device FLOPs count, `llava-1.5-7b`
-        plain = device == "cpu" and args.geometry != "llava-1.5-7b"
+        # real-size geometries' meta-device FLOPs counts (`llava-1.5-7b`, `qwen2.5-vl-7b-video`)
+        plain = device == "cpu" and args.geometry not in REAL_SIZE
         key = args.geometry if plain else f"{args.geometry}-{torch.device(device).type}"
     print(text)
     if args.json:
@@ -79,7 +84,8 @@ def _model_command(args: argparse.Namespace, methods: list[str] | None, command:
     """``--model DIR``: the folder's model timed as the geometries are (batch 1, or throughput with
     ``--batch-sizes``); its report and BENCHMARKS.md section are named ``MODEL_TYPE-FOLDER``."""
     if args.device == "meta":
-        raise UsageError("--device meta counts llava-1.5-7b's FLOPs only; a model folder runs on cpu or cuda")
+        raise UsageError("--device meta counts the real-size geometries' FLOPs only; a model folder runs on cpu or "
+                         "cuda")
     device = resolve_device(args.device)
     if args.batch_sizes is not None:
         sizes = parse_batch_sizes(args.batch_sizes)
@@ -127,14 +133,16 @@ def _check_throughput(args: argparse.Namespace) -> None:
 
 def _throughput_command(args: argparse.Namespace, methods: list[str] | None, device: str, command: str) -> int:
     sizes = parse_batch_sizes(args.batch_sizes)
-    if args.geometry == "small-video":
-        raise UsageError("small-video is timed at batch 1 only: run it without --batch-sizes")
+    if args.scoring == "eager" and args.geometry in ("small-video", "qwen2.5-vl-7b-video"):
+        raise UsageError("--scoring eager reads the LLaVA geometries' attention maps; on a video geometry use "
+                         "--scoring qk")
     if device == "meta":
         raise UsageError("throughput needs timings; the meta device only counts FLOPs (use --device cpu or cuda)")
     _check_throughput(args)
     dtype = DTYPES[args.dtype]
-    if args.geometry == "llava-1.5-7b" and device == "cpu":
-        check_host_memory(LLAVA_7B_PARAMETERS * torch.empty(0, dtype=dtype).element_size(), args.dtype)
+    if args.geometry in REAL_SIZE and device == "cpu":
+        check_host_memory(REAL_SIZE[args.geometry] * torch.empty(0, dtype=dtype).element_size(), args.dtype,
+                          args.geometry)
     report = throughput(args.geometry, methods or QUICK_METHODS, sizes, images=args.images, repeats=args.repeats,
                         warmup=args.warmup, new_tokens=args.new_tokens, loop=args.loop, scoring=args.scoring,
                         device=device, dtype=dtype, progress=progress_printer(args.quiet))
@@ -181,16 +189,18 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def bench_device(geometry: str, device: str) -> str:
-    """``auto``: CUDA when there is one; else the CPU, except for llava-1.5-7b, which is then counted
-    on the ``meta`` device (FLOPs, no timings). ``meta`` is only for llava-1.5-7b."""
-    if device == "meta" or (device == "auto" and geometry == "llava-1.5-7b" and not torch.cuda.is_available()):
-        if geometry != "llava-1.5-7b":
-            raise UsageError(f"--device meta counts FLOPs at llava-1.5-7b only; {geometry} runs on cpu or cuda")
+    """``auto``: CUDA when there is one; else the CPU, except for the real-size geometries
+    (llava-1.5-7b, qwen2.5-vl-7b-video), which are then counted on the ``meta`` device (FLOPs, no
+    timings). ``meta`` is only for them."""
+    if device == "meta" or (device == "auto" and geometry in REAL_SIZE and not torch.cuda.is_available()):
+        if geometry not in REAL_SIZE:
+            raise UsageError(f"--device meta counts FLOPs at real size only ({', '.join(REAL_SIZE)}); {geometry} "
+                             "runs on cpu or cuda")
         return "meta"
     return resolve_device(device)
 
 
-def check_host_memory(need: int, dtype: str) -> None:
+def check_host_memory(need: int, dtype: str, geometry: str = "llava-1.5-7b") -> None:
     """Refuse, with the numbers, a real-size model that cannot fit in the host's memory (Linux)."""
     try:
         with open("/proc/meminfo") as f:
@@ -200,6 +210,6 @@ def check_host_memory(need: int, dtype: str) -> None:
         return  # not known here: let it try
     if need > 0.9 * available:
         smaller = "--dtype bfloat16, " if dtype == "float32" else ""
-        raise UsageError(f"llava-1.5-7b in {dtype} needs {need / 2**30:.1f} GiB for its weights and this machine has "
+        raise UsageError(f"{geometry} in {dtype} needs {need / 2**30:.1f} GiB for its weights and this machine has "
                          f"{available / 2**30:.1f} GiB available: use {smaller}a GPU (--device cuda), or --device "
                          "meta (FLOPs only)")

@@ -1,4 +1,5 @@
-"""The benchmark's geometries: random-weight LLaVA-1.5 models from tiny to real size, with their inputs."""
+"""The benchmark's geometries: random-weight LLaVA-1.5 models from tiny to real size and Qwen2.5-VL on video
+clips (CPU-sized and real size), with their inputs."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import numpy as np
 import torch
 
 from ... import testing
+from ...adapters.qwen2_vl import qwen2_5_vl_7b_config, video_clip
 
-GEOMETRIES = ("tiny", "small", "small-hd", "small-video", "llava-1.5-7b")
+GEOMETRIES = ("tiny", "small", "small-hd", "small-video", "llava-1.5-7b", "qwen2.5-vl-7b-video")
 QUESTION = "what colour is the star ?"
 
 
@@ -22,7 +24,8 @@ class Geometry:
     ``encode(questions, images)``: the inputs of one prompt per question about its list of images
     (a model folder's: its own chat prompt, :func:`visprune.evaluation.models.prompt_inputs`); None:
     the test models' LLaVA prompt. ``prune_processor``: what ``prune_`` is given as ``processor=`` (a
-    model folder: its processor, as ``visprune eval`` gives it; the geometries: none, as measured)."""
+    model folder: its processor, as ``visprune eval`` gives it; the geometries: none, as measured).
+    ``frames``: a video geometry's clip length; its prompts ask about clips (:func:`video_inputs`)."""
 
     name: str
     model: Any
@@ -32,6 +35,7 @@ class Geometry:
     image_size: tuple[int, int] | None = None
     encode: Callable[[list[str], list[list]], Any] | None = None
     prune_processor: Any = None
+    frames: int | None = None  # a video geometry: the frames of its first clip (None: images)
 
 
 def llava_7b(device: str, dtype: torch.dtype, seed: int = 0, layers: tuple[int, int] | None = None):
@@ -73,14 +77,18 @@ SMALL_TEXT = dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
 def build_geometry(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Geometry:
     """The model and inputs of a benchmark geometry (random weights; nothing is downloaded).
 
-    ``llava-1.5-7b`` is built at its real size on ``device`` (about 14 GB of weights in bf16);
-    ``device="meta"`` gives its shapes without memory (no inputs can run there).
+    ``llava-1.5-7b`` and ``qwen2.5-vl-7b-video`` are built at their real size on ``device`` (about 14 and
+    17 GB of weights in bf16); ``device="meta"`` gives their shapes without memory (no inputs can run there).
     """
-    if name == "small-video":
-        model, proc = small_video()
+    if name in ("small-video", "qwen2.5-vl-7b-video"):
+        if name == "small-video":
+            (model, proc), desc, frames, side = small_video(), SMALL_VIDEO_DESCRIPTION, VIDEO_FRAMES, VIDEO_SIDE
+        else:
+            (model, proc), desc = qwen2_5_vl_7b(device, dtype), QWEN_7B_DESCRIPTION
+            frames, side = video_clip()
         model = model.to(device=device, dtype=dtype)
-        geo = Geometry(name, model, {}, SMALL_VIDEO_DESCRIPTION, proc, (VIDEO_SIDE, VIDEO_SIDE))
-        geo.inputs = video_inputs(geo)
+        geo = Geometry(name, model, {}, desc, proc, (side, side), frames=frames)
+        geo.inputs = batch_inputs(geo, 1)
         return geo
     if name == "tiny":
         model, proc = testing.llava(image=56, vision=TINY, text=TINY_TEXT)
@@ -108,11 +116,12 @@ def batch_inputs(geo: Geometry, batch_size: int, images: int = 1, only: int | No
     """The inputs of ``batch_size`` prompts, each asking :data:`QUESTION` about ``images`` images, on
     the model's device and in its dtype. The images run from busy to plain (:func:`graded_images`), so
     spectral budgets differ between the samples of a batch; the batch is left-padded, as ``generate``
-    wants it. ``only=i``: sample ``i`` of that batch alone (the same images)."""
+    wants it. ``only=i``: sample ``i`` of that batch alone (the same images). A video geometry asks
+    about ``images`` clips per prompt instead (:func:`video_inputs`)."""
     if batch_size < 1 or images < 1:
         raise ValueError(f"batch_size and images must be >= 1, got {batch_size} and {images}")
-    if geo.name == "small-video":
-        raise ValueError("small-video is timed at batch 1 only (visprune bench without --batch-sizes)")
+    if geo.frames is not None:
+        return video_inputs(geo, batch_size, images, only)
     param = next(geo.model.parameters())
     pictures = graded_images(batch_size * images, geo.image_size)
     if only is not None:
@@ -265,11 +274,61 @@ def moving_square(frames: int, side: int, seed: int = 0) -> list:
     return out
 
 
-def video_inputs(geo: Geometry) -> dict:
-    """One prompt asking :data:`QUESTION` about the geometry's clip, on the model's device and in its dtype."""
+def clip_frames(frames: int, i: int) -> int:
+    """Frames of clip ``i`` of a batch: ``frames``, then three quarters, a half, a quarter of it, and
+    round again (even counts: 2 frames per temporal patch), so a batch's clips differ in length."""
+    return max(2, frames - (frames // 4) * (i % 4))
+
+
+def video_inputs(geo: Geometry, batch_size: int = 1, clips: int = 1, only: int | None = None) -> dict:
+    """``batch_size`` prompts, each asking :data:`QUESTION` about ``clips`` clips of the geometry's size
+    (clip ``j`` of the batch: :func:`clip_frames` frames, its own background), left-padded, on the
+    model's device and in its dtype. ``only=i``: sample ``i`` of that batch alone (the same clips)."""
     from ...testing import qwen_prompt
 
+    videos = [moving_square(clip_frames(geo.frames, j), geo.image_size[0], seed=j) for j in range(batch_size * clips)]
+    if only is not None:
+        videos, batch_size = videos[only * clips:(only + 1) * clips], 1
+    tok = geo.processor.tokenizer
+    side, tok.padding_side = tok.padding_side, "left"
+    try:
+        inputs = geo.processor(text=[qwen_prompt(QUESTION, 0, clips)] * batch_size, videos=videos)
+    finally:
+        tok.padding_side = side
     param = next(geo.model.parameters())
-    inputs = geo.processor(text=[qwen_prompt(QUESTION, 0, 1)], videos=[moving_square(VIDEO_FRAMES, VIDEO_SIDE)])
     return {k: (v.to(device=param.device, dtype=param.dtype) if v.is_floating_point() else v.to(param.device))
             for k, v in inputs.items()}
+
+
+QWEN_7B_PARAMETERS = 8_292_166_656  # Qwen/Qwen2.5-VL-7B-Instruct's count; tests/test_bench_video.py checks the build
+QWEN_7B_DESCRIPTION = ("Qwen2.5-VL-7B at real size on a video: its 32-block window-attention tower (1280 wide, full "
+                       "attention in 4 blocks), a 32-frame 448 x 448 clip (a square moving over a still background) = "
+                       "16 temporal patches x 16 x 16 = 4,096 merged video tokens, Qwen2.5-7B-shaped language model "
+                       "(3584 x 28 layers, GQA 28 / 4 heads, 152,064-token vocabulary), random weights")
+
+
+def qwen2_5_vl_7b(device: str, dtype: torch.dtype, seed: int = 0, layers: tuple[int, int] | None = None):
+    """Qwen2.5-VL-7B at its real size with random weights (the savings row's shapes,
+    :func:`visprune.adapters.qwen2_vl.qwen2_5_vl_7b_config`), made directly on ``device`` in ``dtype``
+    as :func:`llava_7b` is, and the processor of its 448 px clips. The vocabulary keeps its 152,064
+    rows; the prompt uses the test tokenizer's ids, which all lie inside it. ``layers``: (vision,
+    text) depth override for a quick check of this code path at full width."""
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    from ...testing import QwenInputs, qwen_tokenizer
+
+    tok = qwen_tokenizer()
+    cfg = qwen2_5_vl_7b_config(layers=layers)
+    text = cfg.text_config
+    text.pad_token_id, text.bos_token_id, text.eos_token_id = tok.pad_token_id, tok.bos_token_id, tok.eos_token_id
+    for name, token in (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+                        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")):
+        setattr(cfg, name, tok.convert_tokens_to_ids(token))
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(cfg, dtype=dtype).eval()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    side = video_clip()[1]
+    ip = Qwen2VLImageProcessorPil(min_pixels=4 * 28 * 28, max_pixels=side * side, patch_size=14, merge_size=2,
+                                  temporal_patch_size=2)
+    return model, QwenInputs(ip, tok)

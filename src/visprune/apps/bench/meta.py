@@ -1,64 +1,69 @@
-"""LLaVA-1.5-7B's FLOPs at real size, counted on the ``meta`` device (no weights, no timings)."""
+"""The real-size geometries' FLOPs counted on the ``meta`` device (no weights, no timings)."""
 
 from __future__ import annotations
 
 import torch
 
 from ... import ops
+from ...adapters.llava import counts_7b
+from ...adapters.qwen2_vl import qwen2_5_vl_7b_video_counts
+from ...measure.savings import TEXT_TOKENS, Counts
 from ...methods import QUICK_METHODS, parse_method
-from .geometries import llava_7b_config
+
+#: each real-size geometry's counts (the same as its row of docs/savings.md) and its description
+META_GEOMETRIES = {
+    "llava-1.5-7b": (counts_7b, "LLaVA-1.5-7B shapes on the meta device: CLIP ViT-L/14-336 (576 tokens) + Vicuna-7B"),
+    "qwen2.5-vl-7b-video": (qwen2_5_vl_7b_video_counts,
+                            "Qwen2.5-VL-7B shapes on the meta device: a 32-frame 448 x 448 clip (16 temporal patches "
+                            "x 16 x 16 = 4,096 merged video tokens), its 32-block window-attention tower + Qwen2.5-7B"),
+}
 
 
 @torch.no_grad()
-def bench_meta(methods: list[str] | tuple[str, ...] = QUICK_METHODS, text_tokens: int = 40) -> dict:
-    """FLOPs at LLaVA-1.5-7B's real size, counted on the ``meta`` device (no weights, no timings).
+def bench_meta(methods: list[str] | tuple[str, ...] = QUICK_METHODS, geometry: str = "llava-1.5-7b",
+               tiny: bool = False) -> dict:
+    """FLOPs of ``geometry`` at its real size, counted on the ``meta`` device (no weights, no timings).
 
     The pruning code reads values, which meta tensors do not have, so each method's FLOPs are
-    counted on the stock model at the size the pruned model really runs: the full vision tower and
-    projector, then the language-model prefill with ``k`` image tokens. Budgets that depend on the
-    image (``energy``, ``iqr``) cannot be sized without weights and are reported as null.
-    """
-    from transformers import LlavaForConditionalGeneration
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-    from ...measure.flops import count_flops_by_module
-
-    cfg = llava_7b_config()
-    with torch.device("meta"):
-        model = LlavaForConditionalGeneration(cfg).eval()
-    n = (336 // 14) ** 2
-    pixels = torch.empty(1, 3, 336, 336, device="meta")
-    vision, _ = count_flops_by_module(model.model.get_image_features, pixel_values=pixels)
-
-    def lm_flops(k: int) -> int:
-        ids = torch.tensor([[1] * (text_tokens // 2) + [cfg.image_token_id] * k + [2] * (text_tokens - text_tokens // 2)])
-        feats = torch.empty(k, cfg.text_config.hidden_size, device="meta")
-        enc = {"image": BaseModelOutputWithPooling(pooler_output=[feats])}
-        counts, _ = count_flops_by_module(model, input_ids=ids, mm_encoder_outputs=enc)
-        return counts["total"]
-
-    full = vision["total"] + lm_flops(n)
-    results = [{"method": "none", "kept_tokens": [n], "flops": full, "flops_ratio": 1.0}]
+    counted on the stock modules at the sizes the pruned model really runs (the adapter's counts,
+    :class:`visprune.measure.savings.Counts`, as ``docs/savings.md`` counts them): the full vision
+    tower and projector, then the language-model prefill (decoder stack over the prompt, the head on
+    its last position) with ``k`` visual tokens; ``kv_cache_ratio``: the prompt's length over the
+    unpruned one's (every layer caches every position). Budgets that depend on the image (``energy``,
+    ``iqr``) and the temporal stage (which drops what repeats across frames) cannot be sized
+    without weights and are reported as null. ``tiny``: the adapter's shrunk shapes (tests)."""
+    if geometry not in META_GEOMETRIES:
+        raise ValueError(f"no meta-device count for {geometry!r}; valid: {', '.join(META_GEOMETRIES)}")
+    count, description = META_GEOMETRIES[geometry]
+    c: Counts = count(tiny)
+    full = c.total(c.n)
+    results = [{"method": "none", "kept_tokens": [c.n], "flops": full, "flops_ratio": 1.0, "kv_cache_ratio": 1.0}]
     for spec in methods:
         m = parse_method(spec)
         if m.config is None:
             continue
         budget = m.config.budget_name
-        if budget == "ratio":
-            k = int(ops.ratio_budget(n, m.config.keep))
+        note = None
+        if getattr(m.config, "temporal", None) is not None:
+            note = "the temporal stage depends on the frames; not sized on the meta device"
+        elif budget == "ratio":
+            k = int(ops.ratio_budget(c.n, m.config.keep))
         elif budget == "fixed":
-            k = min(m.config.k, n)
+            k = min(m.config.k, c.n)
         else:
+            note = f"budget {budget!r} depends on the image; not sized on the meta device"
+        if note:
             results.append({"method": m.label, "kept_tokens": None, "flops": None, "flops_ratio": None,
-                            "note": f"budget {budget!r} depends on the image; not sized on the meta device"})
+                            "kv_cache_ratio": None, "note": note})
             continue
-        f = vision["total"] + lm_flops(k)
-        results.append({"method": m.label, "kept_tokens": [k], "flops": f, "flops_ratio": f / full})
+        f = c.total(k)
+        # every layer caches every position of the prompt: the cache shrinks as the prompt does
+        results.append({"method": m.label, "kept_tokens": [k], "flops": f, "flops_ratio": f / full,
+                        "kv_cache_ratio": (TEXT_TOKENS + k) / (TEXT_TOKENS + c.n)})
     return {
-        "geometry": "llava-1.5-7b",
-        "description": "LLaVA-1.5-7B shapes on the meta device: CLIP ViT-L/14-336 (576 tokens) + Vicuna-7B, "
-        f"{text_tokens} text tokens; FLOPs counted per module, no weights (timings at real size: "
-        "`--device cpu` or `--device cuda`)",
-        "vision_flops": vision["total"],
+        "geometry": geometry,
+        "description": f"{description}, {TEXT_TOKENS} text tokens; FLOPs counted per module, no weights, as "
+        "docs/savings.md counts them (timings at real size: `--device cpu` or `--device cuda`)",
+        "vision_flops": c.vision + c.connector,
         "results": results,
     }

@@ -73,11 +73,12 @@ def write_json(report: dict, path: str | Path) -> None:
 
 
 def meta_markdown(report: dict, command: str) -> str:
-    rows = [[r["method"], "n/a", "n/a", f"n/a ({r['note']})"] if r["flops"] is None
-            else [r["method"], r["kept_tokens"][0], f"{r['flops'] / 1e12:.2f}", f"{r['flops_ratio']:.3f}"]
+    rows = [[r["method"], "n/a", "n/a", f"n/a ({r['note']})", "n/a"] if r["flops"] is None
+            else [r["method"], r["kept_tokens"][0], f"{r['flops'] / 1e12:.2f}", f"{r['flops_ratio']:.3f}",
+                  _or_na(r.get("kv_cache_ratio"))]
             for r in report["results"]]
     lines = [f"### `{report['geometry']}`: {report['description']}", "", f"Command: `{command}`", "",
-             markdown_table(["method", "kept tokens", "prefill TFLOP", "FLOPs ratio"], rows),
+             markdown_table(["method", "kept tokens", "prefill TFLOP", "FLOPs ratio", "KV-cache ratio"], rows),
              f"\nVision tower + projector: {report['vision_flops'] / 1e12:.2f} TFLOP of every row."]
     return "\n".join(lines) + "\n"
 
@@ -85,11 +86,13 @@ def meta_markdown(report: dict, command: str) -> str:
 def throughput_markdown(report: dict, command: str) -> str:
     """A throughput run as a BENCHMARKS.md section: one row per batch size and method."""
     s = report["setup"]
-    images = s["images_per_prompt"]
+    images, unit = s["images_per_prompt"], report.get("unit", "image")
+    clips = (f" The clips of a batch have {', '.join(map(str, s['clip_frames']))} frames, in batch order (padded "
+             "to the longest prompt)." if s.get("clip_frames") else "")
     lines = [
-        f"### `{report['geometry']}`: throughput, {images} image{'s' if images > 1 else ''} per prompt",
+        f"### `{report['geometry']}`: throughput, {images} {unit}{'s' if images > 1 else ''} per prompt",
         "",
-        f"{report['description']}. Measured on {s['device']} ({s['device_name']}, {s['cpu_threads']} threads), "
+        f"{report['description']}.{clips} Measured on {s['device']} ({s['device_name']}, {s['cpu_threads']} threads), "
         f"{s['dtype']}, median of {s['repeats']} runs after {s['warmup']} warm-up run{'s' if s['warmup'] != 1 else ''}, "
         f"{s['new_tokens']} new tokens; torch {s['torch']}, transformers {s['transformers']}.",
         "",
@@ -98,7 +101,7 @@ def throughput_markdown(report: dict, command: str) -> str:
     ]
     loop = any("loop_bs1" in r for r in report["results"])
     eager = any("eager_scoring" in r for r in report["results"])
-    header = ["batch", "method", "kept tokens per image", "FLOPs ratio", "FLOPs limit", "samples/s prefill",
+    header = ["batch", "method", f"kept tokens per {unit}", "FLOPs ratio", "FLOPs limit", "samples/s prefill",
               "samples/s generate", "throughput ratio (prefill / generate)", "share of the limit",
               "overhead per batch", "peak memory ratio"]
     header += ["batched / batch-1 loop (prefill / generate)"] if loop else []
@@ -106,6 +109,8 @@ def throughput_markdown(report: dict, command: str) -> str:
     rows = []
     for r in report["results"]:
         kept = "all" if r["kept_tokens"] is None else _kept(r["kept_tokens"])
+        if r.get("temporal_dropped") is not None:
+            kept += f" ({_kept(r['temporal_dropped'])} dropped as repeats)"
         row = [r["batch_size"], r["method"], kept, f"{r['flops_ratio']:.3f}", f"{r['flops_limit']:.2f}x",
                f"{r['prefill_samples_per_s']:.2f}", f"{r['generate_samples_per_s']:.2f}",
                f"{r['prefill_throughput_ratio']:.2f}x / {r['throughput_ratio']:.2f}x", f"{r['limit_share']:.2f}",

@@ -32,7 +32,7 @@ from ...methods import Method, parse_method
 from ...transform import last_selection, prune_, unprune_
 from ...scoring.scorers.llm_pruning import decoder_layers
 from .eager import eager_scoring, reads_attention
-from .geometries import Geometry, batch_inputs, build_geometry, visual_tokens
+from .geometries import Geometry, batch_inputs, build_geometry, clip_frames, visual_tokens
 from .refusals import refused_row, split_refused
 from .run import machine
 
@@ -55,7 +55,8 @@ def throughput(
     dtype: torch.dtype = torch.float32,
     progress: Callable[[str], None] | None = print,
 ) -> dict:
-    """Throughput at each of ``batch_sizes`` (``images`` images per prompt); the JSON-ready report."""
+    """Throughput at each of ``batch_sizes`` (``images`` images per prompt; a video geometry: clips of
+    different lengths, :func:`~.geometries.video_inputs`); the JSON-ready report."""
     if repeats < 1 or warmup < 0:
         raise ValueError("repeats must be >= 1 and warmup >= 0")
     if not batch_sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batch_sizes):
@@ -77,8 +78,10 @@ def throughput(
     setup = machine(dev, dtype)
     setup.update(repeats=repeats, warmup=warmup, new_tokens=new_tokens, batch_sizes=list(batch_sizes),
                  images_per_prompt=images, loop=loop, scoring=scoring)
+    if geo.frames is not None:  # a video geometry: the frames of each clip of the largest batch, in order
+        setup["clip_frames"] = [clip_frames(geo.frames, j) for j in range(max(batch_sizes) * images)]
     return {"geometry": geo.name, "kind": "throughput", "description": geo.description, "setup": setup,
-            "results": results, "refused": [refused_row(m, refused[m.label]) for m in parsed if m.label in refused]}
+            "unit": "image" if geo.frames is None else "clip", "results": results, "refused": [refused_row(m, refused[m.label]) for m in parsed if m.label in refused]}
 
 
 def _one_batch_size(geo: Geometry, methods: list[Method], b: int, images: int, repeats: int, warmup: int,
@@ -144,11 +147,12 @@ def _measure(model, method: Method, inputs: dict, singles: list[dict], dev, eage
         flops, _ = count_flops(model, **inputs)
         peak, kv = prefill_memory(model, inputs, dev)
         row = {"method": method.label, "config": method.to_dict()["config"], "flops": flops, "peak_bytes": peak,
-               "kv_cache_bytes": kv, "kept_tokens": None}
+               "kv_cache_bytes": kv, "kept_tokens": None, "temporal_dropped": None}
         if method.config is None:
             return row
         kept = last_selection(model).kept
         row["kept_tokens"] = last_selection(model).sent  # tokens the language model receives
+        row["temporal_dropped"] = last_selection(model).temporal_dropped  # per video, by the temporal stage
         if singles:
             alone = []
             for x in singles:
@@ -178,6 +182,7 @@ def _row(r: dict, ref: dict, b: int, images: int) -> dict:
         "method": r["method"],
         "config": r["config"],
         "kept_tokens": r["kept_tokens"],
+        "temporal_dropped": r["temporal_dropped"],
         "flops": r["flops"],
         "flops_ratio": flops_ratio,
         "flops_limit": 1 / flops_ratio,

@@ -112,14 +112,7 @@ def _model_command(args: argparse.Namespace, methods: list[str] | None, command:
         report = bench(geo, methods, **kwargs) if methods else bench(geo, **kwargs)
         key = f"{geo.name}-{torch.device(device).type}" + ("-compiled" if args.compile else "")
         text = markdown(report, command)
-    print(text)
-    if args.json:
-        write_json(report, args.json)
-    if args.plot:
-        scaling_plot(report, args.plot)
-    if args.markdown:
-        write_markdown_section(Path(args.markdown), key, text)
-    return 0
+    return _emit(args, report, text, key)
 
 
 def _check_throughput(args: argparse.Namespace) -> None:
@@ -147,14 +140,19 @@ def _throughput_command(args: argparse.Namespace, methods: list[str] | None, dev
                         warmup=args.warmup, new_tokens=args.new_tokens, loop=args.loop, scoring=args.scoring,
                         device=device, dtype=dtype, progress=progress_printer(args.quiet))
     text = throughput_markdown(report, command)
+    suffix = "" if device == "cpu" else f"-{torch.device(device).type}"
+    return _emit(args, report, text, args.section or f"{args.geometry}-throughput{suffix}")
+
+
+def _emit(args: argparse.Namespace, report: dict, text: str, key: str) -> int:
+    """The report's Markdown to stdout, and to the files the options name (its ``key`` section of ``--markdown``)."""
     print(text)
     if args.json:
         write_json(report, args.json)
     if args.plot:
         scaling_plot(report, args.plot)
     if args.markdown:
-        suffix = "" if device == "cpu" else f"-{torch.device(device).type}"
-        write_markdown_section(Path(args.markdown), args.section or f"{args.geometry}-throughput{suffix}", text)
+        write_markdown_section(Path(args.markdown), key, text)
     return 0
 
 

@@ -119,9 +119,10 @@ def last_kept(model: nn.Module) -> list[torch.Tensor]:
 
 def last_selection(model: nn.Module) -> Selection:
     """The full record of this thread's last pruned call (features, signals, kept indices, timing, and
-    ``relevance``: which question relevance ran, ``"clip:<hub id or folder>"``, ``"lmtext"`` or None; with
+    ``relevance``: which question relevance ran, ``"clip:<hub id or folder>"``, ``"lmtext"`` or None;
+    ``group_kept``: per video, the tokens kept in each temporal group (frame pair or frame); with
     ``PruneConfig(temporal=...)``, ``temporal_dropped``: per video, the tokens the temporal stage dropped as
-    repeats, and ``group_kept``: per video, the tokens kept in each temporal group)."""
+    repeats)."""
     state = _state(model)
     last = getattr(state.calls, "last", None)
     if last is None:

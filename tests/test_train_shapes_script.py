@@ -284,3 +284,35 @@ def test_shapes_errors_splits_side_questions_and_scores_caption_positions(tmp_pa
     (folder / "0.jsonl").write_text(json.dumps(sample) + "\n")
     c = errors.caption_positions(tmp_path)
     assert c["matched"] == 2 and c["row_exact"] == 1.0 and c["col_exact"] == 0.0 and c["col_within_1"] == 0.5
+
+
+@needs_checkpoint
+def test_prumerge_probe_ablation_is_the_official_prumerge_at_its_defaults():
+    import visprune
+    from visprune import PruneConfig
+
+    probe = _script("prumerge_probe")
+    model, processor = shapes.load()
+
+    def lm_input(config, sample):
+        """The language model's input embeddings of one pruned prefill, and the kept indices."""
+        seen = []
+        hook = model.model.language_model.register_forward_pre_hook(
+            lambda _m, args, kwargs: seen.append(kwargs["inputs_embeds"].clone()), with_kwargs=True)
+        visprune.prune_(model, config, processor=processor)
+        try:
+            with torch.no_grad():
+                model(**processor(text=shapes.prompt(processor, sample.question), images=sample.image,
+                                  return_tensors="pt"))
+            return seen[0], visprune.last_kept(model)[0]
+        finally:
+            hook.remove()
+            visprune.unprune_(model)
+
+    for sample in shapes.make_samples(n=3, seed=12345):
+        official, kept = lm_input(PruneConfig(scorer="prumerge"), sample)
+        ablation, same_kept = lm_input(probe.config({}), sample)
+        assert torch.equal(official, ablation) and torch.equal(kept, same_kept)
+        plain, plain_kept = lm_input(probe.config({"merging": "none", "extra": False, "order": "ascending"}), sample)
+        assert torch.equal(plain_kept, kept) and plain.shape[1] == official.shape[1] - 1  # no extra token
+        assert not torch.allclose(plain, official[:, : plain.shape[1]])  # unmerged tokens differ from merged ones

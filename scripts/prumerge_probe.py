@@ -64,19 +64,10 @@ class Ablation(PruMergeScorer):
         orders, scores = ctx.extras[self.name]
         tower, out = ctx.tower, []
         for i, order in enumerate(orders):
-            n = int(ctx.candidates[i].sum())
-            rows = slice(tower.first, tower.first + n)
-            x = tower.hidden[i][rows].float()
-            keys = torch.nn.functional.normalize(tower.last_k[i][rows].float(), dim=-1)
-            a = scores[i, :n].float().to(x.device)
-            sim = keys[order] @ keys.T
-            sim[torch.arange(len(order)), order] = -torch.inf
-            near = sim.topk(min(self.neighbours, n - 1), dim=-1).indices
+            x, a, near, rest = self.neighbourhood(ctx, scores, i, order, self.neighbours)
             summed, weight = (x[near] * a[near, None]).sum(1), a[near].sum(1, keepdim=True)
             merged = {"official": x[order] + summed, "none": x[order],
                       "normalised": (x[order] + summed) / (1 + weight)}[self.merging]
-            rest = torch.ones(n, dtype=torch.bool)
-            rest[order] = False
             extra = None
             if self.extra and rest.any():
                 extra = (x[rest] * a[rest, None]).sum(0, keepdim=True)

@@ -73,22 +73,31 @@ class PruMergeScorer(Scorer):
         ctx.extras[self.name] = (orders, scores)  # per call: merge reads them back
         return [torch.sort(o).values for o in orders]
 
+    def neighbourhood(self, ctx: ScoreContext, scores: torch.Tensor, i: int, order: torch.Tensor,
+                      neighbours: int = NEIGHBOURS):
+        """What image ``i``'s merge reads: the feature layer's patch hidden states ``x`` ``[n, Dv]`` (float),
+        the scores ``a`` ``[n]``, each kept patch's ``neighbours`` key-nearest other patches ``near``
+        ``[kept, neighbours]`` and the patches not kept ``rest`` (bool ``[n]``)."""
+        tower = ctx.tower
+        n = int(ctx.candidates[i].sum())
+        rows = slice(tower.first, tower.first + n)
+        x = tower.hidden[i][rows].float()
+        keys = torch.nn.functional.normalize(tower.last_k[i][rows].float(), dim=-1)
+        a = scores[i, :n].float().to(x.device)
+        sim = keys[order] @ keys.T  # [kept, n]
+        sim[torch.arange(len(order), device=sim.device), order] = -torch.inf  # not itself
+        near = sim.topk(min(neighbours, n - 1), dim=-1).indices
+        rest = torch.ones(n, dtype=torch.bool, device=x.device)
+        rest[order] = False
+        return x, a, near, rest
+
     def merge(self, ctx: ScoreContext, kept: list[torch.Tensor]) -> list[torch.Tensor]:
         orders, scores = ctx.extras[self.name]
         tower = ctx.tower
         out = []
         for i, order in enumerate(orders):
-            n = int(ctx.candidates[i].sum())
-            rows = slice(tower.first, tower.first + n)
-            x = tower.hidden[i][rows].float()
-            keys = torch.nn.functional.normalize(tower.last_k[i][rows].float(), dim=-1)
-            a = scores[i, :n].float().to(x.device)
-            sim = keys[order] @ keys.T  # [kept, n]
-            sim[torch.arange(len(order), device=sim.device), order] = -torch.inf  # not itself
-            near = sim.topk(min(NEIGHBOURS, n - 1), dim=-1).indices
+            x, a, near, rest = self.neighbourhood(ctx, scores, i, order)
             parts = [x[order] + (x[near] * a[near, None]).sum(1)]
-            rest = torch.ones(n, dtype=torch.bool, device=x.device)
-            rest[order] = False
             if rest.any():  # the extra token: every patch not kept, weighted by its score
                 parts.append((x[rest] * a[rest, None]).sum(0, keepdim=True))
             out.append(tower.project(torch.cat(parts).to(tower.hidden[i].dtype)))
